@@ -1,0 +1,339 @@
+//! The authoritative engine: commands in, events out.
+//!
+//! One [`Engine`] holds the data of one app. Sessions reach it through a transport (in process
+//! for the embedded engine, a websocket for `talkstore-server`); either way each session is a
+//! *connection* that sends [`ClientFrame`]s and receives [`ServerFrame`]s. Every command runs
+//! under one lock, is validated completely before it writes, commits its writes and its events
+//! together, and then every connection's feed turns the events into one push.
+
+mod commands;
+mod feed;
+mod memory;
+mod storage;
+mod view;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use tokio::sync::mpsc;
+
+pub use self::storage::StorageError;
+pub(crate) use self::storage::{Event, Storage};
+use self::{feed::Feed, memory::MemoryStorage};
+use crate::{
+    model::{ConversationId, Timestamp, UserId},
+    params::plain_text,
+    protocol::{ClientFrame, ErrorCode, Request, Response, ServerFrame, Update, WireError},
+};
+
+/// An engine command was refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The command broke a rule; nothing was written.
+    #[error("{code}: {reason}")]
+    Rejected {
+        /// The machine-readable code.
+        code: ErrorCode,
+        /// Why, for humans.
+        reason: String,
+    },
+    /// Storage failed; nothing was written.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl EngineError {
+    pub(crate) fn rejected(code: ErrorCode, reason: impl Into<String>) -> Self {
+        EngineError::Rejected {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn into_wire(self) -> WireError {
+        match self {
+            EngineError::Rejected { code, reason } => WireError {
+                code,
+                reasons: vec![reason],
+            },
+            EngineError::Storage(error) => WireError {
+                code: ErrorCode::Internal,
+                reasons: vec![error.to_string()],
+            },
+        }
+    }
+}
+
+pub(crate) type EngineResult<T> = Result<T, EngineError>;
+
+/// Identifies one connection to the engine.
+pub(crate) type ConnId = u64;
+
+/// The maximum number of live subscriptions per connection. Subscribing past it fails with
+/// [`ErrorCode::LimitExceeded`].
+pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1_000;
+
+/// The maximum size of a message's plaintext, in bytes. Larger sends and edits fail with
+/// [`ErrorCode::LimitExceeded`].
+pub const MAX_MESSAGE_TEXT_BYTES: usize = 64 * 1024;
+
+/// Where an engine gets the current time, in milliseconds since the Unix epoch.
+type Clock = Box<dyn Fn() -> Timestamp + Send>;
+
+struct Connection {
+    feed: Feed,
+    outbox: mpsc::UnboundedSender<ServerFrame>,
+    push_seq: u64,
+}
+
+pub(crate) struct State {
+    storage: Box<dyn Storage>,
+    clock: Clock,
+    last_now: Timestamp,
+    connections: HashMap<ConnId, Connection>,
+    next_conn: ConnId,
+}
+
+impl State {
+    /// The engine's time: the wall clock, but strictly increasing, so that every event has its
+    /// own timestamp (under more than 1,000 writes a second it runs ahead of the wall clock).
+    pub(crate) fn now(&mut self) -> Timestamp {
+        let now = (self.clock)().max(self.last_now + 1);
+        self.last_now = now;
+        now
+    }
+
+    pub(crate) fn storage(&self) -> &dyn Storage {
+        &*self.storage
+    }
+
+    pub(crate) fn storage_mut(&mut self) -> &mut dyn Storage {
+        &mut *self.storage
+    }
+
+    /// Runs a write: on success commits its writes and events together; on failure rolls back.
+    fn write(
+        &mut self,
+        command: impl FnOnce(&mut State) -> EngineResult<(Response, Vec<Event>)>,
+    ) -> EngineResult<(Response, Vec<Event>)> {
+        let result = command(self).and_then(|(response, events)| {
+            if !events.is_empty() {
+                self.storage.append_events(&events)?;
+            }
+            self.storage.commit()?;
+            Ok((response, events))
+        });
+        if result.is_err() {
+            self.storage.rollback();
+        }
+        result
+    }
+
+    /// Turns committed events into one push per connection that sees them.
+    fn publish(&mut self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        let storage = &*self.storage;
+        let epoch = storage.log_position().map_or(0, |(epoch, _)| epoch);
+        for connection in self.connections.values_mut() {
+            match connection.feed.on_events(storage, events) {
+                Ok(updates) => push(connection, epoch, updates),
+                Err(error) => tracing::error!(%error, "feed failed to compute a push"),
+            }
+        }
+    }
+}
+
+fn push(connection: &mut Connection, epoch: u64, updates: Vec<Update>) {
+    if updates.is_empty() {
+        return;
+    }
+    connection.push_seq += 1;
+    let frame = ServerFrame::Push {
+        seq: connection.push_seq,
+        epoch,
+        updates,
+    };
+    // A closed outbox means the connection is going away; its disconnect cleans up.
+    let _ = connection.outbox.send(frame);
+}
+
+/// An in-process chat engine: the embedded backend of `talkstore`.
+///
+/// Cloning gives another handle to the same engine. Data lives in memory and is lost when the
+/// last handle (and every session using it) is dropped.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), talkstore::Error> {
+/// use talkstore::{Engine, SessionOptions, UserParams, get_talk_session};
+///
+/// let engine = Engine::new();
+/// let session = get_talk_session(
+///     SessionOptions::new("my-app", "alice").engine(engine.clone()),
+/// )?;
+/// session.current_user().set(UserParams::new().name("Alice")).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Engine {
+    /// Creates an empty in-memory engine using the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        })
+    }
+
+    /// Creates an empty in-memory engine reading time from `clock` (milliseconds since the
+    /// Unix epoch). Timestamps the engine assigns are still strictly increasing.
+    pub fn with_clock(clock: impl Fn() -> Timestamp + Send + 'static) -> Self {
+        let state = State {
+            storage: Box::new(MemoryStorage::new(1)),
+            clock: Box::new(clock),
+            last_now: 0,
+            connections: HashMap::new(),
+            next_conn: 1,
+        };
+        Engine {
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave half a command behind (writes roll back
+        // or commit as a whole), so a poisoned lock is still consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Opens a connection acting as `user`; frames for it arrive on the returned receiver.
+    pub(crate) fn connect(&self, user: UserId) -> (ConnId, mpsc::UnboundedReceiver<ServerFrame>) {
+        let (outbox, inbox) = mpsc::unbounded_channel();
+        let mut state = self.lock();
+        let id = state.next_conn;
+        state.next_conn += 1;
+        state.connections.insert(
+            id,
+            Connection {
+                feed: Feed::new(user),
+                outbox,
+                push_seq: 0,
+            },
+        );
+        (id, inbox)
+    }
+
+    /// Closes a connection and drops its subscriptions.
+    pub(crate) fn disconnect(&self, conn: ConnId) {
+        self.lock().connections.remove(&conn);
+    }
+
+    /// Handles one frame from a connection. Its pushes are queued before its response.
+    pub(crate) fn handle(&self, conn: ConnId, frame: ClientFrame) {
+        let mut state = self.lock();
+        let Some(me) = state.connections.get(&conn).map(|c| c.feed.me().clone()) else {
+            return;
+        };
+        let id = frame.id;
+        let result = match frame.request {
+            Request::Subscribe { sub, target } => feed_op(&mut state, conn, |feed, storage| {
+                feed.subscribe(storage, sub, target)
+            }),
+            Request::LoadMore { sub, count } => feed_op(&mut state, conn, |feed, storage| {
+                feed.load_more(storage, sub, count)
+            }),
+            Request::Unsubscribe { sub } => {
+                feed_op(&mut state, conn, |feed, _| Ok(feed.unsubscribe(sub)))
+            }
+            request if request.is_read() => commands::read(&state, &me, request),
+            request => match state.write(|state| commands::write(state, &me, request)) {
+                Ok((response, events)) => {
+                    state.publish(&events);
+                    Ok(response)
+                }
+                Err(error) => Err(error),
+            },
+        };
+        if let Some(connection) = state.connections.get(&conn) {
+            let result = result.map_err(EngineError::into_wire);
+            let _ = connection.outbox.send(ServerFrame::Response { id, result });
+        }
+    }
+
+    /// Posts a system message (no sender, origin `rest`) to a conversation, as an app's backend
+    /// would. Returns the new message's id.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorCode::NotFound`] if the conversation does not exist, [`ErrorCode::InvalidRequest`]
+    /// if `text` is empty.
+    pub fn post_system_message(
+        &self,
+        conversation: &ConversationId,
+        text: &str,
+    ) -> Result<crate::model::MessageId, EngineError> {
+        let mut state = self.lock();
+        let (response, events) = state
+            .write(|state| commands::post_system_message(state, conversation, plain_text(text)))?;
+        state.publish(&events);
+        match response {
+            Response::Sent { message } => Ok(message),
+            _ => Err(EngineError::rejected(
+                ErrorCode::Internal,
+                "unexpected response",
+            )),
+        }
+    }
+}
+
+/// Runs a subscription operation on one connection's feed and pushes its updates.
+fn feed_op(
+    state: &mut State,
+    conn: ConnId,
+    op: impl FnOnce(&mut Feed, &dyn Storage) -> EngineResult<Vec<Update>>,
+) -> EngineResult<Response> {
+    let storage = &*state.storage;
+    let epoch = storage.log_position()?.0;
+    let Some(connection) = state.connections.get_mut(&conn) else {
+        return Ok(Response::Ack);
+    };
+    let updates = op(&mut connection.feed, storage)?;
+    push(connection, epoch, updates);
+    Ok(Response::Ack)
+}
+
+impl Request {
+    fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Request::GetUser { .. }
+                | Request::GetConversation { .. }
+                | Request::GetParticipant { .. }
+                | Request::GetMessage { .. }
+        )
+    }
+}

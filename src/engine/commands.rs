@@ -1,0 +1,584 @@
+//! The rules of every command: validation first, then writes and the events they cause.
+
+use super::{
+    EngineError, EngineResult, Event, MAX_MESSAGE_TEXT_BYTES, State, Storage,
+    storage::{MessagePos, StoredParticipant, StoredUser},
+    view::{self, Collector},
+};
+use crate::{
+    model::{
+        Access, ConversationId, ConversationRecord, MessageId, MessageRecord, MessageType, Notify,
+        Origin, ParticipantRecord, SendContentBlock, UserId, UserSnapshot, content_to_blocks,
+        plaintext, validate_send,
+    },
+    params::{
+        ConversationParams, EditParams, ParticipantParams, UserParams, WireSend, apply_custom,
+        custom_from_patch,
+    },
+    protocol::{EntityKey, ErrorCode, ParticipantWrite, Request, Response},
+};
+
+fn invalid(reason: impl Into<String>) -> EngineError {
+    EngineError::rejected(ErrorCode::InvalidRequest, reason)
+}
+
+fn not_found(reason: impl Into<String>) -> EngineError {
+    EngineError::rejected(ErrorCode::NotFound, reason)
+}
+
+fn not_participant(conversation: &ConversationId) -> EngineError {
+    EngineError::rejected(
+        ErrorCode::NotAParticipant,
+        format!("you are not a participant of conversation {conversation}"),
+    )
+}
+
+fn forbidden(reason: impl Into<String>) -> EngineError {
+    EngineError::rejected(ErrorCode::Forbidden, reason)
+}
+
+/// Answers a read with the records of the requested snapshot.
+pub(super) fn read(state: &State, me: &UserId, request: Request) -> EngineResult<Response> {
+    let storage = state.storage();
+    let key = match request {
+        Request::GetUser { user } => EntityKey::user(&user),
+        Request::GetConversation { conversation } => EntityKey::conversation(&conversation),
+        Request::GetParticipant { conversation, user } => {
+            if &user != me && !view::is_participant(storage, &conversation, me)? {
+                return Err(not_participant(&conversation));
+            }
+            EntityKey::participant(&conversation, &user)
+        }
+        Request::GetMessage {
+            conversation,
+            message,
+        } => {
+            match storage.message(&message)? {
+                Some((m, _)) if m.conversation_id == conversation => {}
+                _ => {
+                    return Ok(Response::Found {
+                        root: None,
+                        records: Vec::new(),
+                    });
+                }
+            }
+            EntityKey::message(&message)
+        }
+        _ => return Err(invalid("not a read")),
+    };
+    let mut collector = Collector::default();
+    let root = collector.collect(storage, me, &key)?.then_some(key);
+    Ok(Response::Found {
+        root,
+        records: collector.records.into_values().collect(),
+    })
+}
+
+/// Runs a write command. Validates everything before the first write.
+pub(super) fn write(
+    state: &mut State,
+    me: &UserId,
+    request: Request,
+) -> EngineResult<(Response, Vec<Event>)> {
+    match request {
+        Request::SetUser {
+            user,
+            params,
+            create_only,
+        } => set_user(state, &user, params, create_only),
+        Request::SetConversation {
+            conversation,
+            params,
+            create_only,
+        } => set_conversation(state, me, &conversation, params, create_only),
+        Request::MarkRead { conversation } => mark(state, me, &conversation, false),
+        Request::MarkUnread { conversation } => mark(state, me, &conversation, true),
+        Request::Send {
+            conversation,
+            message,
+        } => send(state, me, &conversation, message),
+        Request::SetParticipant {
+            conversation,
+            user,
+            params,
+            mode,
+        } => set_participant(state, me, &conversation, &user, params, mode),
+        Request::DeleteParticipant { conversation, user } => {
+            delete_participant(state, me, &conversation, &user)
+        }
+        Request::EditMessage {
+            conversation,
+            message,
+            params,
+        } => edit_message(state, me, &conversation, &message, params),
+        Request::DeleteMessage {
+            conversation,
+            message,
+        } => delete_message(state, me, &conversation, &message),
+        _ => Err(invalid("not a write")),
+    }
+}
+
+fn set_user(
+    state: &mut State,
+    id: &UserId,
+    params: UserParams,
+    create_only: bool,
+) -> EngineResult<(Response, Vec<Event>)> {
+    if params.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(invalid("name must not be empty"));
+    }
+    let old = state.storage().user(id)?;
+    let mut user = match (&old, create_only) {
+        (Some(_), true) => return Ok((Response::Ack, Vec::new())),
+        (Some(old), false) => old.clone(),
+        (None, _) => {
+            let Some(name) = params.name.clone() else {
+                return Err(invalid(format!("name is required to create user {id}")));
+            };
+            StoredUser {
+                public: UserSnapshot {
+                    id: id.clone(),
+                    name,
+                    custom: Default::default(),
+                    locale: None,
+                    photo_url: None,
+                    role: "default".to_owned(),
+                    welcome_message: None,
+                },
+                email: Vec::new(),
+                phone: Vec::new(),
+            }
+        }
+    };
+    let public = &mut user.public;
+    if let Some(name) = params.name {
+        public.name = name;
+    }
+    apply_custom(params.custom, &mut public.custom);
+    params.locale.apply_to(&mut public.locale);
+    params.photo_url.apply_to(&mut public.photo_url);
+    params
+        .role
+        .apply_or(&mut public.role, || "default".to_owned());
+    params.welcome_message.apply_to(&mut public.welcome_message);
+    params.email.apply_or(&mut user.email, Vec::new);
+    params.phone.apply_or(&mut user.phone, Vec::new);
+    if old.as_ref() == Some(&user) {
+        return Ok((Response::Ack, Vec::new()));
+    }
+    state.storage_mut().put_user(user)?;
+    Ok((Response::Ack, vec![Event::UserChanged { user: id.clone() }]))
+}
+
+fn require_user(storage: &dyn Storage, user: &UserId) -> EngineResult<()> {
+    match storage.user(user)? {
+        Some(_) => Ok(()),
+        None => Err(not_found(format!(
+            "user {user} does not exist; create the user first"
+        ))),
+    }
+}
+
+fn set_conversation(
+    state: &mut State,
+    me: &UserId,
+    id: &ConversationId,
+    params: ConversationParams,
+    create_only: bool,
+) -> EngineResult<(Response, Vec<Event>)> {
+    require_user(state.storage(), me)?;
+    let old = state.storage().conversation(id)?;
+    let mine = state.storage().participant(id, me)?;
+    if create_only && old.is_some() && mine.is_some() {
+        return Ok((Response::Ack, Vec::new()));
+    }
+    let now = state.now();
+    let mut events = Vec::new();
+    let conversation = match (old.clone(), create_only) {
+        (Some(old), true) => old,
+        (Some(mut conversation), false) => {
+            params.subject.apply_to(&mut conversation.subject);
+            params.photo_url.apply_to(&mut conversation.photo_url);
+            params
+                .welcome_messages
+                .apply_or(&mut conversation.welcome_messages, Vec::new);
+            apply_custom(params.custom, &mut conversation.custom);
+            conversation
+        }
+        (None, _) => ConversationRecord {
+            id: id.clone(),
+            subject: params.subject.into_option(),
+            photo_url: params.photo_url.into_option(),
+            welcome_messages: params.welcome_messages.into_option().unwrap_or_default(),
+            custom: custom_from_patch(params.custom),
+            created_at: now,
+            last_message_id: None,
+        },
+    };
+    if old.as_ref() != Some(&conversation) {
+        state.storage_mut().put_conversation(conversation)?;
+        events.push(Event::ConversationChanged {
+            conversation: id.clone(),
+        });
+    }
+    let participant = ParticipantParams {
+        access: params.access,
+        notify: params.notify,
+    };
+    let mode = if create_only {
+        ParticipantWrite::Create
+    } else {
+        ParticipantWrite::Upsert
+    };
+    events.extend(write_participant(
+        state,
+        id,
+        me,
+        participant,
+        mode,
+        now,
+        mine,
+    )?);
+    Ok((Response::Ack, events))
+}
+
+/// Adds or updates a participant; returns the events (none if nothing changed).
+fn write_participant(
+    state: &mut State,
+    conversation: &ConversationId,
+    user: &UserId,
+    params: ParticipantParams,
+    mode: ParticipantWrite,
+    now: i64,
+    old: Option<StoredParticipant>,
+) -> EngineResult<Vec<Event>> {
+    let participant = match (old.clone(), mode) {
+        (Some(_), ParticipantWrite::Create) => return Ok(Vec::new()),
+        (None, ParticipantWrite::Edit) => {
+            return Err(not_found(format!(
+                "user {user} is not a participant of conversation {conversation}"
+            )));
+        }
+        (Some(mut p), _) => {
+            params
+                .access
+                .apply_or(&mut p.record.access, Access::default);
+            params
+                .notify
+                .apply_or(&mut p.record.notify, Notify::default);
+            p
+        }
+        (None, _) => StoredParticipant {
+            record: ParticipantRecord {
+                conversation_id: conversation.clone(),
+                user_id: user.clone(),
+                access: params.access.into_option().unwrap_or_default(),
+                notify: params.notify.into_option().unwrap_or_default(),
+                joined_at: now,
+            },
+            read_until: 0,
+            marked_unread: false,
+        },
+    };
+    if old.as_ref() == Some(&participant) {
+        return Ok(Vec::new());
+    }
+    state.storage_mut().put_participant(participant)?;
+    Ok(vec![Event::ParticipantChanged {
+        conversation: conversation.clone(),
+        user: user.clone(),
+    }])
+}
+
+fn set_participant(
+    state: &mut State,
+    me: &UserId,
+    conversation: &ConversationId,
+    user: &UserId,
+    params: ParticipantParams,
+    mode: ParticipantWrite,
+) -> EngineResult<(Response, Vec<Event>)> {
+    let storage = state.storage();
+    if storage.conversation(conversation)?.is_none() {
+        return Err(not_found(format!(
+            "conversation {conversation} does not exist"
+        )));
+    }
+    if user != me && !view::is_participant(storage, conversation, me)? {
+        return Err(not_participant(conversation));
+    }
+    require_user(storage, user)?;
+    let old = storage.participant(conversation, user)?;
+    let now = state.now();
+    let events = write_participant(state, conversation, user, params, mode, now, old)?;
+    Ok((Response::Ack, events))
+}
+
+fn delete_participant(
+    state: &mut State,
+    me: &UserId,
+    conversation: &ConversationId,
+    user: &UserId,
+) -> EngineResult<(Response, Vec<Event>)> {
+    let storage = state.storage();
+    if user != me && !view::is_participant(storage, conversation, me)? {
+        return Err(not_participant(conversation));
+    }
+    if storage.participant(conversation, user)?.is_none() {
+        return Ok((Response::Ack, Vec::new()));
+    }
+    state.storage_mut().remove_participant(conversation, user)?;
+    Ok((
+        Response::Ack,
+        vec![Event::ParticipantRemoved {
+            conversation: conversation.clone(),
+            user: user.clone(),
+        }],
+    ))
+}
+
+fn mark(
+    state: &mut State,
+    me: &UserId,
+    conversation: &ConversationId,
+    unread: bool,
+) -> EngineResult<(Response, Vec<Event>)> {
+    let Some(old) = state.storage().participant(conversation, me)? else {
+        return Err(not_participant(conversation));
+    };
+    let mut participant = old.clone();
+    participant.marked_unread = unread;
+    if !unread {
+        participant.read_until = state.now();
+    }
+    state.storage_mut().put_participant(participant)?;
+    let event = Event::ReadChanged {
+        conversation: conversation.clone(),
+        user: me.clone(),
+    };
+    Ok((Response::Ack, vec![event]))
+}
+
+/// Checks a message body: exactly one valid block, within the size limit.
+fn check_content(content: &[SendContentBlock]) -> EngineResult<String> {
+    let [block] = content else {
+        return Err(invalid(format!(
+            "a message must have exactly one content block, got {}",
+            content.len()
+        )));
+    };
+    validate_send(block, false).map_err(|e| invalid(e.to_string()))?;
+    if let SendContentBlock::File { file_token } = block {
+        return Err(invalid(format!(
+            "unknown file token {:?}",
+            file_token.as_str()
+        )));
+    }
+    let text = plaintext(&content_to_blocks(content));
+    if text.len() > MAX_MESSAGE_TEXT_BYTES {
+        return Err(EngineError::rejected(
+            ErrorCode::LimitExceeded,
+            format!(
+                "message text is {} bytes, the limit is {MAX_MESSAGE_TEXT_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    Ok(text)
+}
+
+fn send(
+    state: &mut State,
+    me: &UserId,
+    conversation: &ConversationId,
+    message: WireSend,
+) -> EngineResult<(Response, Vec<Event>)> {
+    let storage = state.storage();
+    let Some(participant) = storage.participant(conversation, me)? else {
+        return Err(not_participant(conversation));
+    };
+    if participant.record.access != Access::ReadWrite {
+        return Err(forbidden(format!(
+            "you have Read access to conversation {conversation} and cannot send"
+        )));
+    }
+    if message.idempotency_key.is_empty() || message.idempotency_key.len() > 256 {
+        return Err(invalid("the idempotency key must be 1 to 256 bytes"));
+    }
+    if let Some(existing) = storage.idempotent_send(me, &message.idempotency_key)? {
+        return Ok((Response::Sent { message: existing }, Vec::new()));
+    }
+    let plaintext = check_content(&message.content)?;
+    if let Some(referenced) = &message.referenced_message {
+        match storage.message(referenced)? {
+            Some((m, _)) if &m.conversation_id == conversation => {
+                if m.message_type != MessageType::UserMessage {
+                    return Err(invalid("only user messages can be replied to"));
+                }
+            }
+            _ => {
+                return Err(not_found(format!(
+                    "referenced message {referenced} is not in conversation {conversation}"
+                )));
+            }
+        }
+    }
+    let record = MessageRecord {
+        id: MessageId::new("pending"),
+        conversation_id: conversation.clone(),
+        message_type: MessageType::UserMessage,
+        sender_id: Some(me.clone()),
+        custom: message.custom,
+        created_at: 0,
+        edited_at: None,
+        referenced_message_id: message.referenced_message,
+        origin: Origin::Rest,
+        plaintext,
+        content: content_to_blocks(&message.content),
+    };
+    let (id, events) = insert_message(state, record)?;
+    state
+        .storage_mut()
+        .put_idempotent_send(me, &message.idempotency_key, &id)?;
+    Ok((Response::Sent { message: id }, events))
+}
+
+/// Stores a new message and makes it its conversation's last message.
+fn insert_message(
+    state: &mut State,
+    mut record: MessageRecord,
+) -> EngineResult<(MessageId, Vec<Event>)> {
+    let conversation_id = record.conversation_id.clone();
+    let Some(mut conversation) = state.storage().conversation(&conversation_id)? else {
+        return Err(not_found(format!(
+            "conversation {conversation_id} does not exist"
+        )));
+    };
+    let ordinal = state.storage_mut().next_ordinal()?;
+    let id = MessageId::new(format!("msg_{ordinal}"));
+    let now = state.now();
+    record.id = id.clone();
+    record.created_at = now;
+    state.storage_mut().put_message(
+        record,
+        MessagePos {
+            created_at: now,
+            ordinal,
+        },
+    )?;
+    conversation.last_message_id = Some(id.clone());
+    state.storage_mut().put_conversation(conversation)?;
+    let events = vec![
+        Event::MessageCreated {
+            conversation: conversation_id.clone(),
+            message: id.clone(),
+        },
+        Event::ConversationChanged {
+            conversation: conversation_id,
+        },
+    ];
+    Ok((id, events))
+}
+
+pub(super) fn post_system_message(
+    state: &mut State,
+    conversation: &ConversationId,
+    content: Vec<SendContentBlock>,
+) -> EngineResult<(Response, Vec<Event>)> {
+    let plaintext = check_content(&content)?;
+    let record = MessageRecord {
+        id: MessageId::new("pending"),
+        conversation_id: conversation.clone(),
+        message_type: MessageType::SystemMessage,
+        sender_id: None,
+        custom: Default::default(),
+        created_at: 0,
+        edited_at: None,
+        referenced_message_id: None,
+        origin: Origin::Rest,
+        plaintext,
+        content: content_to_blocks(&content),
+    };
+    let (id, events) = insert_message(state, record)?;
+    Ok((Response::Sent { message: id }, events))
+}
+
+/// Finds a message of a conversation the sender may change: fails if `me` is not a
+/// participant, or the message is someone else's. `Ok(None)` if the message does not exist.
+fn own_message(
+    storage: &dyn Storage,
+    me: &UserId,
+    conversation: &ConversationId,
+    id: &MessageId,
+) -> EngineResult<Option<(MessageRecord, MessagePos)>> {
+    if !view::is_participant(storage, conversation, me)? {
+        return Err(not_participant(conversation));
+    }
+    match storage.message(id)? {
+        Some((m, pos)) if &m.conversation_id == conversation => {
+            if m.sender_id.as_ref() != Some(me) {
+                return Err(forbidden(format!("message {id} was not sent by you")));
+            }
+            Ok(Some((m, pos)))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn edit_message(
+    state: &mut State,
+    me: &UserId,
+    conversation: &ConversationId,
+    id: &MessageId,
+    params: EditParams,
+) -> EngineResult<(Response, Vec<Event>)> {
+    let Some((old, pos)) = own_message(state.storage(), me, conversation, id)? else {
+        return Err(not_found(format!(
+            "message {id} does not exist in {conversation}"
+        )));
+    };
+    let mut message = old.clone();
+    if let Some(content) = params.content {
+        message.plaintext = check_content(&content)?;
+        message.content = content_to_blocks(&content);
+    }
+    apply_custom(params.custom, &mut message.custom);
+    if message == old {
+        return Ok((Response::Ack, Vec::new()));
+    }
+    message.edited_at = Some(state.now());
+    state.storage_mut().put_message(message, pos)?;
+    let event = Event::MessageChanged {
+        conversation: conversation.clone(),
+        message: id.clone(),
+    };
+    Ok((Response::Ack, vec![event]))
+}
+
+fn delete_message(
+    state: &mut State,
+    me: &UserId,
+    conversation: &ConversationId,
+    id: &MessageId,
+) -> EngineResult<(Response, Vec<Event>)> {
+    if own_message(state.storage(), me, conversation, id)?.is_none() {
+        return Ok((Response::Ack, Vec::new()));
+    }
+    state.storage_mut().remove_message(id)?;
+    let mut events = vec![Event::MessageDeleted {
+        conversation: conversation.clone(),
+        message: id.clone(),
+    }];
+    if let Some(mut record) = state.storage().conversation(conversation)? {
+        if record.last_message_id.as_ref() == Some(id) {
+            let newest = state.storage().messages_before(conversation, None, 1)?;
+            record.last_message_id = newest.into_iter().next().map(|(m, _)| m.id);
+            state.storage_mut().put_conversation(record)?;
+            events.push(Event::ConversationChanged {
+                conversation: conversation.clone(),
+            });
+        }
+    }
+    Ok((Response::Ack, events))
+}

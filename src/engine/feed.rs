@@ -1,0 +1,597 @@
+//! One connection's live subscriptions on the engine side.
+//!
+//! For each subscription the feed keeps its window bound and the set of entity keys its
+//! snapshot needs; for the connection it keeps the last record sent for every needed key. After
+//! each commit it recomputes the windows the events can affect, sends the records the client
+//! lacks or holds stale versions of, and removes nothing else: the client store collects its own
+//! garbage.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{
+    EngineError, EngineResult, Event, MAX_SUBSCRIPTIONS_PER_CONNECTION, Storage,
+    storage::{MessagePos, StorageResult},
+    view::{self, Collector},
+};
+use crate::{
+    model::{ConversationFacts, MessageFacts, UserId},
+    protocol::{EntityKey, ErrorCode, Record, SubId, Target, Update},
+};
+
+/// Where a window ends. Items at or above the bound (in window order) are in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Bound {
+    /// Not computed yet: take the first page of this size.
+    First(usize),
+    /// Everything is loaded.
+    All,
+    /// Items whose sort key is at least this one.
+    From(SortKey),
+}
+
+/// Orders window items: greater keys come first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct SortKey(i64, u64, String);
+
+struct FeedSub {
+    target: Target,
+    bound: Bound,
+    /// The keys this subscription's snapshot needs.
+    needed: HashSet<EntityKey>,
+    /// The last window sent: items and `loaded_all`.
+    window: Option<(Option<Vec<EntityKey>>, bool)>,
+}
+
+pub(crate) struct Feed {
+    me: UserId,
+    subs: HashMap<SubId, FeedSub>,
+    /// The last record sent per needed key, with the number of subscriptions needing it.
+    known: HashMap<EntityKey, (Option<Record>, usize)>,
+}
+
+impl Feed {
+    pub(crate) fn new(me: UserId) -> Self {
+        Self {
+            me,
+            subs: HashMap::new(),
+            known: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn me(&self) -> &UserId {
+        &self.me
+    }
+
+    pub(crate) fn subscribe(
+        &mut self,
+        storage: &dyn Storage,
+        sub: SubId,
+        target: Target,
+    ) -> EngineResult<Vec<Update>> {
+        if self.subs.contains_key(&sub) {
+            return Err(EngineError::rejected(
+                ErrorCode::InvalidRequest,
+                format!("subscription {sub} already exists"),
+            ));
+        }
+        if self.subs.len() >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
+            return Err(EngineError::rejected(
+                ErrorCode::LimitExceeded,
+                format!("at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection"),
+            ));
+        }
+        let bound = Bound::First(target.paging().first);
+        self.subs.insert(
+            sub,
+            FeedSub {
+                target,
+                bound,
+                needed: HashSet::new(),
+                window: None,
+            },
+        );
+        let mut updates = Vec::new();
+        let mut collector = Collector::default();
+        self.recompute(storage, sub, 0, &mut collector, &mut updates)?;
+        self.send_records(collector, &HashSet::new(), storage, &mut updates)?;
+        Ok(updates)
+    }
+
+    pub(crate) fn load_more(
+        &mut self,
+        storage: &dyn Storage,
+        sub: SubId,
+        count: u32,
+    ) -> EngineResult<Vec<Update>> {
+        let Some(feed_sub) = self.subs.get(&sub) else {
+            return Err(EngineError::rejected(
+                ErrorCode::NotFound,
+                format!("subscription {sub} does not exist"),
+            ));
+        };
+        let paging = feed_sub.target.paging();
+        let count = count as usize;
+        if !(1..=paging.max).contains(&count) {
+            return Err(EngineError::rejected(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "load_more count must be between 1 and {}, got {count}",
+                    paging.max
+                ),
+            ));
+        }
+        let mut updates = Vec::new();
+        let mut collector = Collector::default();
+        self.recompute(storage, sub, count, &mut collector, &mut updates)?;
+        self.send_records(collector, &HashSet::new(), storage, &mut updates)?;
+        Ok(updates)
+    }
+
+    pub(crate) fn unsubscribe(&mut self, sub: SubId) -> Vec<Update> {
+        if let Some(old) = self.subs.remove(&sub) {
+            self.release(&old.needed);
+        }
+        Vec::new()
+    }
+
+    /// Computes the push for committed events.
+    pub(crate) fn on_events(
+        &mut self,
+        storage: &dyn Storage,
+        events: &[Event],
+    ) -> StorageResult<Vec<Update>> {
+        let touched = touched_keys(events);
+        let affected: Vec<SubId> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| self.affects(storage, &s.target, s.window.as_ref(), events))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut updates = Vec::new();
+        let mut collector = Collector::default();
+        for sub in affected {
+            match self.recompute(storage, sub, 0, &mut collector, &mut updates) {
+                Ok(()) => {}
+                Err(EngineError::Storage(e)) => return Err(e),
+                Err(EngineError::Rejected { .. }) => {}
+            }
+        }
+        self.send_records(collector, &touched, storage, &mut updates)?;
+        Ok(updates)
+    }
+
+    /// Whether `events` can change the window of a subscription.
+    fn affects(
+        &self,
+        storage: &dyn Storage,
+        target: &Target,
+        window: Option<&(Option<Vec<EntityKey>>, bool)>,
+        events: &[Event],
+    ) -> bool {
+        let me = &self.me;
+        events.iter().any(|event| match (target, event) {
+            (Target::User { id }, Event::UserChanged { user }) => id == user,
+            (Target::User { .. }, _) => false,
+            (Target::Conversation { id }, event) => event.conversation() == Some(id),
+            (Target::Conversations { .. }, event) => match event.conversation() {
+                None => false,
+                Some(c) => {
+                    window
+                        .and_then(|w| w.0.as_ref())
+                        .is_some_and(|items| items.contains(&EntityKey::conversation(c)))
+                        || view::is_participant(storage, c, me).unwrap_or(true)
+                }
+            },
+            (
+                Target::Messages {
+                    conversation,
+                    filter,
+                },
+                event,
+            ) => match event {
+                Event::UserChanged { .. } => filter.is_some(),
+                Event::MessageCreated {
+                    conversation: c, ..
+                }
+                | Event::MessageDeleted {
+                    conversation: c, ..
+                } => c == conversation,
+                Event::MessageChanged {
+                    conversation: c, ..
+                } => c == conversation && filter.is_some(),
+                Event::ParticipantChanged {
+                    conversation: c,
+                    user,
+                }
+                | Event::ParticipantRemoved {
+                    conversation: c,
+                    user,
+                } => c == conversation && user == me,
+                _ => false,
+            },
+            (Target::Participants { conversation }, event) => matches!(event,
+                Event::ParticipantChanged { conversation: c, .. }
+                | Event::ParticipantRemoved { conversation: c, .. } if c == conversation),
+            (
+                Target::Participant {
+                    conversation,
+                    user: u,
+                },
+                event,
+            ) => matches!(event,
+                Event::ParticipantChanged { conversation: c, user }
+                | Event::ParticipantRemoved { conversation: c, user }
+                    if c == conversation && (user == u || user == me)),
+        })
+    }
+
+    /// Recomputes one window (growing it by `extra` items), sends it if it changed, and
+    /// re-counts the keys its snapshot needs.
+    fn recompute(
+        &mut self,
+        storage: &dyn Storage,
+        sub: SubId,
+        extra: usize,
+        collector: &mut Collector,
+        updates: &mut Vec<Update>,
+    ) -> EngineResult<()> {
+        let Some(feed_sub) = self.subs.get_mut(&sub) else {
+            return Ok(());
+        };
+        let items = list(storage, &self.me, &feed_sub.target)?;
+        let (items, loaded_all) = match items {
+            None => (None, true),
+            Some(items) => {
+                let (items, loaded_all) = window(items, &mut feed_sub.bound, extra);
+                (Some(items), loaded_all)
+            }
+        };
+        let mut needed = HashSet::new();
+        for key in items.iter().flatten() {
+            collector.collect(storage, &self.me, key)?;
+            closure(&collector.records, &self.me, key, &mut needed);
+        }
+        let window = (items, loaded_all);
+        if feed_sub.window.as_ref() != Some(&window) {
+            updates.push(Update::Window {
+                sub,
+                items: window.0.clone(),
+                loaded_all,
+            });
+            feed_sub.window = Some(window);
+        }
+        let old = std::mem::replace(&mut feed_sub.needed, needed);
+        let new = feed_sub.needed.clone();
+        for key in new.difference(&old) {
+            self.known.entry(key.clone()).or_insert((None, 0)).1 += 1;
+        }
+        let released: HashSet<EntityKey> = old.difference(&new).cloned().collect();
+        self.release(&released);
+        Ok(())
+    }
+
+    fn release(&mut self, keys: &HashSet<EntityKey>) {
+        for key in keys {
+            if let Some(entry) = self.known.get_mut(key) {
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    self.known.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Sends every needed record that the client lacks or has in an older version: those just
+    /// collected, and those touched by events.
+    fn send_records(
+        &mut self,
+        collector: Collector,
+        touched: &HashSet<EntityKey>,
+        storage: &dyn Storage,
+        updates: &mut Vec<Update>,
+    ) -> StorageResult<()> {
+        let mut collected: HashMap<EntityKey, Option<Record>> = collector
+            .records
+            .into_iter()
+            .map(|(key, record)| (key, Some(record)))
+            .collect();
+        let stale = touched.iter().filter(|key| !collected.contains_key(*key));
+        let stale: Vec<EntityKey> = stale.cloned().collect();
+        for key in stale {
+            if self.known.contains_key(&key) {
+                let current = view::fetch(storage, &self.me, &key)?;
+                collected.insert(key, current);
+            }
+        }
+        for (key, current) in collected {
+            let Some((sent, _)) = self.known.get_mut(&key) else {
+                continue;
+            };
+            if *sent == current {
+                continue;
+            }
+            match &current {
+                Some(record) => updates.push(Update::Upsert {
+                    record: record.clone(),
+                }),
+                None => updates.push(Update::Remove { key }),
+            }
+            *sent = current;
+        }
+        Ok(())
+    }
+}
+
+/// The keys whose records the events may have changed.
+fn touched_keys(events: &[Event]) -> HashSet<EntityKey> {
+    let mut keys = HashSet::new();
+    for event in events {
+        match event {
+            Event::UserChanged { user } => {
+                keys.insert(EntityKey::user(user));
+            }
+            Event::ConversationChanged { conversation } => {
+                keys.insert(EntityKey::conversation(conversation));
+            }
+            Event::ParticipantChanged { conversation, user }
+            | Event::ParticipantRemoved { conversation, user } => {
+                keys.insert(EntityKey::participant(conversation, user));
+                keys.insert(EntityKey::read_state(conversation));
+            }
+            Event::MessageCreated {
+                conversation,
+                message,
+            }
+            | Event::MessageDeleted {
+                conversation,
+                message,
+            } => {
+                keys.insert(EntityKey::message(message));
+                keys.insert(EntityKey::read_state(conversation));
+            }
+            Event::MessageChanged { message, .. } => {
+                keys.insert(EntityKey::message(message));
+            }
+            Event::ReadChanged { conversation, .. } => {
+                keys.insert(EntityKey::read_state(conversation));
+            }
+        }
+    }
+    keys
+}
+
+/// The keys a snapshot rooted at `key` reads, from records already collected.
+fn closure(
+    records: &HashMap<EntityKey, Record>,
+    me: &UserId,
+    key: &EntityKey,
+    out: &mut HashSet<EntityKey>,
+) {
+    if !out.insert(key.clone()) {
+        return;
+    }
+    match records.get(key) {
+        Some(Record::Conversation(c)) => {
+            closure(records, me, &EntityKey::read_state(&c.id), out);
+            closure(records, me, &EntityKey::participant(&c.id, me), out);
+            if let Some(m) = &c.last_message_id {
+                closure(records, me, &EntityKey::message(m), out);
+            }
+        }
+        Some(Record::Participant(p)) => {
+            out.insert(EntityKey::user(&p.user_id));
+        }
+        Some(Record::Message(m)) => {
+            if let Some(sender) = &m.sender_id {
+                out.insert(EntityKey::user(sender));
+            }
+            if let Some(r) = &m.referenced_message_id {
+                let key = EntityKey::message(r);
+                if let Some(Record::Message(referenced)) = records.get(&key) {
+                    if let Some(sender) = &referenced.sender_id {
+                        out.insert(EntityKey::user(sender));
+                    }
+                }
+                out.insert(key);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every item a target can show, in window order (greatest key first), or `None` if the root
+/// is missing or hidden from `me`.
+fn list(
+    storage: &dyn Storage,
+    me: &UserId,
+    target: &Target,
+) -> StorageResult<Option<Vec<(SortKey, EntityKey)>>> {
+    let single = |key: EntityKey, visible: bool| {
+        Some(if visible {
+            vec![(SortKey(0, 0, String::new()), key)]
+        } else {
+            Vec::new()
+        })
+    };
+    Ok(match target {
+        Target::User { id } => {
+            let exists = storage.user(id)?.is_some();
+            if exists {
+                single(EntityKey::user(id), true)
+            } else {
+                None
+            }
+        }
+        Target::Conversation { id } => {
+            if view::is_participant(storage, id, me)? {
+                single(EntityKey::conversation(id), true)
+            } else {
+                None
+            }
+        }
+        Target::Participant { conversation, user } => {
+            if view::is_participant(storage, conversation, me)?
+                && storage.participant(conversation, user)?.is_some()
+            {
+                single(EntityKey::participant(conversation, user), true)
+            } else {
+                None
+            }
+        }
+        Target::Conversations { filter } => {
+            let mut items = Vec::new();
+            for id in storage.conversations_of(me)? {
+                let (Some(conversation), Some(read)) = (
+                    storage.conversation(&id)?,
+                    view::read_state(storage, &id, me)?,
+                ) else {
+                    continue;
+                };
+                let Some(mine) = storage.participant(&id, me)? else {
+                    continue;
+                };
+                let last_message_at = match &conversation.last_message_id {
+                    Some(m) => storage.message(m)?.map(|(m, _)| m.created_at),
+                    None => None,
+                };
+                let activity = last_message_at.unwrap_or(0).max(mine.record.joined_at);
+                let facts = ConversationFacts {
+                    access: mine.record.access,
+                    custom: &conversation.custom,
+                    is_unread: read.is_unread,
+                    subject: conversation.subject.as_deref(),
+                    last_activity_at: activity,
+                    created_at: conversation.created_at,
+                    has_messages: conversation.last_message_id.is_some(),
+                    joined_at: mine.record.joined_at,
+                };
+                if filter.as_ref().is_none_or(|f| f.matches(&facts)) {
+                    items.push((
+                        SortKey(activity, 0, id.to_string()),
+                        EntityKey::conversation(&id),
+                    ));
+                }
+            }
+            items.sort_by(|a, b| b.0.cmp(&a.0));
+            Some(items)
+        }
+        Target::Participants { conversation } => {
+            if !view::is_participant(storage, conversation, me)? {
+                return Ok(None);
+            }
+            let mut items: Vec<_> = storage
+                .participants(conversation)?
+                .into_iter()
+                .map(|p| {
+                    let key = EntityKey::participant(conversation, &p.record.user_id);
+                    (
+                        SortKey(p.record.joined_at, 0, p.record.user_id.to_string()),
+                        key,
+                    )
+                })
+                .collect();
+            items.sort_by(|a, b| b.0.cmp(&a.0));
+            Some(items)
+        }
+        Target::Messages {
+            conversation,
+            filter,
+        } => {
+            if !view::is_participant(storage, conversation, me)? {
+                return Ok(None);
+            }
+            let mut items = Vec::new();
+            let mut before: Option<MessagePos> = None;
+            loop {
+                let page = storage.messages_before(conversation, before, 256)?;
+                let Some((_, last)) = page.last() else { break };
+                before = Some(*last);
+                for (message, pos) in page {
+                    let keep = match filter {
+                        None => true,
+                        Some(filter) => {
+                            let sender = match &message.sender_id {
+                                Some(s) => storage.user(s)?.map(|u| u.public),
+                                None => None,
+                            };
+                            filter.matches(&MessageFacts {
+                                message_type: message.message_type,
+                                origin: message.origin,
+                                custom: &message.custom,
+                                created_at: message.created_at,
+                                sender: sender.as_ref(),
+                            })
+                        }
+                    };
+                    if keep {
+                        let key = SortKey(pos.created_at, pos.ordinal, String::new());
+                        items.push((key, EntityKey::message(&message.id)));
+                    }
+                }
+            }
+            Some(items)
+        }
+    })
+}
+
+/// Cuts a window out of `items` (in window order) and moves the bound by `extra` items.
+/// Returns the window and whether it holds everything.
+fn window(
+    items: Vec<(SortKey, EntityKey)>,
+    bound: &mut Bound,
+    extra: usize,
+) -> (Vec<EntityKey>, bool) {
+    let inside = match bound {
+        Bound::First(n) => *n,
+        Bound::All => items.len(),
+        Bound::From(key) => items.partition_point(|(k, _)| k >= key),
+    };
+    let end = (inside + extra).min(items.len());
+    *bound = if end == items.len() {
+        Bound::All
+    } else if end == 0 {
+        Bound::First(0)
+    } else {
+        Bound::From(items[end - 1].0.clone())
+    };
+    let loaded_all = end == items.len();
+    (
+        items.into_iter().take(end).map(|(_, key)| key).collect(),
+        loaded_all,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ConversationId;
+
+    fn items(n: i64) -> Vec<(SortKey, EntityKey)> {
+        (0..n)
+            .rev()
+            .map(|i| {
+                let id = ConversationId::new(format!("c{i}"));
+                (SortKey(i, 0, id.to_string()), EntityKey::conversation(&id))
+            })
+            .collect()
+    }
+
+    /// A window keeps its bound: new items above it join, load_more moves it, and it reports
+    /// loaded_all exactly when nothing is left below.
+    #[test]
+    fn window_bounds() {
+        let mut bound = Bound::First(3);
+        let (w, all) = window(items(5), &mut bound, 0);
+        assert_eq!((w.len(), all), (3, false));
+        // Two newer items arrive: both join the window.
+        let (w, all) = window(items(7), &mut bound, 0);
+        assert_eq!((w.len(), all), (5, false));
+        let (w, all) = window(items(7), &mut bound, 1);
+        assert_eq!((w.len(), all), (6, false));
+        let (w, all) = window(items(7), &mut bound, 5);
+        assert_eq!((w.len(), all), (7, true));
+        assert_eq!(bound, Bound::All);
+        let mut empty = Bound::First(3);
+        assert_eq!(window(Vec::new(), &mut empty, 0), (Vec::new(), true));
+    }
+}

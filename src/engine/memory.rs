@@ -1,0 +1,384 @@
+//! In-memory storage: the embedded default and the reference for other backends.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use super::storage::{Event, MessagePos, Storage, StorageResult, StoredParticipant, StoredUser};
+use crate::model::{
+    ConversationId, ConversationRecord, MessageId, MessageRecord, MessageType, Timestamp, UserId,
+};
+
+/// How many events the in-memory log keeps. Older events are dropped; a client that needs
+/// them resynchronizes instead of resuming.
+pub(crate) const MEMORY_LOG_CAPACITY: usize = 10_000;
+
+/// Previous values, restored by `rollback`.
+#[derive(Debug)]
+enum Undo {
+    User(UserId, Option<StoredUser>),
+    Conversation(ConversationId, Option<ConversationRecord>),
+    Participant(ConversationId, UserId, Option<StoredParticipant>),
+    Message(MessageId, Option<(MessageRecord, MessagePos)>),
+    Idempotency(UserId, String),
+    Log { last_seq: u64, len: usize },
+    Ordinal(u64),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct MemoryStorage {
+    users: HashMap<UserId, StoredUser>,
+    conversations: HashMap<ConversationId, ConversationRecord>,
+    participants: HashMap<ConversationId, HashMap<UserId, StoredParticipant>>,
+    memberships: HashMap<UserId, HashSet<ConversationId>>,
+    messages: HashMap<MessageId, (MessageRecord, MessagePos)>,
+    timelines: HashMap<ConversationId, BTreeMap<MessagePos, MessageId>>,
+    idempotency: HashMap<(UserId, String), MessageId>,
+    log: VecDeque<(u64, Event)>,
+    epoch: u64,
+    last_seq: u64,
+    ordinal: u64,
+    undo: Vec<Undo>,
+}
+
+impl MemoryStorage {
+    pub(crate) fn new(epoch: u64) -> Self {
+        Self {
+            epoch,
+            ..Self::default()
+        }
+    }
+
+    fn set_participant(
+        &mut self,
+        conversation: &ConversationId,
+        user: &UserId,
+        value: Option<StoredParticipant>,
+    ) -> Option<StoredParticipant> {
+        let members = self.memberships.entry(user.clone()).or_default();
+        let table = self.participants.entry(conversation.clone()).or_default();
+        match value {
+            Some(value) => {
+                members.insert(conversation.clone());
+                table.insert(user.clone(), value)
+            }
+            None => {
+                members.remove(conversation);
+                table.remove(user)
+            }
+        }
+    }
+
+    fn set_message(
+        &mut self,
+        id: &MessageId,
+        value: Option<(MessageRecord, MessagePos)>,
+    ) -> Option<(MessageRecord, MessagePos)> {
+        let old = match value {
+            Some((record, pos)) => {
+                self.timelines
+                    .entry(record.conversation_id.clone())
+                    .or_default()
+                    .insert(pos, id.clone());
+                self.messages.insert(id.clone(), (record, pos))
+            }
+            None => self.messages.remove(id),
+        };
+        if let Some((old_record, old_pos)) = &old {
+            let still_there = self.messages.get(id).is_some_and(|(_, pos)| pos == old_pos);
+            if !still_there {
+                if let Some(timeline) = self.timelines.get_mut(&old_record.conversation_id) {
+                    timeline.remove(old_pos);
+                }
+            }
+        }
+        old
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn user(&self, id: &UserId) -> StorageResult<Option<StoredUser>> {
+        Ok(self.users.get(id).cloned())
+    }
+
+    fn put_user(&mut self, user: StoredUser) -> StorageResult<()> {
+        let id = user.public.id.clone();
+        let old = self.users.insert(id.clone(), user);
+        self.undo.push(Undo::User(id, old));
+        Ok(())
+    }
+
+    fn conversation(&self, id: &ConversationId) -> StorageResult<Option<ConversationRecord>> {
+        Ok(self.conversations.get(id).cloned())
+    }
+
+    fn put_conversation(&mut self, conversation: ConversationRecord) -> StorageResult<()> {
+        let id = conversation.id.clone();
+        let old = self.conversations.insert(id.clone(), conversation);
+        self.undo.push(Undo::Conversation(id, old));
+        Ok(())
+    }
+
+    fn participant(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> StorageResult<Option<StoredParticipant>> {
+        Ok(self
+            .participants
+            .get(conversation)
+            .and_then(|t| t.get(user))
+            .cloned())
+    }
+
+    fn put_participant(&mut self, participant: StoredParticipant) -> StorageResult<()> {
+        let conversation = participant.record.conversation_id.clone();
+        let user = participant.record.user_id.clone();
+        let old = self.set_participant(&conversation, &user, Some(participant));
+        self.undo.push(Undo::Participant(conversation, user, old));
+        Ok(())
+    }
+
+    fn remove_participant(
+        &mut self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> StorageResult<()> {
+        let old = self.set_participant(conversation, user, None);
+        self.undo
+            .push(Undo::Participant(conversation.clone(), user.clone(), old));
+        Ok(())
+    }
+
+    fn participants(&self, conversation: &ConversationId) -> StorageResult<Vec<StoredParticipant>> {
+        Ok(self
+            .participants
+            .get(conversation)
+            .map(|t| t.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn conversations_of(&self, user: &UserId) -> StorageResult<Vec<ConversationId>> {
+        Ok(self
+            .memberships
+            .get(user)
+            .map(|m| m.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn message(&self, id: &MessageId) -> StorageResult<Option<(MessageRecord, MessagePos)>> {
+        Ok(self.messages.get(id).cloned())
+    }
+
+    fn put_message(&mut self, message: MessageRecord, pos: MessagePos) -> StorageResult<()> {
+        let id = message.id.clone();
+        let old = self.set_message(&id, Some((message, pos)));
+        self.undo.push(Undo::Message(id, old));
+        Ok(())
+    }
+
+    fn remove_message(&mut self, id: &MessageId) -> StorageResult<()> {
+        let old = self.set_message(id, None);
+        self.undo.push(Undo::Message(id.clone(), old));
+        Ok(())
+    }
+
+    fn messages_before(
+        &self,
+        conversation: &ConversationId,
+        before: Option<MessagePos>,
+        limit: usize,
+    ) -> StorageResult<Vec<(MessageRecord, MessagePos)>> {
+        let Some(timeline) = self.timelines.get(conversation) else {
+            return Ok(Vec::new());
+        };
+        let range = match before {
+            Some(before) => timeline.range(..before),
+            None => timeline.range(..),
+        };
+        Ok(range
+            .rev()
+            .take(limit)
+            .filter_map(|(_, id)| self.messages.get(id).cloned())
+            .collect())
+    }
+
+    fn count_unread(
+        &self,
+        conversation: &ConversationId,
+        after: Timestamp,
+        reader: &UserId,
+    ) -> StorageResult<u64> {
+        let Some(timeline) = self.timelines.get(conversation) else {
+            return Ok(0);
+        };
+        let from = MessagePos {
+            created_at: after.saturating_add(1),
+            ordinal: 0,
+        };
+        Ok(timeline
+            .range(from..)
+            .filter_map(|(_, id)| self.messages.get(id))
+            .filter(|(m, _)| {
+                m.message_type == MessageType::UserMessage && m.sender_id.as_ref() != Some(reader)
+            })
+            .count() as u64)
+    }
+
+    fn idempotent_send(&self, sender: &UserId, key: &str) -> StorageResult<Option<MessageId>> {
+        Ok(self
+            .idempotency
+            .get(&(sender.clone(), key.to_owned()))
+            .cloned())
+    }
+
+    fn put_idempotent_send(
+        &mut self,
+        sender: &UserId,
+        key: &str,
+        id: &MessageId,
+    ) -> StorageResult<()> {
+        self.idempotency
+            .insert((sender.clone(), key.to_owned()), id.clone());
+        self.undo
+            .push(Undo::Idempotency(sender.clone(), key.to_owned()));
+        Ok(())
+    }
+
+    fn log_position(&self) -> StorageResult<(u64, u64)> {
+        Ok((self.epoch, self.last_seq))
+    }
+
+    fn append_events(&mut self, events: &[Event]) -> StorageResult<u64> {
+        self.undo.push(Undo::Log {
+            last_seq: self.last_seq,
+            len: self.log.len(),
+        });
+        for event in events {
+            self.last_seq += 1;
+            self.log.push_back((self.last_seq, event.clone()));
+        }
+        Ok(self.last_seq)
+    }
+
+    fn next_ordinal(&mut self) -> StorageResult<u64> {
+        self.undo.push(Undo::Ordinal(self.ordinal));
+        self.ordinal += 1;
+        Ok(self.ordinal)
+    }
+
+    fn commit(&mut self) -> StorageResult<()> {
+        self.undo.clear();
+        while self.log.len() > MEMORY_LOG_CAPACITY {
+            self.log.pop_front();
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        while let Some(undo) = self.undo.pop() {
+            match undo {
+                Undo::User(id, old) => match old {
+                    Some(old) => self.users.insert(id, old),
+                    None => self.users.remove(&id),
+                }
+                .map_or((), drop),
+                Undo::Conversation(id, old) => match old {
+                    Some(old) => self.conversations.insert(id, old),
+                    None => self.conversations.remove(&id),
+                }
+                .map_or((), drop),
+                Undo::Participant(c, u, old) => {
+                    self.set_participant(&c, &u, old);
+                }
+                Undo::Message(id, old) => {
+                    self.set_message(&id, old);
+                }
+                Undo::Idempotency(u, k) => {
+                    self.idempotency.remove(&(u, k));
+                }
+                Undo::Log { last_seq, len } => {
+                    self.last_seq = last_seq;
+                    self.log.truncate(len);
+                }
+                Undo::Ordinal(ordinal) => self.ordinal = ordinal,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Origin;
+
+    fn message(id: &str, conversation: &str, at: Timestamp) -> MessageRecord {
+        MessageRecord {
+            id: MessageId::new(id),
+            conversation_id: ConversationId::new(conversation),
+            message_type: MessageType::UserMessage,
+            sender_id: Some(UserId::new("alice")),
+            custom: Default::default(),
+            created_at: at,
+            edited_at: None,
+            referenced_message_id: None,
+            origin: Origin::Rest,
+            plaintext: String::new(),
+            content: Vec::new(),
+        }
+    }
+
+    /// Rollback restores every table, including the timeline index and the log.
+    #[test]
+    fn rollback_undoes_everything_since_commit() {
+        let mut s = MemoryStorage::new(1);
+        let pos = MessagePos {
+            created_at: 5,
+            ordinal: 1,
+        };
+        s.put_message(message("m1", "c", 5), pos).unwrap();
+        s.commit().unwrap();
+        s.remove_message(&MessageId::new("m1")).unwrap();
+        s.put_message(
+            message("m2", "c", 6),
+            MessagePos {
+                created_at: 6,
+                ordinal: 2,
+            },
+        )
+        .unwrap();
+        s.append_events(&[Event::UserChanged {
+            user: UserId::new("u"),
+        }])
+        .unwrap();
+        s.rollback();
+        let page = s
+            .messages_before(&ConversationId::new("c"), None, 10)
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].0.id.as_str(), "m1");
+        assert_eq!(s.log_position().unwrap(), (1, 0));
+    }
+
+    /// Unread counts only other users' user messages strictly after the read mark.
+    #[test]
+    fn unread_counting() {
+        let mut s = MemoryStorage::new(1);
+        for (i, at) in [10, 20, 30].into_iter().enumerate() {
+            let mut m = message(&format!("m{i}"), "c", at);
+            if i == 2 {
+                m.sender_id = Some(UserId::new("bob"));
+            }
+            s.put_message(
+                m,
+                MessagePos {
+                    created_at: at,
+                    ordinal: i as u64,
+                },
+            )
+            .unwrap();
+        }
+        let c = ConversationId::new("c");
+        assert_eq!(s.count_unread(&c, 10, &UserId::new("bob")).unwrap(), 1);
+        assert_eq!(s.count_unread(&c, 0, &UserId::new("alice")).unwrap(), 1);
+        assert_eq!(s.count_unread(&c, 30, &UserId::new("carol")).unwrap(), 0);
+    }
+}

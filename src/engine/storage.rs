@@ -1,0 +1,163 @@
+//! The storage boundary of the engine: what any backend (memory, SQLite, PostgreSQL) provides.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    ConversationId, ConversationRecord, MessageId, MessageRecord, ParticipantRecord, Timestamp,
+    UserId, UserSnapshot,
+};
+
+/// A storage backend failed.
+#[derive(Debug, thiserror::Error)]
+#[error("storage failed: {0}")]
+pub struct StorageError(pub String);
+
+pub(crate) type StorageResult<T> = Result<T, StorageError>;
+
+/// A user with the fields the Data API never reveals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredUser {
+    pub(crate) public: UserSnapshot,
+    pub(crate) email: Vec<String>,
+    pub(crate) phone: Vec<String>,
+}
+
+/// A participant with their read state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredParticipant {
+    pub(crate) record: ParticipantRecord,
+    /// Messages created after this are unread.
+    pub(crate) read_until: Timestamp,
+    /// Set by mark-as-unread, cleared by mark-as-read.
+    pub(crate) marked_unread: bool,
+}
+
+/// The position of a message in its conversation: creation time, then insertion order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub(crate) struct MessagePos {
+    pub(crate) created_at: Timestamp,
+    pub(crate) ordinal: u64,
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "event",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub(crate) enum Event {
+    UserChanged {
+        user: UserId,
+    },
+    ConversationChanged {
+        conversation: ConversationId,
+    },
+    ParticipantChanged {
+        conversation: ConversationId,
+        user: UserId,
+    },
+    ParticipantRemoved {
+        conversation: ConversationId,
+        user: UserId,
+    },
+    MessageCreated {
+        conversation: ConversationId,
+        message: MessageId,
+    },
+    MessageChanged {
+        conversation: ConversationId,
+        message: MessageId,
+    },
+    MessageDeleted {
+        conversation: ConversationId,
+        message: MessageId,
+    },
+    ReadChanged {
+        conversation: ConversationId,
+        user: UserId,
+    },
+}
+
+impl Event {
+    pub(crate) fn conversation(&self) -> Option<&ConversationId> {
+        match self {
+            Event::UserChanged { .. } => None,
+            Event::ConversationChanged { conversation }
+            | Event::ParticipantChanged { conversation, .. }
+            | Event::ParticipantRemoved { conversation, .. }
+            | Event::MessageCreated { conversation, .. }
+            | Event::MessageChanged { conversation, .. }
+            | Event::MessageDeleted { conversation, .. }
+            | Event::ReadChanged { conversation, .. } => Some(conversation),
+        }
+    }
+}
+
+/// Durable state of the engine. All calls of one command run under one engine lock and are
+/// followed by [`Storage::commit`]; a backend makes that commit atomic.
+///
+/// Lists return owned records so that a backend may read them from disk.
+pub(crate) trait Storage: Send {
+    fn user(&self, id: &UserId) -> StorageResult<Option<StoredUser>>;
+    fn put_user(&mut self, user: StoredUser) -> StorageResult<()>;
+
+    fn conversation(&self, id: &ConversationId) -> StorageResult<Option<ConversationRecord>>;
+    fn put_conversation(&mut self, conversation: ConversationRecord) -> StorageResult<()>;
+
+    fn participant(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> StorageResult<Option<StoredParticipant>>;
+    fn put_participant(&mut self, participant: StoredParticipant) -> StorageResult<()>;
+    fn remove_participant(
+        &mut self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> StorageResult<()>;
+    /// Every participant of a conversation, in no particular order.
+    fn participants(&self, conversation: &ConversationId) -> StorageResult<Vec<StoredParticipant>>;
+    /// Every conversation a user participates in, in no particular order.
+    fn conversations_of(&self, user: &UserId) -> StorageResult<Vec<ConversationId>>;
+
+    fn message(&self, id: &MessageId) -> StorageResult<Option<(MessageRecord, MessagePos)>>;
+    fn put_message(&mut self, message: MessageRecord, pos: MessagePos) -> StorageResult<()>;
+    fn remove_message(&mut self, id: &MessageId) -> StorageResult<()>;
+    /// Messages of a conversation strictly before `before` (all if `None`), newest first, at
+    /// most `limit`.
+    fn messages_before(
+        &self,
+        conversation: &ConversationId,
+        before: Option<MessagePos>,
+        limit: usize,
+    ) -> StorageResult<Vec<(MessageRecord, MessagePos)>>;
+    /// The number of user messages created after `after` and not sent by `reader`.
+    fn count_unread(
+        &self,
+        conversation: &ConversationId,
+        after: Timestamp,
+        reader: &UserId,
+    ) -> StorageResult<u64>;
+
+    /// The message created by an earlier send with this idempotency key.
+    fn idempotent_send(&self, sender: &UserId, key: &str) -> StorageResult<Option<MessageId>>;
+    fn put_idempotent_send(
+        &mut self,
+        sender: &UserId,
+        key: &str,
+        id: &MessageId,
+    ) -> StorageResult<()>;
+
+    /// The log's epoch and last sequence number (0 when empty).
+    fn log_position(&self) -> StorageResult<(u64, u64)>;
+    /// Appends events with consecutive sequence numbers after the last one.
+    fn append_events(&mut self, events: &[Event]) -> StorageResult<u64>;
+    /// The highest message ordinal handed out so far.
+    fn next_ordinal(&mut self) -> StorageResult<u64>;
+
+    /// Makes every write since the last commit durable and visible together.
+    fn commit(&mut self) -> StorageResult<()>;
+    /// Discards every write since the last commit.
+    fn rollback(&mut self);
+}

@@ -1,0 +1,109 @@
+//! `talkstore` gives UI apps a live, reactive view of chat data: users, conversations,
+//! participants and messages, through the TalkJS Data API (`getTalkSession` /
+//! `TalkSession`) in idiomatic Rust, with its own backend.
+//!
+//! # The model
+//!
+//! A [`TalkSession`] acts as one user of one app. Refs ([`UserRef`], [`ConversationRef`],
+//! [`ParticipantRef`], [`MessageRef`]) hold ids and do no IO until you call them. Reads return
+//! immutable snapshots behind `Arc`; subscriptions keep them live. Every subscription reads
+//! one **normalized cache** per session: a record (a user, a message) is stored once, and a
+//! change to it reaches every snapshot that shows it (the sender of the last message of the
+//! third conversation in a list) in **one emission per subscription**, while every unchanged
+//! part of the snapshot stays the same allocation, so a UI can skip work with
+//! [`Arc::ptr_eq`].
+//!
+//! The session talks to an [`Engine`], which holds the data and enforces the rules
+//! (permissions, read state, idempotent sends). By default each app id gets a process-wide
+//! in-memory engine: no set-up at all. The engine speaks the same protocol a websocket server
+//! will.
+//!
+//! # Quick start
+//!
+//! ```
+//! use talkstore::{ConversationParams, SessionOptions, UserParams, get_talk_session};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), talkstore::Error> {
+//! let alice = get_talk_session(SessionOptions::new("docs-app", "alice"))?;
+//! alice.current_user().set(UserParams::new().name("Alice")).await?;
+//!
+//! let chat = alice.conversation("chat")?;
+//! chat.set(ConversationParams::new().subject("Power tools".to_owned())).await?;
+//!
+//! // A live window of Alice's conversations.
+//! let list = alice.subscribe_conversations(None);
+//! list.connected().await?;
+//!
+//! chat.send("Hello *world*").await?;
+//! let snapshot = list.latest().expect("active");
+//! let last = snapshot[0].last_message.as_ref().expect("a message");
+//! assert_eq!(last.plaintext, "Hello world");
+//! assert_eq!(last.sender.as_ref().expect("sender").name, "Alice");
+//! # Ok(()) }
+//! ```
+//!
+//! Each subscription offers its state ([`Subscription::state`], [`Subscription::latest`]),
+//! a futures-signals [`Subscription::signal`], a [`Subscription::stream`],
+//! [`Subscription::connected`] / [`Subscription::terminated`], an optional `on_snapshot`
+//! callback (the `*_with` methods), and for windows [`ListSubscription::load_more`],
+//! [`ListSubscription::loaded_all`] and keyed list diffs with [`ListSubscription::signal_vec`].
+//!
+//! # Design
+//!
+//! - **Normalized end to end**: the engine sends records and window memberships, never
+//!   denormalized snapshots; a rename travels once.
+//! - **Glitch-free**: a frame of changes is applied completely before anything is published;
+//!   callbacks run after every subscription's state is updated.
+//! - **Garbage collected**: records no live subscription reads are evicted
+//!   ([`TalkSession::stats`] shows what is cached).
+//!
+//! # Features
+//!
+//! | Name | Description | Default? |
+//! |---|---|---|
+//! | `embedded` | The in-process engine ([`Engine`]). Required until the websocket transport lands. | yes |
+//! | `websocket` | Reserved for the websocket client transport of `talkstore-server`. | yes |
+//! | `leptos` | Reserved for the leptos_reactive 0.6 adapter. | no |
+
+#[cfg(not(feature = "embedded"))]
+compile_error!("talkstore needs the `embedded` feature until the websocket transport lands");
+
+mod engine;
+mod error;
+mod model;
+mod params;
+mod protocol;
+mod session;
+mod store;
+mod transport;
+
+#[doc(inline)]
+pub use self::{
+    engine::{
+        Engine, EngineError, MAX_MESSAGE_TEXT_BYTES, MAX_SUBSCRIPTIONS_PER_CONNECTION, StorageError,
+    },
+    error::Error,
+    model::{
+        Access, ContentBlock, ContentError, ConversationFilter, ConversationId,
+        ConversationSnapshot, Custom, CustomFieldFilter, CustomFilter, FileBlock, FileKind,
+        FileToken, FilterError, InvalidId, MessageFilter, MessageId, MessageSnapshot, MessageType,
+        Notify, NumberFilter, Origin, ParticipantSnapshot, ReferencedMessageSnapshot,
+        SendContentBlock, SenderFilter, SimpleConversationFilter, SimpleMessageFilter,
+        StringFilter, TextNode, Timestamp, UserId, UserSnapshot, plaintext,
+    },
+    params::{
+        Body, ConversationParams, CustomPatch, EditParams, ParticipantParams, Patch, SendParams,
+        UserParams,
+    },
+    protocol::ErrorCode,
+    session::{
+        ConversationListSubscription, ConversationRef, ConversationSubscription,
+        ErrorHandlerHandle, ListSubscription, MessageListSubscription, MessageRef, OnSnapshot,
+        ParticipantListSubscription, ParticipantRef, ParticipantSubscription, SessionOptions,
+        Subscription, SubscriptionState, TalkSession, UserRef, UserSubscription, get_talk_session,
+    },
+    store::StoreStats,
+};
+#[doc(no_inline)]
+pub use imbl::Vector;

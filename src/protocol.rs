@@ -1,0 +1,450 @@
+//! The wire protocol: the one contract between a session and an engine.
+//!
+//! Both transports carry these frames: the embedded transport passes them in process (and, in
+//! debug builds, through JSON to keep the format honest), the websocket transport as JSON text.
+//! The server sends normalized entity records and window memberships, never denormalized
+//! snapshots; the client store assembles snapshots (DESIGN.md, decision 1).
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    ConversationFilter, ConversationId, ConversationRecord, MessageFilter, MessageId,
+    MessageRecord, ParticipantRecord, ReadStateRecord, UserId, UserSnapshot,
+};
+use crate::params::{ConversationParams, EditParams, ParticipantParams, UserParams, WireSend};
+
+/// Identifies a subscription within one connection; chosen by the client.
+pub(crate) type SubId = u64;
+
+/// The key of one normalized entity in the viewer's cache.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub(crate) enum EntityKey {
+    User {
+        id: UserId,
+    },
+    Conversation {
+        id: ConversationId,
+    },
+    /// One user's membership of one conversation.
+    Participant {
+        conversation: ConversationId,
+        user: UserId,
+    },
+    /// The viewer's own read state in a conversation.
+    ReadState {
+        conversation: ConversationId,
+    },
+    Message {
+        id: MessageId,
+    },
+}
+
+impl EntityKey {
+    pub(crate) fn user(id: &UserId) -> Self {
+        EntityKey::User { id: id.clone() }
+    }
+    pub(crate) fn conversation(id: &ConversationId) -> Self {
+        EntityKey::Conversation { id: id.clone() }
+    }
+    pub(crate) fn participant(conversation: &ConversationId, user: &UserId) -> Self {
+        EntityKey::Participant {
+            conversation: conversation.clone(),
+            user: user.clone(),
+        }
+    }
+    pub(crate) fn read_state(conversation: &ConversationId) -> Self {
+        EntityKey::ReadState {
+            conversation: conversation.clone(),
+        }
+    }
+    pub(crate) fn message(id: &MessageId) -> Self {
+        EntityKey::Message { id: id.clone() }
+    }
+}
+
+/// One normalized entity record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "record", rename_all = "camelCase")]
+pub(crate) enum Record {
+    User(UserSnapshot),
+    Conversation(ConversationRecord),
+    Participant(ParticipantRecord),
+    ReadState(ReadStateRecord),
+    Message(MessageRecord),
+}
+
+impl Record {
+    pub(crate) fn key(&self) -> EntityKey {
+        match self {
+            Record::User(u) => EntityKey::user(&u.id),
+            Record::Conversation(c) => EntityKey::conversation(&c.id),
+            Record::Participant(p) => EntityKey::participant(&p.conversation_id, &p.user_id),
+            Record::ReadState(r) => EntityKey::read_state(&r.conversation_id),
+            Record::Message(m) => EntityKey::message(&m.id),
+        }
+    }
+}
+
+/// What a subscription watches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub(crate) enum Target {
+    User {
+        id: UserId,
+    },
+    Conversation {
+        id: ConversationId,
+    },
+    Conversations {
+        filter: Option<ConversationFilter>,
+    },
+    Messages {
+        conversation: ConversationId,
+        filter: Option<MessageFilter>,
+    },
+    Participants {
+        conversation: ConversationId,
+    },
+    Participant {
+        conversation: ConversationId,
+        user: UserId,
+    },
+}
+
+impl Target {
+    /// The window's first page, and the bounds of `load_more` (min is always 1).
+    pub(crate) fn paging(&self) -> Paging {
+        match self {
+            Target::Conversations { .. } => Paging {
+                first: 20,
+                default: 20,
+                max: 30,
+            },
+            Target::Messages { .. } => Paging {
+                first: 30,
+                default: 30,
+                max: 100,
+            },
+            Target::Participants { .. } => Paging {
+                first: 10,
+                default: 10,
+                max: 50,
+            },
+            _ => Paging {
+                first: 1,
+                default: 1,
+                max: 1,
+            },
+        }
+    }
+}
+
+/// Window paging rules of one subscription kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Paging {
+    pub(crate) first: usize,
+    pub(crate) default: usize,
+    pub(crate) max: usize,
+}
+
+/// A request from client to engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub(crate) enum Request {
+    GetUser {
+        user: UserId,
+    },
+    SetUser {
+        user: UserId,
+        params: UserParams,
+        create_only: bool,
+    },
+    GetConversation {
+        conversation: ConversationId,
+    },
+    SetConversation {
+        conversation: ConversationId,
+        params: ConversationParams,
+        create_only: bool,
+    },
+    MarkRead {
+        conversation: ConversationId,
+    },
+    MarkUnread {
+        conversation: ConversationId,
+    },
+    Send {
+        conversation: ConversationId,
+        message: WireSend,
+    },
+    GetParticipant {
+        conversation: ConversationId,
+        user: UserId,
+    },
+    SetParticipant {
+        conversation: ConversationId,
+        user: UserId,
+        params: ParticipantParams,
+        mode: ParticipantWrite,
+    },
+    DeleteParticipant {
+        conversation: ConversationId,
+        user: UserId,
+    },
+    GetMessage {
+        conversation: ConversationId,
+        message: MessageId,
+    },
+    EditMessage {
+        conversation: ConversationId,
+        message: MessageId,
+        params: EditParams,
+    },
+    DeleteMessage {
+        conversation: ConversationId,
+        message: MessageId,
+    },
+    Subscribe {
+        sub: SubId,
+        target: Target,
+    },
+    LoadMore {
+        sub: SubId,
+        count: u32,
+    },
+    Unsubscribe {
+        sub: SubId,
+    },
+}
+
+impl Request {
+    /// A human-readable description of the action, used in error messages.
+    pub(crate) fn action(&self) -> String {
+        match self {
+            Request::GetUser { user } => format!("Get user {user}"),
+            Request::SetUser {
+                user,
+                create_only: false,
+                ..
+            } => format!("Set user {user}"),
+            Request::SetUser { user, .. } => format!("Create user {user}"),
+            Request::GetConversation { conversation } => format!("Get conversation {conversation}"),
+            Request::SetConversation {
+                conversation,
+                create_only: false,
+                ..
+            } => {
+                format!("Set conversation {conversation}")
+            }
+            Request::SetConversation { conversation, .. } => {
+                format!("Create conversation {conversation}")
+            }
+            Request::MarkRead { conversation } => format!("Mark conversation {conversation} read"),
+            Request::MarkUnread { conversation } => {
+                format!("Mark conversation {conversation} unread")
+            }
+            Request::Send { conversation, .. } => {
+                format!("Send message to conversation {conversation}")
+            }
+            Request::GetParticipant { conversation, user } => {
+                format!("Get participant {user} of conversation {conversation}")
+            }
+            Request::SetParticipant {
+                conversation, user, ..
+            } => {
+                format!("Set participant {user} of conversation {conversation}")
+            }
+            Request::DeleteParticipant { conversation, user } => {
+                format!("Delete participant {user} of conversation {conversation}")
+            }
+            Request::GetMessage { message, .. } => format!("Get message {message}"),
+            Request::EditMessage { message, .. } => format!("Edit message {message}"),
+            Request::DeleteMessage { message, .. } => format!("Delete message {message}"),
+            Request::Subscribe { sub, .. } => format!("Subscribe {sub}"),
+            Request::LoadMore { sub, .. } => format!("Load more of subscription {sub}"),
+            Request::Unsubscribe { sub } => format!("Unsubscribe {sub}"),
+        }
+    }
+}
+
+/// How `SetParticipant` treats an existing or missing participant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum ParticipantWrite {
+    /// Add or update.
+    Upsert,
+    /// Update only; fails if not a participant.
+    Edit,
+    /// Add only; succeeds unchanged if already a participant.
+    Create,
+}
+
+/// A client frame: a request with the id its response will carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ClientFrame {
+    pub(crate) id: u64,
+    #[serde(flatten)]
+    pub(crate) request: Request,
+}
+
+/// A successful response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub(crate) enum Response {
+    /// Done, nothing to return.
+    Ack,
+    /// A message was created.
+    Sent { message: MessageId },
+    /// The records needed to assemble the root entity, or `root: None` if it is missing or
+    /// not visible.
+    Found {
+        root: Option<EntityKey>,
+        records: Vec<Record>,
+    },
+}
+
+/// A machine-readable error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request was malformed or broke a rule (HTTP 400).
+    InvalidRequest,
+    /// The current user is not a participant of the conversation (HTTP 403).
+    NotAParticipant,
+    /// The current user may not do this, for example send with Read access (HTTP 403).
+    Forbidden,
+    /// The thing does not exist (HTTP 404).
+    NotFound,
+    /// The thing already exists (HTTP 409).
+    Conflict,
+    /// A limit was exceeded (HTTP 413 or 429).
+    LimitExceeded,
+    /// The engine failed; the request may be retried (HTTP 500).
+    Internal,
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = match self {
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::NotAParticipant => "NOT_A_PARTICIPANT",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
+            ErrorCode::Internal => "INTERNAL",
+        };
+        f.write_str(code)
+    }
+}
+
+/// An error as it travels on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WireError {
+    pub(crate) code: ErrorCode,
+    pub(crate) reasons: Vec<String>,
+}
+
+/// One change in a push.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub(crate) enum Update {
+    /// An entity was created or changed.
+    Upsert { record: Record },
+    /// An entity no longer exists (or is no longer visible).
+    Remove { key: EntityKey },
+    /// A subscription's window: its items in order, or `None` if the root is missing or not
+    /// visible; `loaded_all` when nothing is left to load.
+    Window {
+        sub: SubId,
+        items: Option<Vec<EntityKey>>,
+        loaded_all: bool,
+    },
+    /// A subscription failed and ended.
+    Failed { sub: SubId, error: WireError },
+}
+
+/// A server frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub(crate) enum ServerFrame {
+    /// The answer to request `id`.
+    Response {
+        id: u64,
+        result: Result<Response, WireError>,
+    },
+    /// Changes committed by the engine as one batch; apply atomically. `seq` increases by one
+    /// per push on a connection; `epoch` changes when the log restarts.
+    Push {
+        seq: u64,
+        epoch: u64,
+        updates: Vec<Update>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON shape of frames is a conscious decision: these snapshots change only on purpose.
+    #[test]
+    fn wire_format_snapshots() {
+        let frame = ClientFrame {
+            id: 7,
+            request: Request::LoadMore { sub: 3, count: 20 },
+        };
+        assert_eq!(
+            serde_json::to_string(&frame).unwrap(),
+            r#"{"id":7,"op":"loadMore","sub":3,"count":20}"#
+        );
+        let push = ServerFrame::Push {
+            seq: 1,
+            epoch: 9,
+            updates: vec![
+                Update::Remove {
+                    key: EntityKey::message(&MessageId::new("m1")),
+                },
+                Update::Window {
+                    sub: 3,
+                    items: Some(vec![EntityKey::user(&UserId::new("u"))]),
+                    loaded_all: true,
+                },
+            ],
+        };
+        let json = serde_json::to_string(&push).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"push","seq":1,"epoch":9,"updates":[{"op":"remove","key":{"kind":"message","id":"m1"}},{"op":"window","sub":3,"items":[{"kind":"user","id":"u"}],"loadedAll":true}]}"#
+        );
+        assert_eq!(serde_json::from_str::<ServerFrame>(&json).unwrap(), push);
+        let err = ServerFrame::Response {
+            id: 2,
+            result: Err(WireError {
+                code: ErrorCode::NotFound,
+                reasons: vec!["x".into()],
+            }),
+        };
+        assert_eq!(
+            serde_json::to_string(&err).unwrap(),
+            r#"{"type":"response","id":2,"result":{"Err":{"code":"NOT_FOUND","reasons":["x"]}}}"#
+        );
+    }
+
+    /// Frames with empty ids are rejected by deserialization, before reaching the engine.
+    #[test]
+    fn empty_ids_do_not_parse() {
+        assert!(
+            serde_json::from_str::<ClientFrame>(r#"{"id":1,"op":"getUser","user":""}"#).is_err()
+        );
+    }
+}

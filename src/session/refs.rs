@@ -1,0 +1,520 @@
+//! Refs: cheap handles holding ids, through which every operation goes.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use super::{
+    SessionInner,
+    subscription::{
+        ConversationSubscription, ListSubscription, MessageListSubscription, OnSnapshot,
+        ParticipantListSubscription, ParticipantSubscription, Subscription, UserSubscription,
+    },
+};
+use crate::{
+    Error,
+    model::{
+        ConversationId, ConversationSnapshot, MessageFilter, MessageId, MessageSnapshot,
+        ParticipantSnapshot, UserId, UserSnapshot, validate_send,
+    },
+    params::{ConversationParams, EditParams, ParticipantParams, SendParams, UserParams, WireSend},
+    protocol::{ParticipantWrite, Request, Response, Target},
+    store::Node,
+};
+
+macro_rules! node_as {
+    ($node:expr, $variant:ident) => {
+        match $node {
+            Some(Node::$variant(x)) => Some(x),
+            _ => None,
+        }
+    };
+}
+
+fn single<X: Clone>(rows: Option<&imbl::Vector<Arc<X>>>) -> Option<Arc<X>> {
+    rows.and_then(|rows| rows.front().cloned())
+}
+
+fn list<X: Clone>(rows: Option<&imbl::Vector<Arc<X>>>) -> Option<imbl::Vector<Arc<X>>> {
+    rows.cloned()
+}
+
+async fn ack(session: &Arc<SessionInner>, request: Request) -> Result<(), Error> {
+    session.request(request).await.map(drop)
+}
+
+/// A reference to a user. Holds ids only; creating one does no IO.
+///
+/// Refs are equal when they point at the same user in the same session.
+#[derive(Clone)]
+pub struct UserRef {
+    session: Arc<SessionInner>,
+    id: UserId,
+}
+
+impl PartialEq for UserRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.session, &other.session) && self.id == other.id
+    }
+}
+
+impl std::fmt::Debug for UserRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("UserRef").field(&self.id).finish()
+    }
+}
+
+impl UserRef {
+    pub(crate) fn new(session: Arc<SessionInner>, id: UserId) -> Self {
+        Self { session, id }
+    }
+
+    /// The user's id.
+    pub fn id(&self) -> &UserId {
+        &self.id
+    }
+
+    /// The user's public data, or `None` if the user does not exist.
+    pub async fn get(&self) -> Result<Option<Arc<UserSnapshot>>, Error> {
+        let node = self
+            .session
+            .get(Request::GetUser {
+                user: self.id.clone(),
+            })
+            .await?;
+        Ok(node_as!(node, User))
+    }
+
+    /// Creates the user (then `name` is required) or patches the given fields.
+    pub async fn set(&self, params: UserParams) -> Result<(), Error> {
+        let request = Request::SetUser {
+            user: self.id.clone(),
+            params,
+            create_only: false,
+        };
+        ack(&self.session, request).await
+    }
+
+    /// Creates the user with `params` (`name` required) unless they exist; an existing user
+    /// is left unchanged.
+    pub async fn create_if_not_exists(&self, params: UserParams) -> Result<(), Error> {
+        let request = Request::SetUser {
+            user: self.id.clone(),
+            params,
+            create_only: true,
+        };
+        ack(&self.session, request).await
+    }
+
+    /// Subscribes to the user: `None` while they do not exist; emits on creation and every
+    /// change.
+    pub fn subscribe(&self) -> UserSubscription {
+        self.subscribe_with(None)
+    }
+
+    /// Like [`Self::subscribe`], calling `on_snapshot` on every change.
+    pub fn subscribe_with(
+        &self,
+        on_snapshot: Option<OnSnapshot<Option<Arc<UserSnapshot>>>>,
+    ) -> UserSubscription {
+        let target = Target::User {
+            id: self.id.clone(),
+        };
+        Subscription::new(self.session.subscribe(target, single, on_snapshot))
+    }
+}
+
+/// A reference to a conversation as the current user sees it: it does not exist for you unless
+/// you participate. Holds ids only; creating one does no IO.
+#[derive(Clone)]
+pub struct ConversationRef {
+    session: Arc<SessionInner>,
+    id: ConversationId,
+}
+
+impl PartialEq for ConversationRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.session, &other.session) && self.id == other.id
+    }
+}
+
+impl std::fmt::Debug for ConversationRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ConversationRef").field(&self.id).finish()
+    }
+}
+
+static SEND_KEYS: AtomicU64 = AtomicU64::new(0);
+
+impl ConversationRef {
+    pub(crate) fn new(session: Arc<SessionInner>, id: ConversationId) -> Self {
+        Self { session, id }
+    }
+
+    /// The conversation's id.
+    pub fn id(&self) -> &ConversationId {
+        &self.id
+    }
+
+    /// A reference to a participant of this conversation.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidId`] if `user` is empty.
+    pub fn participant(&self, user: impl AsRef<str>) -> Result<ParticipantRef, Error> {
+        Ok(ParticipantRef {
+            session: self.session.clone(),
+            conversation: self.id.clone(),
+            user: UserId::try_new(user)?,
+        })
+    }
+
+    /// A reference to a message of this conversation.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidId`] if `id` is empty.
+    pub fn message(&self, id: impl AsRef<str>) -> Result<MessageRef, Error> {
+        Ok(MessageRef {
+            session: self.session.clone(),
+            conversation: self.id.clone(),
+            id: MessageId::try_new(id)?,
+        })
+    }
+
+    /// The conversation, or `None` if it does not exist or you do not participate.
+    pub async fn get(&self) -> Result<Option<Arc<ConversationSnapshot>>, Error> {
+        let node = self.session.get(Request::GetConversation {
+            conversation: self.id.clone(),
+        });
+        Ok(node_as!(node.await?, Conversation))
+    }
+
+    /// Creates the conversation if needed, joins you if needed, and patches its fields and your
+    /// own access and notify settings.
+    pub async fn set(&self, params: ConversationParams) -> Result<(), Error> {
+        let conversation = self.id.clone();
+        ack(
+            &self.session,
+            Request::SetConversation {
+                conversation,
+                params,
+                create_only: false,
+            },
+        )
+        .await
+    }
+
+    /// Creates the conversation with `params` and joins you, each only if needed; succeeds
+    /// unchanged if both already hold.
+    pub async fn create_if_not_exists(&self, params: ConversationParams) -> Result<(), Error> {
+        let conversation = self.id.clone();
+        ack(
+            &self.session,
+            Request::SetConversation {
+                conversation,
+                params,
+                create_only: true,
+            },
+        )
+        .await
+    }
+
+    /// Marks every message up to now as read.
+    pub async fn mark_as_read(&self) -> Result<(), Error> {
+        ack(
+            &self.session,
+            Request::MarkRead {
+                conversation: self.id.clone(),
+            },
+        )
+        .await
+    }
+
+    /// Marks the conversation unread (`is_unread` becomes true even with no unread messages).
+    pub async fn mark_as_unread(&self) -> Result<(), Error> {
+        ack(
+            &self.session,
+            Request::MarkUnread {
+                conversation: self.id.clone(),
+            },
+        )
+        .await
+    }
+
+    /// Sends a message: markup text (`"*hi*"`) or a [`SendParams`] with content, custom
+    /// fields and a replied-to message. A retry after a dropped connection never duplicates.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidContent`] before sending if the content is not allowed (links, action
+    /// buttons, empty text, bad coordinates); a rejection if you do not participate, have Read
+    /// access, or reply to a message of another conversation.
+    pub async fn send(&self, params: impl Into<SendParams>) -> Result<MessageRef, Error> {
+        let params = params.into();
+        let content = params.body.into_content();
+        for block in &content {
+            validate_send(block, false)?;
+        }
+        let key = format!(
+            "{}-{}",
+            std::process::id(),
+            SEND_KEYS.fetch_add(1, Ordering::Relaxed)
+        );
+        let message = WireSend {
+            content,
+            custom: params.custom,
+            referenced_message: params.referenced_message,
+            idempotency_key: key,
+        };
+        let request = Request::Send {
+            conversation: self.id.clone(),
+            message,
+        };
+        match self.session.request(request).await? {
+            Response::Sent { message } => Ok(MessageRef {
+                session: self.session.clone(),
+                conversation: self.id.clone(),
+                id: message,
+            }),
+            other => Err(Error::Rejected {
+                action: format!("Send message to conversation {}", self.id),
+                code: crate::ErrorCode::Internal,
+                reasons: vec![format!("unexpected response {other:?}")],
+            }),
+        }
+    }
+
+    /// Subscribes to the conversation: `None` unless you participate; emits on every change,
+    /// including nested ones (`last_message.referenced_message.sender.name`).
+    pub fn subscribe(&self) -> ConversationSubscription {
+        self.subscribe_with(None)
+    }
+
+    /// Like [`Self::subscribe`], calling `on_snapshot` on every change.
+    pub fn subscribe_with(
+        &self,
+        on_snapshot: Option<OnSnapshot<Option<Arc<ConversationSnapshot>>>>,
+    ) -> ConversationSubscription {
+        let target = Target::Conversation {
+            id: self.id.clone(),
+        };
+        Subscription::new(self.session.subscribe(target, single, on_snapshot))
+    }
+
+    /// Subscribes to the messages, newest first: the 30 newest, then every new one;
+    /// `load_more` takes 1..=100 (default 30). `None` unless you participate. An optional
+    /// filter keeps only matching messages.
+    pub fn subscribe_messages(&self, filter: Option<MessageFilter>) -> MessageListSubscription {
+        self.subscribe_messages_with(filter, None)
+    }
+
+    /// Like [`Self::subscribe_messages`], calling `on_snapshot` on every change.
+    pub fn subscribe_messages_with(
+        &self,
+        filter: Option<MessageFilter>,
+        on_snapshot: Option<OnSnapshot<Option<imbl::Vector<Arc<MessageSnapshot>>>>>,
+    ) -> MessageListSubscription {
+        let target = Target::Messages {
+            conversation: self.id.clone(),
+            filter,
+        };
+        ListSubscription::new(self.session.subscribe(target, list, on_snapshot))
+    }
+
+    /// Subscribes to the participants, most recently joined first: the first 10, then every
+    /// new one; `load_more` takes 1..=50 (default 10). `None` unless you participate.
+    pub fn subscribe_participants(&self) -> ParticipantListSubscription {
+        self.subscribe_participants_with(None)
+    }
+
+    /// Like [`Self::subscribe_participants`], calling `on_snapshot` on every change.
+    pub fn subscribe_participants_with(
+        &self,
+        on_snapshot: Option<OnSnapshot<Option<imbl::Vector<Arc<ParticipantSnapshot>>>>>,
+    ) -> ParticipantListSubscription {
+        let target = Target::Participants {
+            conversation: self.id.clone(),
+        };
+        ListSubscription::new(self.session.subscribe(target, list, on_snapshot))
+    }
+}
+
+/// A reference to one user's participation in one conversation.
+#[derive(Clone)]
+pub struct ParticipantRef {
+    session: Arc<SessionInner>,
+    conversation: ConversationId,
+    user: UserId,
+}
+
+impl PartialEq for ParticipantRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.session, &other.session)
+            && self.conversation == other.conversation
+            && self.user == other.user
+    }
+}
+
+impl std::fmt::Debug for ParticipantRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ParticipantRef")
+            .field(&self.conversation)
+            .field(&self.user)
+            .finish()
+    }
+}
+
+impl ParticipantRef {
+    /// The participating user's id.
+    pub fn user_id(&self) -> &UserId {
+        &self.user
+    }
+
+    /// The conversation's id.
+    pub fn conversation_id(&self) -> &ConversationId {
+        &self.conversation
+    }
+
+    /// The participant, or `None` if the user does not participate.
+    ///
+    /// # Errors
+    ///
+    /// A `NOT_A_PARTICIPANT` rejection if you do not participate and ask about someone else.
+    pub async fn get(&self) -> Result<Option<Arc<ParticipantSnapshot>>, Error> {
+        let request = Request::GetParticipant {
+            conversation: self.conversation.clone(),
+            user: self.user.clone(),
+        };
+        Ok(node_as!(self.session.get(request).await?, Participant))
+    }
+
+    async fn write(&self, params: ParticipantParams, mode: ParticipantWrite) -> Result<(), Error> {
+        let request = Request::SetParticipant {
+            conversation: self.conversation.clone(),
+            user: self.user.clone(),
+            params,
+            mode,
+        };
+        ack(&self.session, request).await
+    }
+
+    /// Adds the user (who must exist) or updates their settings.
+    pub async fn set(&self, params: ParticipantParams) -> Result<(), Error> {
+        self.write(params, ParticipantWrite::Upsert).await
+    }
+
+    /// Updates the settings of an existing participant; fails if they do not participate.
+    pub async fn edit(&self, params: ParticipantParams) -> Result<(), Error> {
+        self.write(params, ParticipantWrite::Edit).await
+    }
+
+    /// Adds the user unless they participate already.
+    pub async fn create_if_not_exists(&self, params: ParticipantParams) -> Result<(), Error> {
+        self.write(params, ParticipantWrite::Create).await
+    }
+
+    /// Removes the user from the conversation; succeeds if they are not in it. Their live
+    /// updates for the conversation stop at once.
+    pub async fn delete(&self) -> Result<(), Error> {
+        let request = Request::DeleteParticipant {
+            conversation: self.conversation.clone(),
+            user: self.user.clone(),
+        };
+        ack(&self.session, request).await
+    }
+
+    /// Subscribes to the participant: `None` unless both you and they participate.
+    pub fn subscribe(&self) -> ParticipantSubscription {
+        self.subscribe_with(None)
+    }
+
+    /// Like [`Self::subscribe`], calling `on_snapshot` on every change.
+    pub fn subscribe_with(
+        &self,
+        on_snapshot: Option<OnSnapshot<Option<Arc<ParticipantSnapshot>>>>,
+    ) -> ParticipantSubscription {
+        let target = Target::Participant {
+            conversation: self.conversation.clone(),
+            user: self.user.clone(),
+        };
+        Subscription::new(self.session.subscribe(target, single, on_snapshot))
+    }
+}
+
+/// A reference to a message.
+#[derive(Clone)]
+pub struct MessageRef {
+    session: Arc<SessionInner>,
+    conversation: ConversationId,
+    id: MessageId,
+}
+
+impl PartialEq for MessageRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.session, &other.session)
+            && self.conversation == other.conversation
+            && self.id == other.id
+    }
+}
+
+impl std::fmt::Debug for MessageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("MessageRef")
+            .field(&self.conversation)
+            .field(&self.id)
+            .finish()
+    }
+}
+
+impl MessageRef {
+    /// The message's id.
+    pub fn id(&self) -> &MessageId {
+        &self.id
+    }
+
+    /// The conversation's id.
+    pub fn conversation_id(&self) -> &ConversationId {
+        &self.conversation
+    }
+
+    /// The message, or `None` if it or the conversation does not exist or you do not
+    /// participate.
+    pub async fn get(&self) -> Result<Option<Arc<MessageSnapshot>>, Error> {
+        let request = Request::GetMessage {
+            conversation: self.conversation.clone(),
+            message: self.id.clone(),
+        };
+        Ok(node_as!(self.session.get(request).await?, Message))
+    }
+
+    /// Edits your own message: new text (markup) or content replaces the body; `custom`
+    /// patches.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidContent`] before sending for content that may not be sent; a rejection
+    /// if the message is missing or not yours.
+    pub async fn edit(&self, params: impl Into<EditParams>) -> Result<(), Error> {
+        let params = params.into();
+        for block in params.content.iter().flatten() {
+            validate_send(block, false)?;
+        }
+        let request = Request::EditMessage {
+            conversation: self.conversation.clone(),
+            message: self.id.clone(),
+            params,
+        };
+        ack(&self.session, request).await
+    }
+
+    /// Deletes your own message; succeeds if it is already gone.
+    pub async fn delete(&self) -> Result<(), Error> {
+        let request = Request::DeleteMessage {
+            conversation: self.conversation.clone(),
+            message: self.id.clone(),
+        };
+        ack(&self.session, request).await
+    }
+}

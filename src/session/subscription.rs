@@ -1,0 +1,512 @@
+//! Subscriptions: live views of the store, as states, signals, streams and callbacks.
+
+use std::{
+    hash::Hash,
+    marker::PhantomData,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
+
+use futures_signals::{
+    signal::{Mutable, Signal, SignalExt},
+    signal_vec::{MutableVec, SignalVec},
+};
+use futures_util::{Stream, StreamExt};
+use imbl::Vector;
+
+use super::{SessionInner, lock};
+use crate::{
+    Error,
+    model::{
+        ConversationId, ConversationSnapshot, MessageId, MessageSnapshot, ParticipantSnapshot,
+        UserId, UserSnapshot,
+    },
+    protocol::{Paging, Request, SubId, WireError},
+    store::{Emit, Node, Output},
+};
+
+/// A callback run with every new snapshot and the window's `loaded_all` flag.
+pub type OnSnapshot<T> = Box<dyn Fn(&T, bool) + Send + Sync>;
+
+/// The state of a subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubscriptionState<T> {
+    /// Waiting for the first snapshot.
+    Pending,
+    /// Live, with the latest snapshot.
+    Active {
+        /// The latest snapshot.
+        snapshot: T,
+        /// Whether the window holds everything (always true for single entities).
+        loaded_all: bool,
+    },
+    /// Ended by `unsubscribe` or drop.
+    Unsubscribed,
+    /// Ended by an unrecoverable error.
+    Error(Error),
+}
+
+impl<T> SubscriptionState<T> {
+    /// Whether the subscription has ended.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            SubscriptionState::Unsubscribed | SubscriptionState::Error(_)
+        )
+    }
+
+    /// The latest snapshot, if active.
+    pub fn snapshot(&self) -> Option<&T> {
+        match self {
+            SubscriptionState::Active { snapshot, .. } => Some(snapshot),
+            _ => None,
+        }
+    }
+}
+
+/// An entity type that can be a row of a window.
+pub(crate) trait RowType: Send + Sync + 'static {
+    type Key: Eq + Hash + Clone;
+    fn from_node(node: Node) -> Option<Arc<Self>>;
+    fn key(&self) -> Self::Key;
+}
+
+macro_rules! row_type {
+    ($ty:ty, $variant:ident, $key:ty, |$row:ident| $key_expr:expr) => {
+        impl RowType for $ty {
+            type Key = $key;
+            fn from_node(node: Node) -> Option<Arc<Self>> {
+                match node {
+                    Node::$variant(x) => Some(x),
+                    _ => None,
+                }
+            }
+            fn key(&self) -> $key {
+                let $row = self;
+                $key_expr
+            }
+        }
+    };
+}
+
+row_type!(UserSnapshot, User, UserId, |u| u.id.clone());
+row_type!(ConversationSnapshot, Conversation, ConversationId, |c| c
+    .id
+    .clone());
+row_type!(MessageSnapshot, Message, MessageId, |m| m.id.clone());
+row_type!(ParticipantSnapshot, Participant, UserId, |p| p
+    .user
+    .id
+    .clone());
+
+/// The shared core of a subscription handle.
+pub(crate) struct SubCore<T, X> {
+    session: Arc<SessionInner>,
+    id: SubId,
+    paging: Paging,
+    state: Mutable<SubscriptionState<T>>,
+    /// Keyed list diffs, created on the first `signal_vec` call.
+    vec: Arc<Mutex<Option<MutableVec<Arc<X>>>>>,
+    /// Rows as last published, to diff `vec` against.
+    published: Arc<Mutex<Vector<Arc<X>>>>,
+    ended: AtomicBool,
+    loads: AtomicU64,
+    load_lock: tokio::sync::Mutex<()>,
+}
+
+impl<T: Clone + Send + Sync + 'static, X> SubCore<T, X> {
+    pub(crate) fn new(session: Arc<SessionInner>, id: SubId, paging: Paging) -> Self {
+        Self {
+            session,
+            id,
+            paging,
+            state: Mutable::new(SubscriptionState::Pending),
+            vec: Arc::default(),
+            published: Arc::default(),
+            ended: AtomicBool::new(false),
+            loads: AtomicU64::new(0),
+            load_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn unsubscribe(&self) {
+        if self.ended.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut state = self.state.lock_mut();
+        if !state.is_terminal() {
+            *state = SubscriptionState::Unsubscribed;
+        }
+        drop(state);
+        self.session.unsubscribe(self.id);
+    }
+}
+
+impl<T, X> Drop for SubCore<T, X> {
+    fn drop(&mut self) {
+        if !self.ended.swap(true, Ordering::AcqRel) {
+            self.session.unsubscribe(self.id);
+        }
+    }
+}
+
+/// Feeds a subscription's state from the store.
+pub(crate) struct TypedOutput<T, X> {
+    rows: Option<Vector<Arc<X>>>,
+    view: fn(Option<&Vector<Arc<X>>>) -> T,
+    state: Mutable<SubscriptionState<T>>,
+    vec: Arc<Mutex<Option<MutableVec<Arc<X>>>>>,
+    published: Arc<Mutex<Vector<Arc<X>>>>,
+    on_snapshot: Option<Arc<OnSnapshot<T>>>,
+    active: bool,
+}
+
+impl<T: Clone + Send + Sync + 'static, X: RowType> TypedOutput<T, X> {
+    pub(crate) fn new(
+        core: &SubCore<T, X>,
+        view: fn(Option<&Vector<Arc<X>>>) -> T,
+        on_snapshot: Option<OnSnapshot<T>>,
+    ) -> Self {
+        Self {
+            rows: None,
+            view,
+            state: core.state.clone(),
+            vec: core.vec.clone(),
+            published: core.published.clone(),
+            on_snapshot: on_snapshot.map(Arc::new),
+            active: false,
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static, X: RowType> Output for TypedOutput<T, X> {
+    fn reset(&mut self, rows: Option<Vec<Node>>) -> bool {
+        let rows: Option<Vector<Arc<X>>> =
+            rows.map(|rows| rows.into_iter().filter_map(X::from_node).collect());
+        let same = match (&self.rows, &rows) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| Arc::ptr_eq(x, y))
+            }
+            _ => false,
+        };
+        self.rows = rows;
+        !same || !self.active
+    }
+
+    fn set(&mut self, index: usize, row: Node) -> bool {
+        let (Some(rows), Some(row)) = (&mut self.rows, X::from_node(row)) else {
+            return false;
+        };
+        match rows.get(index) {
+            Some(old) if Arc::ptr_eq(old, &row) => false,
+            Some(_) => {
+                rows.set(index, row);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn publish(&mut self, loaded_all: bool) -> Option<Emit> {
+        self.active = true;
+        let snapshot = (self.view)(self.rows.as_ref());
+        let rows = self.rows.clone().unwrap_or_default();
+        let state = self.state.clone();
+        let vec = self.vec.clone();
+        let published = self.published.clone();
+        let notify_snapshot = snapshot.clone();
+        let set = Box::new(move || {
+            let mut current = state.lock_mut();
+            if current.is_terminal() {
+                return;
+            }
+            *current = SubscriptionState::Active {
+                snapshot,
+                loaded_all,
+            };
+            drop(current);
+            if let Some(vec) = &*lock(&vec) {
+                apply_diff(vec, &rows);
+            }
+            *lock(&published) = rows;
+        });
+        let notify = self.on_snapshot.clone().map(|callback| {
+            Box::new(move || callback(&notify_snapshot, loaded_all)) as Box<dyn FnOnce() + Send>
+        });
+        Some(Emit { set, notify })
+    }
+
+    fn fail(&mut self, error: WireError) -> Option<Emit> {
+        let state = self.state.clone();
+        let error = Error::rejected("Subscribe".to_owned(), error);
+        Some(Emit {
+            set: Box::new(move || {
+                let mut current = state.lock_mut();
+                if !current.is_terminal() {
+                    *current = SubscriptionState::Error(error);
+                }
+            }),
+            notify: None,
+        })
+    }
+
+    fn is_active(&self) -> bool {
+        self.active
+    }
+}
+
+/// Brings a `MutableVec` from its current rows to `rows` with keyed diffs: removals, moves,
+/// inserts, and replacements of rows whose snapshot changed.
+fn apply_diff<X: RowType>(vec: &MutableVec<Arc<X>>, rows: &Vector<Arc<X>>) {
+    let mut lock = vec.lock_mut();
+    let wanted: std::collections::HashSet<X::Key> = rows.iter().map(|r| r.key()).collect();
+    for index in (0..lock.len()).rev() {
+        if !wanted.contains(&lock[index].key()) {
+            lock.remove(index);
+        }
+    }
+    for (index, row) in rows.iter().enumerate() {
+        let key = row.key();
+        if index < lock.len() && lock[index].key() == key {
+            if !Arc::ptr_eq(&lock[index], row) {
+                lock.set_cloned(index, row.clone());
+            }
+            continue;
+        }
+        match (index + 1..lock.len()).find(|&j| lock[j].key() == key) {
+            Some(from) => {
+                lock.move_from_to(from, index);
+                if !Arc::ptr_eq(&lock[index], row) {
+                    lock.set_cloned(index, row.clone());
+                }
+            }
+            None => lock.insert_cloned(index, row.clone()),
+        }
+    }
+    let len = rows.len();
+    while lock.len() > len {
+        lock.pop();
+    }
+}
+
+/// A live subscription to one snapshot value `T`.
+///
+/// It ends on [`Subscription::unsubscribe`] and when dropped.
+#[must_use = "a subscription ends when dropped"]
+pub struct Subscription<T, X = ()> {
+    core: Arc<SubCore<T, X>>,
+    _row: PhantomData<fn() -> X>,
+}
+
+impl<T, X> std::fmt::Debug for Subscription<T, X> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.core.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, X> Subscription<T, X> {
+    pub(crate) fn new(core: Arc<SubCore<T, X>>) -> Self {
+        Self {
+            core,
+            _row: PhantomData,
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static, X: Send + Sync + 'static> Subscription<T, X> {
+    /// The current state.
+    pub fn state(&self) -> SubscriptionState<T> {
+        self.core.state.get_cloned()
+    }
+
+    /// The latest snapshot, or `None` unless active.
+    pub fn latest(&self) -> Option<T> {
+        self.core.state.lock_ref().snapshot().cloned()
+    }
+
+    /// The state as a futures-signals signal. Like every plain signal it is lossy: a slow
+    /// reader sees the latest state, not every one.
+    pub fn signal(&self) -> impl Signal<Item = SubscriptionState<T>> + Send + 'static + use<T, X> {
+        self.core.state.signal_cloned()
+    }
+
+    /// Every new snapshot as a stream (lossy like [`Self::signal`]); ends when the
+    /// subscription does.
+    pub fn stream(&self) -> impl Stream<Item = T> + Send + 'static + use<T, X> {
+        self.core
+            .state
+            .signal_cloned()
+            .to_stream()
+            .take_while(|state| std::future::ready(!state.is_terminal()))
+            .filter_map(|state| std::future::ready(state.snapshot().cloned()))
+    }
+
+    /// Waits for the first snapshot.
+    ///
+    /// # Errors
+    ///
+    /// The subscription's error, or [`Error::Ended`] if it was unsubscribed first.
+    pub async fn connected(&self) -> Result<T, Error> {
+        let state = self
+            .core
+            .state
+            .signal_cloned()
+            .wait_for_first(|s| !matches!(s, SubscriptionState::Pending))
+            .await;
+        match state {
+            Some(SubscriptionState::Active { snapshot, .. }) => Ok(snapshot),
+            Some(SubscriptionState::Error(error)) => Err(error),
+            _ => Err(Error::ended("Subscribe")),
+        }
+    }
+
+    /// Waits until the subscription ends; returns its final state (unsubscribed or error).
+    pub async fn terminated(&self) -> SubscriptionState<T> {
+        self.core
+            .state
+            .signal_cloned()
+            .wait_for_first(SubscriptionState::is_terminal)
+            .await
+            .unwrap_or(SubscriptionState::Unsubscribed)
+    }
+
+    /// Ends the subscription. Does nothing if it already ended.
+    pub fn unsubscribe(&self) {
+        self.core.unsubscribe();
+    }
+}
+
+/// Waits for the first signal value matching `predicate`.
+trait WaitFor<T> {
+    async fn wait_for_first(self, predicate: impl Fn(&T) -> bool) -> Option<T>;
+}
+
+impl<T, S: Signal<Item = T> + Unpin> WaitFor<T> for S {
+    async fn wait_for_first(self, predicate: impl Fn(&T) -> bool) -> Option<T> {
+        let mut stream = self.to_stream();
+        while let Some(value) = stream.next().await {
+            if predicate(&value) {
+                return Some(value);
+            }
+        }
+        None
+    }
+}
+
+/// A live window of rows `X` (conversations, messages or participants) whose snapshot is `T`.
+///
+/// Derefs to [`Subscription`] for the state, signals and lifecycle.
+#[must_use = "a subscription ends when dropped"]
+pub struct ListSubscription<T, X> {
+    inner: Subscription<T, X>,
+}
+
+impl<T, X> std::fmt::Debug for ListSubscription<T, X> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl<T, X> std::ops::Deref for ListSubscription<T, X> {
+    type Target = Subscription<T, X>;
+    fn deref(&self) -> &Subscription<T, X> {
+        &self.inner
+    }
+}
+
+impl<T, X> ListSubscription<T, X> {
+    pub(crate) fn new(core: Arc<SubCore<T, X>>) -> Self {
+        Self {
+            inner: Subscription::new(core),
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static, X: Send + Sync + 'static> ListSubscription<T, X> {
+    /// Whether the window holds everything (false while pending).
+    pub fn loaded_all(&self) -> bool {
+        matches!(
+            self.state(),
+            SubscriptionState::Active {
+                loaded_all: true,
+                ..
+            }
+        )
+    }
+
+    /// Grows the window by `count` older items (`None`: the kind's default) and resolves once
+    /// the bigger window is the latest snapshot.
+    ///
+    /// Bounds: conversations 1..=30 (default 20), messages 1..=100 (default 30), participants
+    /// 1..=50 (default 10). Concurrent calls load one page: a call that waited for another
+    /// returns without loading more.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfRange`] for a count outside the bounds (nothing is sent),
+    /// [`Error::Ended`] if the subscription ended.
+    pub async fn load_more(&self, count: Option<u32>) -> Result<(), Error> {
+        let core = &self.inner.core;
+        let paging = core.paging;
+        let count = count.unwrap_or(paging.default as u32);
+        let action = format!("Load more of subscription {}", core.id);
+        if count == 0 || count as usize > paging.max {
+            return Err(Error::OutOfRange {
+                action,
+                count,
+                max: paging.max as u32,
+            });
+        }
+        if core.ended.load(Ordering::Acquire) {
+            return Err(Error::ended(action));
+        }
+        let seen = core.loads.load(Ordering::Acquire);
+        let _guard = core.load_lock.lock().await;
+        if core.loads.load(Ordering::Acquire) != seen {
+            return Ok(());
+        }
+        core.session
+            .request(Request::LoadMore {
+                sub: core.id,
+                count,
+            })
+            .await?;
+        core.loads.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// The rows as keyed diffs (futures-signals `SignalVec`, lossless and ordered): a row whose
+    /// snapshot changed is replaced in place, new rows are inserted where they belong.
+    pub fn signal_vec(&self) -> impl SignalVec<Item = Arc<X>> + Send + 'static + use<T, X> {
+        let core = &self.inner.core;
+        let mut vec = lock(&core.vec);
+        let vec = vec.get_or_insert_with(|| {
+            MutableVec::new_with_values(lock(&core.published).iter().cloned().collect())
+        });
+        vec.signal_vec_cloned()
+    }
+}
+
+/// A subscription to one user: `None` while the user does not exist.
+pub type UserSubscription = Subscription<Option<Arc<UserSnapshot>>, UserSnapshot>;
+/// A subscription to one conversation: `None` unless the current user participates.
+pub type ConversationSubscription =
+    Subscription<Option<Arc<ConversationSnapshot>>, ConversationSnapshot>;
+/// A subscription to one participant: `None` unless both you and they participate.
+pub type ParticipantSubscription =
+    Subscription<Option<Arc<ParticipantSnapshot>>, ParticipantSnapshot>;
+/// The current user's conversations, most recently active first.
+pub type ConversationListSubscription =
+    ListSubscription<Vector<Arc<ConversationSnapshot>>, ConversationSnapshot>;
+/// A conversation's messages, newest first; `None` unless the current user participates.
+pub type MessageListSubscription =
+    ListSubscription<Option<Vector<Arc<MessageSnapshot>>>, MessageSnapshot>;
+/// A conversation's participants, most recently joined first; `None` unless the current user
+/// participates.
+pub type ParticipantListSubscription =
+    ListSubscription<Option<Vector<Arc<ParticipantSnapshot>>>, ParticipantSnapshot>;

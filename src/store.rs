@@ -1,0 +1,534 @@
+//! The client-side normalized reactive cache.
+//!
+//! Records live once, in one entity table, keyed by [`EntityKey`]. Each live subscription is a
+//! window of root keys; assembling a row reads a few records (a conversation reads its read
+//! state, the user's participation, its last message, that message's sender, ...), and the
+//! subscription remembers which keys each row read. A reverse index maps each key to the
+//! subscriptions that read it. Applying one server frame:
+//!
+//! 1. writes the records, skipping those equal to what is cached, and collects changed keys;
+//! 2. finds the affected subscriptions and rows through the reverse index;
+//! 3. rebuilds each affected row once, reusing every cached node whose inputs did not change,
+//!    so unchanged snapshots keep their `Arc` (nodes are shared between subscriptions);
+//! 4. only then publishes: one emission per affected subscription, none for others;
+//! 5. evicts records that no subscription reads any more.
+//!
+//! Nodes are validated by version: every record carries the frame number of its last change,
+//! every node the frame it was built in, and a node is reused only if none of its inputs
+//! changed (or disappeared) since.
+
+mod assemble;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use dashmap::DashMap;
+
+use self::assemble::Lookup;
+pub(crate) use self::assemble::{Bundle, Node, Rec, node};
+use crate::{
+    model::UserId,
+    protocol::{EntityKey, SubId, Update, WireError},
+};
+
+/// Where a subscription's snapshots go. Implemented by the session's typed subscriptions.
+pub(crate) trait Output: Send {
+    /// Replaces every row (`None`: the root is missing). Returns whether anything changed.
+    fn reset(&mut self, rows: Option<Vec<Node>>) -> bool;
+    /// Replaces one row. Returns whether it changed.
+    fn set(&mut self, index: usize, row: Node) -> bool;
+    /// Prepares the emission of the current rows; runs nothing yet.
+    fn publish(&mut self, loaded_all: bool) -> Option<Emit>;
+    /// Prepares the emission of an error state.
+    fn fail(&mut self, error: WireError) -> Option<Emit>;
+    /// Whether a snapshot was published already.
+    fn is_active(&self) -> bool;
+}
+
+/// One prepared emission: `set` updates the subscription's state and signals, `notify` runs the
+/// app's callback. A frame runs every `set` before any `notify`, so callbacks observe the whole
+/// frame applied.
+pub(crate) struct Emit {
+    pub(crate) set: Box<dyn FnOnce() + Send>,
+    pub(crate) notify: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// Runs a frame's emissions: every state first, then every callback.
+pub(crate) fn run(emits: Vec<Emit>) {
+    let mut callbacks = Vec::new();
+    for emit in emits {
+        (emit.set)();
+        callbacks.extend(emit.notify);
+    }
+    for callback in callbacks {
+        callback();
+    }
+}
+
+struct Entry {
+    record: Option<Rec>,
+    /// The frame that last changed `record`.
+    version: u64,
+    /// The number of subscriptions reading this key.
+    refs: u32,
+    /// The cached node rooted here, its inputs and the frame it was built in.
+    node: Option<(Node, Arc<[EntityKey]>, u64)>,
+}
+
+/// What `Store::stats` reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Cached users.
+    pub users: usize,
+    /// Cached conversations.
+    pub conversations: usize,
+    /// Cached participations (including the current user's own).
+    pub participants: usize,
+    /// Cached read states.
+    pub read_states: usize,
+    /// Cached messages.
+    pub messages: usize,
+    /// Subscriptions that are live, or ended but not yet released by the server.
+    pub subscriptions: usize,
+    /// An estimate of the heap memory held by cached records and nodes, in bytes.
+    pub approx_bytes: usize,
+}
+
+impl StoreStats {
+    /// The total number of cached entities.
+    pub fn entities(&self) -> usize {
+        self.users + self.conversations + self.participants + self.read_states + self.messages
+    }
+}
+
+struct Sub {
+    output: Box<dyn Output>,
+    /// Whether the output still publishes (false once the app unsubscribed).
+    live: bool,
+    loaded_all: bool,
+    /// The window's rows in order (`None`: the root is missing), and their positions.
+    rows: Option<Vec<EntityKey>>,
+    positions: HashMap<EntityKey, usize>,
+    /// The keys each row read.
+    row_deps: HashMap<EntityKey, Arc<[EntityKey]>>,
+    /// For each key read, the rows that read it (a row appears once per read).
+    keys: HashMap<EntityKey, Vec<EntityKey>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    frame: u64,
+    subs: HashMap<SubId, Sub>,
+    /// The reverse index: which subscriptions read each key.
+    index: HashMap<EntityKey, HashSet<SubId>>,
+}
+
+/// The normalized cache of one session.
+pub(crate) struct Store {
+    me: UserId,
+    entities: DashMap<EntityKey, Entry>,
+    inner: Mutex<Inner>,
+}
+
+/// Reads records and caches nodes for one frame.
+struct Frame<'a> {
+    store: &'a Store,
+    frame: u64,
+}
+
+impl Lookup for Frame<'_> {
+    fn record(&self, key: &EntityKey) -> Option<Rec> {
+        self.store.entities.get(key).and_then(|e| e.record.clone())
+    }
+
+    fn node(
+        &self,
+        key: &EntityKey,
+        deps: &mut Vec<EntityKey>,
+        build: &dyn Fn(&Self, &mut Vec<EntityKey>) -> Option<Node>,
+    ) -> Option<Node> {
+        let cached = self.store.entities.get(key).and_then(|e| e.node.clone());
+        if let Some((node, inputs, built)) = cached {
+            let valid = inputs.iter().all(|input| {
+                self.store
+                    .entities
+                    .get(input)
+                    .is_some_and(|e| e.version <= built)
+            });
+            if valid {
+                deps.extend(inputs.iter().cloned());
+                return Some(node);
+            }
+        }
+        let mut inputs = Vec::new();
+        let node = build(self, &mut inputs);
+        if let (Some(node), Some(mut entry)) = (&node, self.store.entities.get_mut(key)) {
+            entry.node = Some((node.clone(), inputs.clone().into(), self.frame));
+        }
+        deps.extend(inputs);
+        node
+    }
+
+    fn me(&self) -> &UserId {
+        &self.store.me
+    }
+}
+
+impl Store {
+    pub(crate) fn new(me: UserId) -> Self {
+        Self {
+            me,
+            entities: DashMap::new(),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a subscription before its first window arrives.
+    pub(crate) fn register(&self, sub: SubId, output: Box<dyn Output>) {
+        let sub_state = Sub {
+            output,
+            live: true,
+            loaded_all: false,
+            rows: None,
+            positions: HashMap::new(),
+            row_deps: HashMap::new(),
+            keys: HashMap::new(),
+        };
+        self.lock().subs.insert(sub, sub_state);
+    }
+
+    /// Stops publishing to a subscription. Its records stay cached until [`Store::release`]
+    /// (after the server confirmed the unsubscribe), so the cache never lacks a record the
+    /// server believes this client holds.
+    pub(crate) fn detach(&self, sub: SubId) {
+        if let Some(s) = self.lock().subs.get_mut(&sub) {
+            s.live = false;
+        }
+    }
+
+    /// Forgets a subscription and evicts the records only it read.
+    pub(crate) fn release(&self, sub: SubId) {
+        let mut inner = self.lock();
+        let Some(s) = inner.subs.remove(&sub) else {
+            return;
+        };
+        let mut evict = Vec::new();
+        for key in s.keys.into_keys() {
+            self.unref(&mut inner, sub, key, &mut evict);
+        }
+        drop(inner);
+        self.evict(evict);
+    }
+
+    /// Ends a subscription with an error.
+    pub(crate) fn fail(&self, sub: SubId, error: WireError) -> Vec<Emit> {
+        let mut inner = self.lock();
+        let emit = inner.subs.get_mut(&sub).and_then(|s| {
+            s.live.then(|| {
+                s.live = false;
+                s.output.fail(error)
+            })
+        });
+        emit.into_iter().flatten().collect()
+    }
+
+    fn unref(&self, inner: &mut Inner, sub: SubId, key: EntityKey, evict: &mut Vec<EntityKey>) {
+        if let Some(subs) = inner.index.get_mut(&key) {
+            subs.remove(&sub);
+            if subs.is_empty() {
+                inner.index.remove(&key);
+            }
+        }
+        if let Some(mut entry) = self.entities.get_mut(&key) {
+            entry.refs = entry.refs.saturating_sub(1);
+            if entry.refs == 0 {
+                evict.push(key);
+            }
+        }
+    }
+
+    fn evict(&self, keys: Vec<EntityKey>) {
+        for key in keys {
+            self.entities.remove_if(&key, |_, entry| entry.refs == 0);
+        }
+    }
+
+    /// Applies one server frame atomically and returns the emissions to run, in order, after
+    /// the caller has released nothing else: publishing happens only once every affected
+    /// subscription has been rebuilt.
+    pub(crate) fn apply(&self, updates: Vec<Update>) -> Vec<Emit> {
+        let mut inner = self.lock();
+        inner.frame += 1;
+        let frame = inner.frame;
+        let mut changed: Vec<EntityKey> = Vec::new();
+        let mut windows: Vec<(SubId, Option<Vec<EntityKey>>, bool)> = Vec::new();
+        let mut emits = Vec::new();
+        for update in updates {
+            match update {
+                Update::Upsert { record } => {
+                    let key = record.key();
+                    let mut entry = self.entities.entry(key.clone()).or_insert_with(|| Entry {
+                        record: None,
+                        version: frame,
+                        refs: 0,
+                        node: None,
+                    });
+                    if entry.record.as_ref().is_some_and(|r| r.same(&record)) {
+                        continue;
+                    }
+                    entry.record = Some(record.into());
+                    entry.version = frame;
+                    drop(entry);
+                    changed.push(key);
+                }
+                Update::Remove { key } => {
+                    if let Some(mut entry) = self.entities.get_mut(&key) {
+                        if entry.record.take().is_some() {
+                            entry.version = frame;
+                            entry.node = None;
+                            drop(entry);
+                            changed.push(key);
+                        }
+                    }
+                }
+                Update::Window {
+                    sub,
+                    items,
+                    loaded_all,
+                } => windows.push((sub, items, loaded_all)),
+                Update::Failed { sub, error } => {
+                    if let Some(s) = inner.subs.get_mut(&sub) {
+                        if s.live {
+                            s.live = false;
+                            emits.extend(s.output.fail(error));
+                        }
+                    }
+                }
+            }
+        }
+
+        // Rows to rebuild, per subscription; `None` means the whole window.
+        let mut dirty: HashMap<SubId, Option<HashSet<EntityKey>>> = HashMap::new();
+        for key in &changed {
+            let Some(subs) = inner.index.get(key) else {
+                continue;
+            };
+            for sub in subs {
+                let Some(s) = inner.subs.get(sub) else {
+                    continue;
+                };
+                let rows = dirty.entry(*sub).or_insert_with(|| Some(HashSet::new()));
+                if let (Some(rows), Some(readers)) = (rows, s.keys.get(key)) {
+                    rows.extend(readers.iter().cloned());
+                }
+            }
+        }
+        for (sub, items, loaded_all) in windows {
+            let Some(s) = inner.subs.get_mut(&sub) else {
+                continue;
+            };
+            if s.rows != items || s.loaded_all != loaded_all || !s.output.is_active() {
+                s.rows = items;
+                s.loaded_all = loaded_all;
+                dirty.insert(sub, None);
+            }
+        }
+
+        let lookup = Frame { store: self, frame };
+        let mut evict = Vec::new();
+        let mut dirty: Vec<_> = dirty.into_iter().collect();
+        dirty.sort_by_key(|(sub, _)| *sub);
+        for (sub, rows) in dirty {
+            let Some(mut s) = inner.subs.remove(&sub) else {
+                continue;
+            };
+            let mut gained = Vec::new();
+            let mut lost = Vec::new();
+            let changed_output = match rows {
+                None => rebuild_window(&lookup, &mut s, &mut gained, &mut lost),
+                Some(rows) => rebuild_rows(&lookup, &mut s, &rows, &mut gained, &mut lost),
+            };
+            for key in gained {
+                inner.index.entry(key.clone()).or_default().insert(sub);
+                if let Some(mut entry) = self.entities.get_mut(&key) {
+                    entry.refs += 1;
+                } else {
+                    self.entities.insert(
+                        key,
+                        Entry {
+                            record: None,
+                            version: frame,
+                            refs: 1,
+                            node: None,
+                        },
+                    );
+                }
+            }
+            for key in lost {
+                self.unref(&mut inner, sub, key, &mut evict);
+            }
+            if changed_output && s.live {
+                emits.extend(s.output.publish(s.loaded_all));
+            }
+            inner.subs.insert(sub, s);
+        }
+        // Records that arrived for no live subscription are not kept.
+        for key in changed {
+            if self.entities.get(&key).is_some_and(|e| e.refs == 0) {
+                evict.push(key);
+            }
+        }
+        drop(inner);
+        self.evict(evict);
+        emits
+    }
+
+    /// Entity counts, live subscriptions and an estimate of memory use.
+    pub(crate) fn stats(&self) -> StoreStats {
+        let mut stats = StoreStats {
+            subscriptions: self.lock().subs.len(),
+            ..StoreStats::default()
+        };
+        for entry in &self.entities {
+            let counter = match entry.key() {
+                EntityKey::User { .. } => &mut stats.users,
+                EntityKey::Conversation { .. } => &mut stats.conversations,
+                EntityKey::Participant { .. } => &mut stats.participants,
+                EntityKey::ReadState { .. } => &mut stats.read_states,
+                EntityKey::Message { .. } => &mut stats.messages,
+            };
+            *counter += 1;
+            stats.approx_bytes += std::mem::size_of::<(EntityKey, Entry)>()
+                + entry.record.as_ref().map_or(0, approx_size)
+                + entry.node.as_ref().map_or(0, |(_, deps, _)| {
+                    deps.len() * std::mem::size_of::<EntityKey>() + 256
+                });
+        }
+        stats
+    }
+}
+
+/// A rough estimate of a record's heap size.
+fn approx_size(record: &Rec) -> usize {
+    let strings = |custom: &crate::model::Custom| -> usize {
+        custom.iter().map(|(k, v)| k.len() + v.len() + 48).sum()
+    };
+    match record {
+        Rec::User(u) => std::mem::size_of_val(&**u) + u.name.len() + strings(&u.custom),
+        Rec::Conversation(c) => {
+            std::mem::size_of_val(&**c)
+                + c.subject.as_ref().map_or(0, String::len)
+                + strings(&c.custom)
+        }
+        Rec::Participant(p) => std::mem::size_of_val(&**p),
+        Rec::ReadState(r) => std::mem::size_of_val(&**r),
+        Rec::Message(m) => std::mem::size_of_val(&**m) + 2 * m.plaintext.len() + strings(&m.custom),
+    }
+}
+
+/// Rebuilds every row of a window. Returns whether the output changed.
+fn rebuild_window(
+    lookup: &Frame<'_>,
+    s: &mut Sub,
+    gained: &mut Vec<EntityKey>,
+    lost: &mut Vec<EntityKey>,
+) -> bool {
+    let mut row_deps = HashMap::new();
+    let mut nodes = Vec::new();
+    s.positions.clear();
+    if let Some(rows) = &s.rows {
+        for row in rows {
+            let mut deps = Vec::new();
+            let built = node(lookup, row, &mut deps);
+            row_deps.insert(row.clone(), Arc::from(deps));
+            if let Some(built) = built {
+                s.positions.insert(row.clone(), nodes.len());
+                nodes.push(built);
+            } else {
+                tracing::warn!(?row, "window row has no record; skipped");
+            }
+        }
+    }
+    let old = std::mem::replace(&mut s.row_deps, row_deps);
+    for (row, deps) in &s.row_deps {
+        count_up(&mut s.keys, deps, row, gained);
+    }
+    for (row, deps) in &old {
+        count_down(&mut s.keys, deps, row, lost);
+    }
+    s.output.reset(s.rows.is_some().then_some(nodes))
+}
+
+/// Rebuilds some rows of a window in place. Returns whether the output changed.
+fn rebuild_rows(
+    lookup: &Frame<'_>,
+    s: &mut Sub,
+    rows: &HashSet<EntityKey>,
+    gained: &mut Vec<EntityKey>,
+    lost: &mut Vec<EntityKey>,
+) -> bool {
+    let mut changed = false;
+    for row in rows {
+        let mut deps = Vec::new();
+        let built = node(lookup, row, &mut deps);
+        let deps: Arc<[EntityKey]> = deps.into();
+        if let Some(old) = s.row_deps.insert(row.clone(), deps.clone()) {
+            if old != deps {
+                count_up(&mut s.keys, &deps, row, gained);
+                count_down(&mut s.keys, &old, row, lost);
+            }
+        }
+        match (built, s.positions.get(row)) {
+            (Some(built), Some(&index)) => changed |= s.output.set(index, built),
+            // A row appeared or vanished: its position shifts the others, so rebuild them all.
+            _ => return rebuild_window(lookup, s, gained, lost) || changed,
+        }
+    }
+    changed
+}
+
+/// Records that `row` reads `deps`; keys read for the first time go to `gained`.
+fn count_up(
+    keys: &mut HashMap<EntityKey, Vec<EntityKey>>,
+    deps: &[EntityKey],
+    row: &EntityKey,
+    gained: &mut Vec<EntityKey>,
+) {
+    for key in deps {
+        let rows = keys.entry(key.clone()).or_default();
+        if rows.is_empty() {
+            gained.push(key.clone());
+        }
+        rows.push(row.clone());
+    }
+}
+
+/// Records that `row` no longer reads `deps`; keys no row reads go to `lost`.
+fn count_down(
+    keys: &mut HashMap<EntityKey, Vec<EntityKey>>,
+    deps: &[EntityKey],
+    row: &EntityKey,
+    lost: &mut Vec<EntityKey>,
+) {
+    for key in deps {
+        let Some(rows) = keys.get_mut(key) else {
+            continue;
+        };
+        if let Some(at) = rows.iter().position(|r| r == row) {
+            rows.swap_remove(at);
+        }
+        if rows.is_empty() {
+            keys.remove(key);
+            lost.push(key.clone());
+        }
+    }
+}
