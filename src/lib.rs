@@ -29,7 +29,7 @@
 //! alice.current_user().set(UserParams::new().name("Alice")).await?;
 //!
 //! let chat = alice.conversation("chat")?;
-//! chat.set(ConversationParams::new().subject("Power tools".to_owned())).await?;
+//! chat.set(ConversationParams::new().subject("Power tools")).await?;
 //!
 //! // A live window of Alice's conversations.
 //! let list = alice.subscribe_conversations(None);

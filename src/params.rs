@@ -60,6 +60,28 @@ impl<T> From<Option<T>> for Patch<T> {
     }
 }
 
+macro_rules! patch_from {
+    ($($ty:ty => $target:ty),* $(,)?) => {
+        $(
+            impl From<$ty> for Patch<$target> {
+                /// Sets the field.
+                fn from(value: $ty) -> Self {
+                    Patch::Set(value.into())
+                }
+            }
+        )*
+    };
+}
+
+patch_from! {
+    String => String,
+    &str => String,
+    Vec<String> => Vec<String>,
+    Access => Access,
+    Notify => Notify,
+    CustomPatch => CustomPatch,
+}
+
 impl<T: Serialize> Serialize for Patch<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {

@@ -361,6 +361,10 @@ fn touched_keys(events: &[Event]) -> HashSet<EntityKey> {
 }
 
 /// The keys a snapshot rooted at `key` reads, from records already collected.
+///
+/// This must be exactly the set of keys the client store's assembly reads (`store::assemble`):
+/// the client evicts records no snapshot reads, and the feed does not resend records it
+/// believes the client holds.
 fn closure(
     records: &HashMap<EntityKey, Record>,
     me: &UserId,
@@ -372,8 +376,8 @@ fn closure(
     }
     match records.get(key) {
         Some(Record::Conversation(c)) => {
-            closure(records, me, &EntityKey::read_state(&c.id), out);
-            closure(records, me, &EntityKey::participant(&c.id, me), out);
+            out.insert(EntityKey::read_state(&c.id));
+            out.insert(EntityKey::participant(&c.id, me));
             if let Some(m) = &c.last_message_id {
                 closure(records, me, &EntityKey::message(m), out);
             }

@@ -109,8 +109,8 @@ impl Collector {
         match &record {
             Record::User(_) | Record::ReadState(_) => {}
             Record::Conversation(c) => {
-                nested.push(EntityKey::read_state(&c.id));
-                nested.push(EntityKey::participant(&c.id, me));
+                self.shallow(storage, me, EntityKey::read_state(&c.id))?;
+                self.shallow(storage, me, EntityKey::participant(&c.id, me))?;
                 nested.extend(c.last_message_id.as_ref().map(EntityKey::message));
             }
             Record::Participant(p) => nested.push(EntityKey::user(&p.user_id)),
@@ -126,6 +126,16 @@ impl Collector {
             self.collect(storage, me, &key)?;
         }
         Ok(true)
+    }
+
+    /// One record, without what is nested in it.
+    fn shallow(&mut self, storage: &dyn Storage, me: &UserId, key: EntityKey) -> StorageResult<()> {
+        if !self.records.contains_key(&key) {
+            if let Some(record) = fetch(storage, me, &key)? {
+                self.records.insert(key, record);
+            }
+        }
+        Ok(())
     }
 
     /// A referenced message and its sender, without following its own reference.

@@ -1,0 +1,339 @@
+//! Property test: after every step of random operations by several users, every live
+//! subscription's latest snapshot equals one computed from scratch by a naive model of the
+//! rules, written here independently of the store and the engine.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use talkstore::{
+    Access, ConversationParams, ConversationSnapshot, Engine, Error, MessageSnapshot,
+    ParticipantSnapshot, SendParams, SessionOptions, TalkSession, UserParams, get_talk_session,
+};
+
+use crate::support::app;
+
+const USERS: usize = 3;
+const CONVERSATIONS: usize = 3;
+/// Keeps every message window within its first page, so the model needs no paging.
+const MAX_MESSAGES: usize = 25;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Rename(usize, usize),
+    Send { user: usize, conversation: usize, reply_to: Option<usize> },
+    Edit { user: usize, conversation: usize, message: usize },
+    Delete { user: usize, conversation: usize, message: usize },
+    Join(usize, usize),
+    Leave(usize, usize),
+    MarkRead(usize, usize),
+    MarkUnread(usize, usize),
+    SetAccess { user: usize, conversation: usize, read: bool },
+    Resubscribe(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let u = 0..USERS;
+    let c = 0..CONVERSATIONS;
+    prop_oneof![
+        1 => (u.clone(), 0..4usize).prop_map(|(u, n)| Op::Rename(u, n)),
+        4 => (u.clone(), c.clone(), proptest::option::of(0..30usize))
+            .prop_map(|(user, conversation, reply_to)| Op::Send { user, conversation, reply_to }),
+        1 => (u.clone(), c.clone(), 0..30usize)
+            .prop_map(|(user, conversation, message)| Op::Edit { user, conversation, message }),
+        1 => (u.clone(), c.clone(), 0..30usize)
+            .prop_map(|(user, conversation, message)| Op::Delete { user, conversation, message }),
+        2 => (u.clone(), c.clone()).prop_map(|(u, c)| Op::Join(u, c)),
+        1 => (u.clone(), c.clone()).prop_map(|(u, c)| Op::Leave(u, c)),
+        1 => (u.clone(), c.clone()).prop_map(|(u, c)| Op::MarkRead(u, c)),
+        1 => (u.clone(), c.clone()).prop_map(|(u, c)| Op::MarkUnread(u, c)),
+        1 => (u.clone(), c.clone(), any::<bool>())
+            .prop_map(|(user, conversation, read)| Op::SetAccess { user, conversation, read }),
+        1 => u.prop_map(Op::Resubscribe),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Msg {
+    id: String,
+    sender: usize,
+    text: String,
+    reply_to: Option<String>,
+    at: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    joined: u64,
+    read_until: u64,
+    marked_unread: bool,
+    read_only: bool,
+}
+
+/// The naive model: plain maps, recomputed from scratch for every expectation.
+#[derive(Default)]
+struct Model {
+    clock: u64,
+    names: Vec<String>,
+    exists: BTreeSet<usize>,
+    members: BTreeMap<usize, BTreeMap<usize, Member>>,
+    messages: BTreeMap<usize, Vec<Msg>>,
+}
+
+/// What the tests compare: everything but timestamps, which the model does not know.
+#[derive(Debug, PartialEq)]
+enum View {
+    List(Vec<(String, u64, bool, Option<MsgView>)>),
+    Messages(Option<Vec<MsgView>>),
+    Participants(Option<Vec<(String, String, bool)>>),
+    User(Option<String>),
+}
+
+#[derive(Debug, PartialEq)]
+struct MsgView {
+    id: String,
+    sender: Option<String>,
+    text: String,
+    reply: Option<(String, Option<String>, String)>,
+}
+
+impl Model {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    fn msg_view(&self, c: usize, m: &Msg) -> MsgView {
+        let reply = m.reply_to.as_ref().and_then(|r| {
+            let referenced = self.messages[&c].iter().find(|x| &x.id == r)?;
+            Some((
+                referenced.id.clone(),
+                Some(self.names[referenced.sender].clone()),
+                referenced.text.clone(),
+            ))
+        });
+        MsgView { id: m.id.clone(), sender: Some(self.names[m.sender].clone()), text: m.text.clone(), reply }
+    }
+
+    fn list(&self, u: usize) -> View {
+        let mut rows: Vec<(u64, usize)> = Vec::new();
+        for (c, members) in &self.members {
+            if let Some(me) = members.get(&u) {
+                let last = self.messages[c].last().map_or(0, |m| m.at);
+                rows.push((last.max(me.joined), *c));
+            }
+        }
+        rows.sort_by(|a, b| b.cmp(a));
+        View::List(
+            rows.into_iter()
+                .map(|(_, c)| {
+                    let me = &self.members[&c][&u];
+                    let unread = self.messages[&c]
+                        .iter()
+                        .filter(|m| m.at > me.read_until && m.sender != u)
+                        .count() as u64;
+                    let last = self.messages[&c].last().map(|m| self.msg_view(c, m));
+                    (format!("c{c}"), unread, me.marked_unread || unread > 0, last)
+                })
+                .collect(),
+        )
+    }
+
+    fn messages(&self, u: usize, c: usize) -> View {
+        View::Messages(self.members[&c].contains_key(&u).then(|| {
+            self.messages[&c].iter().rev().map(|m| self.msg_view(c, m)).collect()
+        }))
+    }
+
+    fn participants(&self, u: usize, c: usize) -> View {
+        View::Participants(self.members[&c].contains_key(&u).then(|| {
+            let mut rows: Vec<_> = self.members[&c].iter().collect();
+            rows.sort_by(|a, b| b.1.joined.cmp(&a.1.joined));
+            rows.into_iter()
+                .map(|(p, m)| (format!("u{p}"), self.names[*p].clone(), m.read_only))
+                .collect()
+        }))
+    }
+}
+
+fn msg_view(m: &MessageSnapshot) -> MsgView {
+    MsgView {
+        id: m.id.to_string(),
+        sender: m.sender.as_ref().map(|s| s.name.clone()),
+        text: m.plaintext.clone(),
+        reply: m.referenced_message.as_ref().map(|r| {
+            (r.id.to_string(), r.sender.as_ref().map(|s| s.name.clone()), r.plaintext.clone())
+        }),
+    }
+}
+
+/// The live subscriptions of one user: conversation list, messages of c0, participants of
+/// c1, and user u0.
+struct Subs {
+    list: talkstore::ConversationListSubscription,
+    messages: talkstore::MessageListSubscription,
+    participants: talkstore::ParticipantListSubscription,
+    user: talkstore::UserSubscription,
+}
+
+impl Subs {
+    fn new(s: &TalkSession) -> Self {
+        Subs {
+            list: s.subscribe_conversations(None),
+            messages: s.conversation("c0").unwrap().subscribe_messages(None),
+            participants: s.conversation("c1").unwrap().subscribe_participants(),
+            user: s.user("u0").unwrap().subscribe(),
+        }
+    }
+
+    fn views(&self) -> [View; 4] {
+        let list: Vec<_> = self.list.latest().expect("list active").iter().map(|c: &std::sync::Arc<ConversationSnapshot>| {
+            (c.id.to_string(), c.unread_message_count, c.is_unread, c.last_message.as_deref().map(msg_view))
+        }).collect();
+        let messages = self.messages.latest().expect("messages active").map(|v| v.iter().map(|m| msg_view(m)).collect());
+        let participants = self.participants.latest().expect("participants active").map(|v| {
+            v.iter()
+                .map(|p: &std::sync::Arc<ParticipantSnapshot>| {
+                    (p.user.id.to_string(), p.user.name.clone(), p.access == Access::Read)
+                })
+                .collect()
+        });
+        let user = self.user.latest().expect("user active").map(|u| u.name.clone());
+        [View::List(list), View::Messages(messages), View::Participants(participants), View::User(user)]
+    }
+}
+
+async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let engine = Engine::new();
+    let app = app();
+    let mut model = Model::default();
+    let mut sessions = Vec::new();
+    for u in 0..USERS {
+        let s = get_talk_session(SessionOptions::new(&app, format!("u{u}")).engine(engine.clone())).unwrap();
+        s.current_user().set(UserParams::new().name(format!("name{u}"))).await.unwrap();
+        model.names.push(format!("name{u}"));
+        model.exists.insert(u);
+        sessions.push(s);
+    }
+    for c in 0..CONVERSATIONS {
+        model.members.insert(c, BTreeMap::new());
+        model.messages.insert(c, Vec::new());
+    }
+    let mut subs: Vec<Subs> = sessions.iter().map(Subs::new).collect();
+    for (step, op) in ops.into_iter().enumerate() {
+        apply(&mut model, &sessions, &mut subs, op.clone()).await?;
+        for s in &sessions {
+            s.current_user().get().await.unwrap();
+        }
+        for (u, sub) in subs.iter().enumerate() {
+            let expected =
+                [model.list(u), model.messages(u, 0), model.participants(u, 1), View::User(Some(model.names[0].clone()))];
+            let actual = sub.views();
+            for (e, a) in expected.iter().zip(actual.iter()) {
+                prop_assert_eq!(e, a, "user u{} after step {} ({:?})", u, step, op);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs one operation through the API and the model; both must agree on whether it is allowed.
+async fn apply(m: &mut Model, s: &[TalkSession], subs: &mut [Subs], op: Op) -> Result<(), TestCaseError> {
+    let conv = |u: usize, c: usize| s[u].conversation(format!("c{c}")).unwrap();
+    let member = |m: &Model, u: usize, c: usize| m.members[&c].get(&u).cloned();
+    match op {
+        Op::Rename(u, n) => {
+            s[u].current_user().set(UserParams::new().name(format!("name{u}-{n}"))).await.unwrap();
+            m.names[u] = format!("name{u}-{n}");
+        }
+        Op::Send { user, conversation, reply_to } => {
+            if m.messages[&conversation].len() >= MAX_MESSAGES {
+                return Ok(());
+            }
+            let reply = reply_to.and_then(|i| m.messages[&conversation].get(i).map(|x| x.id.clone()));
+            let mut params = SendParams::text(format!("text {}", m.clock));
+            if let Some(r) = &reply {
+                params = params.referenced_message(talkstore::MessageId::new(r));
+            }
+            let text = format!("text {}", m.clock);
+            let result = conv(user, conversation).send(params).await;
+            match member(m, user, conversation) {
+                Some(me) if !me.read_only => {
+                    let id = result.unwrap().id().to_string();
+                    let at = m.tick();
+                    m.messages.get_mut(&conversation).unwrap().push(Msg { id, sender: user, text, reply_to: reply, at });
+                }
+                _ => prop_assert!(result.is_err()),
+            }
+        }
+        Op::Edit { user, conversation, message } | Op::Delete { user, conversation, message } => {
+            let Some(target) = m.messages[&conversation].get(message).cloned() else { return Ok(()) };
+            let r = conv(user, conversation).message(&target.id).unwrap();
+            let allowed = member(m, user, conversation).is_some() && target.sender == user;
+            let result = if matches!(op, Op::Edit { .. }) { r.edit("edited").await } else { r.delete().await };
+            prop_assert_eq!(result.is_ok(), allowed, "{:?}", result);
+            if allowed {
+                let list = m.messages.get_mut(&conversation).unwrap();
+                if matches!(op, Op::Edit { .. }) {
+                    list[message].text = "edited".into();
+                } else {
+                    list.remove(message);
+                }
+            }
+        }
+        Op::Join(u, c) => {
+            conv(u, c).set(ConversationParams::new()).await.unwrap();
+            if member(m, u, c).is_none() {
+                let joined = m.tick();
+                let me = Member { joined, read_until: 0, marked_unread: false, read_only: false };
+                m.members.get_mut(&c).unwrap().insert(u, me);
+            }
+        }
+        Op::Leave(u, c) => {
+            conv(u, c).participant(format!("u{u}")).unwrap().delete().await.unwrap();
+            m.members.get_mut(&c).unwrap().remove(&u);
+        }
+        Op::MarkRead(u, c) | Op::MarkUnread(u, c) => {
+            let read = matches!(op, Op::MarkRead(..));
+            let result = if read { conv(u, c).mark_as_read().await } else { conv(u, c).mark_as_unread().await };
+            prop_assert_eq!(result.is_ok(), member(m, u, c).is_some());
+            if result.is_ok() {
+                let at = if read { Some(m.tick()) } else { None };
+                let me = m.members.get_mut(&c).unwrap().get_mut(&u).unwrap();
+                me.marked_unread = !read;
+                if let Some(at) = at {
+                    me.read_until = at;
+                }
+            }
+        }
+        Op::SetAccess { user, conversation, read } => {
+            let access = if read { Access::Read } else { Access::ReadWrite };
+            conv(user, conversation).set(ConversationParams::new().access(access)).await.unwrap();
+            if member(m, user, conversation).is_none() {
+                let joined = m.tick();
+                let me = Member { joined, read_until: 0, marked_unread: false, read_only: read };
+                m.members.get_mut(&conversation).unwrap().insert(user, me);
+            }
+            m.members.get_mut(&conversation).unwrap().get_mut(&user).unwrap().read_only = read;
+        }
+        Op::Resubscribe(u) => {
+            subs[u] = Subs::new(&s[u]);
+            subs[u].list.connected().await.map_err(|e: Error| TestCaseError::fail(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(1000)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    /// Random operation sequences keep every live subscription equal to the model.
+    #[test]
+    fn subscriptions_match_a_naive_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(run(ops))?;
+    }
+}

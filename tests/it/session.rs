@@ -1,0 +1,170 @@
+//! Sessions, refs and the subscription state machine.
+
+use std::sync::Arc;
+
+use futures_signals::signal_vec::{SignalVecExt, VecDiff};
+use futures_util::StreamExt;
+use talkstore::{
+    Engine, Error, SessionOptions, SubscriptionState, TalkSession, UserParams, get_talk_session,
+};
+
+use crate::support::{app, conversation, settle, users};
+
+/// The same (app, user) gives the same session, whose later options are ignored; refs for the
+/// same id are equal.
+#[tokio::test]
+async fn registry_and_refs() {
+    let app = app();
+    let a = get_talk_session(SessionOptions::new(&app, "u")).unwrap();
+    let b = get_talk_session(SessionOptions::new(&app, "u").engine(Engine::new())).unwrap();
+    assert_eq!(a, b);
+    let other = get_talk_session(SessionOptions::new(&app, "v")).unwrap();
+    assert_ne!(a, other);
+    assert_eq!(a.user("x").unwrap(), b.user("x").unwrap());
+    assert_ne!(a.user("x").unwrap(), other.user("x").unwrap());
+    assert_eq!(a.current_user().id().as_str(), "u");
+    assert_eq!(a.app_id(), app);
+    a.set_token("t1");
+    assert_eq!(b.token().as_deref(), Some("t1"));
+    // Both sessions share the app's default engine.
+    a.current_user().set(UserParams::new().name("U")).await.unwrap();
+    assert_eq!(other.user("u").unwrap().get().await.unwrap().unwrap().name, "U");
+}
+
+/// Sessions need a Tokio runtime.
+#[test]
+fn no_runtime_is_an_error() {
+    assert!(matches!(get_talk_session(SessionOptions::new(app(), "u")), Err(Error::NoRuntime)));
+}
+
+/// pending → active → unsubscribed; `connected` fails if the subscription ends first;
+/// `unsubscribe` twice is a no-op; `terminated` resolves.
+#[tokio::test]
+async fn state_machine() {
+    let sessions = users(&["alice"]).await;
+    let alice = &sessions[0];
+    let sub = alice.current_user().subscribe();
+    assert_eq!(sub.state(), SubscriptionState::Pending);
+    assert_eq!(sub.latest(), None);
+    let snapshot = sub.connected().await.unwrap();
+    assert!(matches!(sub.state(), SubscriptionState::Active { loaded_all: true, .. }));
+    assert_eq!(sub.latest(), Some(snapshot));
+    sub.unsubscribe();
+    sub.unsubscribe();
+    assert_eq!(sub.state(), SubscriptionState::Unsubscribed);
+    assert_eq!(sub.terminated().await, SubscriptionState::Unsubscribed);
+    assert!(matches!(sub.connected().await, Err(Error::Ended { .. })));
+
+    let early = alice.user("nobody").unwrap().subscribe();
+    early.unsubscribe();
+    assert!(early.connected().await.is_err());
+    // A user that does not exist yet is `None`, then appears.
+    let later = alice.user("later").unwrap().subscribe();
+    assert_eq!(later.connected().await.unwrap(), None);
+    alice.user("later").unwrap().set(UserParams::new().name("L")).await.unwrap();
+    assert_eq!(later.latest().unwrap().unwrap().name, "L");
+}
+
+/// Signals, streams and keyed list diffs follow the snapshots.
+#[tokio::test]
+async fn signals_streams_and_diffs() {
+    let sessions = users(&["alice", "bob"]).await;
+    let [alice, bob] = &sessions[..] else { unreachable!() };
+    conversation(alice, "c", &["bob"]).await;
+    let messages = alice.conversation("c").unwrap().subscribe_messages(None);
+    messages.connected().await.unwrap();
+    let mut stream = messages.stream();
+    assert_eq!(stream.next().await.unwrap().unwrap().len(), 0);
+    let mut diffs = messages.signal_vec().to_stream();
+    let first = alice.conversation("c").unwrap().send("one").await.unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap()[0].plaintext, "one");
+    match diffs.next().await.unwrap() {
+        // Inserting at the end of an empty vec is reported as a push.
+        VecDiff::InsertAt { index: 0, value } | VecDiff::Push { value } => {
+            assert_eq!(value.id, *first.id())
+        }
+        VecDiff::Replace { values } => assert!(values.is_empty()),
+        other => panic!("unexpected {other:?}"),
+    }
+    bob.current_user().set(UserParams::new().name("Robert")).await.unwrap();
+    bob.conversation("c").unwrap().send("two").await.unwrap();
+    first.edit("uno").await.unwrap();
+    settle(&sessions).await;
+    // Replaying the diffs reproduces the snapshot.
+    let mut replay: Vec<Arc<talkstore::MessageSnapshot>> = Vec::new();
+    let expected = messages.latest().unwrap().unwrap();
+    let mut diffs = messages.signal_vec().to_stream();
+    while replay.len() != expected.len() || replay.iter().zip(&expected).any(|(a, b)| !Arc::ptr_eq(a, b)) {
+        match diffs.next().await.unwrap() {
+            VecDiff::Replace { values } => replay = values,
+            VecDiff::InsertAt { index, value } => replay.insert(index, value),
+            VecDiff::UpdateAt { index, value } => replay[index] = value,
+            VecDiff::RemoveAt { index } => drop(replay.remove(index)),
+            VecDiff::Push { value } => replay.push(value),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(replay[0].plaintext, "two");
+    assert_eq!(replay[1].plaintext, "uno");
+    messages.unsubscribe();
+    assert!(stream.next().await.is_none(), "the stream ends with the subscription");
+}
+
+/// Concurrent `load_more` calls load one page; another subscription is unaffected.
+#[tokio::test]
+async fn concurrent_load_more_loads_one_page() {
+    let sessions = users(&["alice"]).await;
+    let alice = &sessions[0];
+    conversation(alice, "c", &[]).await;
+    let c = alice.conversation("c").unwrap();
+    for i in 0..100 {
+        c.send(format!("m{i}")).await.unwrap();
+    }
+    let a = c.subscribe_messages(None);
+    let b = c.subscribe_messages(None);
+    a.connected().await.unwrap();
+    b.connected().await.unwrap();
+    let (x, y) = tokio::join!(a.load_more(Some(10)), a.load_more(Some(10)));
+    x.unwrap();
+    y.unwrap();
+    assert_eq!(a.latest().unwrap().unwrap().len(), 40);
+    assert_eq!(b.latest().unwrap().unwrap().len(), 30);
+}
+
+/// A removed participant's live views of the conversation stop at once.
+#[tokio::test]
+async fn removed_participant_loses_access() {
+    let sessions = users(&["alice", "bob"]).await;
+    let [alice, bob] = &sessions[..] else { unreachable!() };
+    conversation(alice, "c", &["bob"]).await;
+    alice.conversation("c").unwrap().send("before").await.unwrap();
+    let bobs = bob.conversation("c").unwrap();
+    let messages = bobs.subscribe_messages(None);
+    let conversation_sub = bobs.subscribe();
+    let list = bob.subscribe_conversations(None);
+    assert_eq!(messages.connected().await.unwrap().unwrap().len(), 1);
+    assert!(conversation_sub.connected().await.unwrap().is_some());
+    assert_eq!(list.connected().await.unwrap().len(), 1);
+
+    alice.conversation("c").unwrap().participant("bob").unwrap().delete().await.unwrap();
+    alice.conversation("c").unwrap().send("after").await.unwrap();
+    settle(&sessions).await;
+    assert_eq!(messages.latest().unwrap(), None);
+    assert_eq!(conversation_sub.latest().unwrap(), None);
+    assert!(list.latest().unwrap().is_empty());
+    assert_eq!(bobs.get().await.unwrap(), None);
+    assert!(bob.stats().messages == 0, "{:?}", bob.stats());
+}
+
+/// Sessions of one user on two engines are separate apps; `TalkSession` is Send + Sync.
+#[tokio::test]
+async fn handles_are_thread_safe() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<TalkSession>();
+    assert_send_sync::<talkstore::ConversationListSubscription>();
+    assert_send_sync::<talkstore::MessageRef>();
+    let sessions = users(&["alice"]).await;
+    let alice = sessions[0].clone();
+    let handle = tokio::spawn(async move { alice.current_user().get().await.unwrap() });
+    assert_eq!(handle.await.unwrap().unwrap().name, "Alice");
+}
