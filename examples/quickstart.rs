@@ -17,7 +17,10 @@ fn print_list(label: &str, list: &Vector<Arc<ConversationSnapshot>>) {
     println!("── {label}: {} conversation(s)", list.len());
     for c in list {
         let subject = c.subject.as_deref().unwrap_or("(no subject)");
-        println!("   {} {subject:?} unread={} notify={:?}", c.id, c.unread_message_count, c.notify);
+        println!(
+            "   {} {subject:?} unread={} notify={:?}",
+            c.id, c.unread_message_count, c.notify
+        );
         if let Some(m) = &c.last_message {
             let sender = m.sender.as_ref().map_or("system", |u| u.name.as_str());
             println!("     last: {sender}: {:?}", m.plaintext);
@@ -35,25 +38,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bob = get_talk_session(SessionOptions::new("quickstart", "bob"))?;
 
     // Create users (session.user("test").createIfNotExists({ name: "Alice" })).
-    alice.current_user().create_if_not_exists(UserParams::new().name("Alice")).await?;
-    bob.current_user().create_if_not_exists(UserParams::new().name("Bob")).await?;
+    alice
+        .current_user()
+        .create_if_not_exists(UserParams::new().name("Alice"))
+        .await?;
+    bob.current_user()
+        .create_if_not_exists(UserParams::new().name("Bob"))
+        .await?;
 
     // Subscribe to a user, then rename: the subscription emits.
     let bob_sub = alice.user("bob")?.subscribe();
     let first = bob_sub.connected().await?;
-    println!("── bob as seen by alice: {:?}", first.map(|u| u.name.clone()));
+    println!(
+        "── bob as seen by alice: {:?}",
+        first.map(|u| u.name.clone())
+    );
 
     // Create a conversation, set its subject, stop notifications, add Bob.
     let chat = alice.conversation("test")?;
     chat.create_if_not_exists(ConversationParams::new()).await?;
-    chat.set(ConversationParams::new().subject("Power tools")).await?;
-    chat.set(ConversationParams::new().notify(Notify::Never)).await?;
-    chat.participant("bob")?.create_if_not_exists(ParticipantParams::new()).await?;
+    chat.set(ConversationParams::new().subject("Power tools"))
+        .await?;
+    chat.set(ConversationParams::new().notify(Notify::Never))
+        .await?;
+    chat.participant("bob")?
+        .create_if_not_exists(ParticipantParams::new())
+        .await?;
 
     // Alice's live conversation list, printed on every snapshot.
     let list = alice.subscribe_conversations_with(
         None,
-        Some(Box::new(|list, _loaded_all| print_list("alice's conversations", list))),
+        Some(Box::new(|list, _loaded_all| {
+            print_list("alice's conversations", list)
+        })),
     );
     list.connected().await?;
 
@@ -63,17 +80,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let reply = bobs_chat.send("Hi *Alice*").await?;
     chat.send(SendParams::text("Do you have a drill?").referenced_message(reply.id().clone()))
         .await?;
-    println!("── sent {} and {}; replied to {}", hello.id(), reply.id(), reply.id());
+    println!(
+        "── sent {} and {}; replied to {}",
+        hello.id(),
+        reply.id(),
+        reply.id()
+    );
 
     // Bob renames himself: one emission of the list, with the new name nested twice.
-    bob.current_user().set(UserParams::new().name("Robert")).await?;
+    bob.current_user()
+        .set(UserParams::new().name("Robert"))
+        .await?;
 
     let renamed = bob_sub.latest().flatten().map(|u| u.name.clone());
     println!("── bob as seen by alice: {renamed:?}");
     let snapshot = list.latest().ok_or("list is not active")?;
     let last = snapshot[0].last_message.as_ref().ok_or("no last message")?;
     let replied_to = last.referenced_message.as_ref().ok_or("no reply")?;
-    assert_eq!(replied_to.sender.as_ref().map(|u| u.name.as_str()), Some("Robert"));
+    assert_eq!(
+        replied_to.sender.as_ref().map(|u| u.name.as_str()),
+        Some("Robert")
+    );
 
     // Let the callback of the last frame run before exiting.
     tokio::time::sleep(Duration::from_millis(10)).await;

@@ -11,7 +11,7 @@
 //! change to it reaches every snapshot that shows it (the sender of the last message of the
 //! third conversation in a list) in **one emission per subscription**, while every unchanged
 //! part of the snapshot stays the same allocation, so a UI can skip work with
-//! [`Arc::ptr_eq`].
+//! [`Arc::ptr_eq`](std::sync::Arc::ptr_eq).
 //!
 //! The session talks to an [`Engine`], which holds the data and enforces the rules
 //! (permissions, read state, idempotent sends). By default each app id gets a process-wide
@@ -65,10 +65,14 @@
 //! | `embedded` | The in-process engine ([`Engine`]). Required until the websocket transport lands. | yes |
 //! | `websocket` | Reserved for the websocket client transport of `talkstore-server`. | yes |
 //! | `leptos` | Reserved for the leptos_reactive 0.6 adapter. | no |
+//! | `bench-internals` | Exposes store fixtures to the benchmarks. Not a stable API. | no |
 
 #[cfg(not(feature = "embedded"))]
 compile_error!("talkstore needs the `embedded` feature until the websocket transport lands");
 
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench;
 mod engine;
 mod error;
 mod model;

@@ -31,7 +31,7 @@ pub use self::{
 
 /// The stored form of blocks a user sent. File blocks are resolved by the engine before this
 /// is called; any left are dropped.
-pub(crate) fn content_to_blocks(content: &[SendContentBlock]) -> Vec<ContentBlock> {
+pub(crate) fn content_to_blocks(content: &[SendContentBlock]) -> std::sync::Arc<[ContentBlock]> {
     content
         .iter()
         .filter_map(|block| match block {

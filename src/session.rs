@@ -13,7 +13,8 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use self::subscription::{RowType, SubCore, TypedOutput};
+pub(crate) use self::subscription::TypedOutput;
+use self::subscription::{RowType, SubCore};
 pub use self::{
     refs::{ConversationRef, MessageRef, ParticipantRef, UserRef},
     subscription::{
@@ -225,10 +226,10 @@ impl SessionInner {
         let sub = self.next_id();
         let paging = target.paging();
         let core = Arc::new(SubCore::new(self.clone(), sub, paging));
-        let output = TypedOutput::new(&core, view, on_snapshot);
+        let output = TypedOutput::new(&core, view, on_snapshot, paging.max > 1);
         self.store.register(sub, Box::new(output));
         if let Some(error) = lock(&self.ended).clone() {
-            store::run(self.store.fail(sub, error_to_wire(&error)));
+            self.store.fail(sub, error_to_wire(&error));
         } else {
             self.send(
                 sub,
@@ -266,7 +267,7 @@ impl SessionInner {
                     }
                     Pending::Subscribe(sub) => {
                         if let Err(error) = result {
-                            store::run(self.store.fail(sub, error));
+                            self.store.fail(sub, error);
                         }
                     }
                     Pending::Release(sub) => self.store.release(sub),

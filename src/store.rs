@@ -19,12 +19,12 @@
 
 mod assemble;
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, MutexGuard},
-};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use dashmap::DashMap;
+
+type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 use self::assemble::Lookup;
 pub(crate) use self::assemble::{Bundle, Node, Rec, node};
@@ -39,29 +39,21 @@ pub(crate) trait Output: Send {
     fn reset(&mut self, rows: Option<Vec<Node>>) -> bool;
     /// Replaces one row. Returns whether it changed.
     fn set(&mut self, index: usize, row: Node) -> bool;
-    /// Prepares the emission of the current rows; runs nothing yet.
-    fn publish(&mut self, loaded_all: bool) -> Option<Emit>;
-    /// Prepares the emission of an error state.
-    fn fail(&mut self, error: WireError) -> Option<Emit>;
+    /// Publishes the current rows to the subscription's state and signals. Returns the app's
+    /// callback, to run once the store is unlocked.
+    fn publish(&mut self, loaded_all: bool) -> Option<Callback>;
+    /// Publishes an error state.
+    fn fail(&mut self, error: WireError);
     /// Whether a snapshot was published already.
     fn is_active(&self) -> bool;
 }
 
-/// One prepared emission: `set` updates the subscription's state and signals, `notify` runs the
-/// app's callback. A frame runs every `set` before any `notify`, so callbacks observe the whole
-/// frame applied.
-pub(crate) struct Emit {
-    pub(crate) set: Box<dyn FnOnce() + Send>,
-    pub(crate) notify: Option<Box<dyn FnOnce() + Send>>,
-}
+/// An app callback with its snapshot, run after the store is unlocked: by then every
+/// subscription of the frame holds its new state, so callbacks observe the whole frame.
+pub(crate) type Callback = Box<dyn FnOnce() + Send>;
 
-/// Runs a frame's emissions: every state first, then every callback.
-pub(crate) fn run(emits: Vec<Emit>) {
-    let mut callbacks = Vec::new();
-    for emit in emits {
-        (emit.set)();
-        callbacks.extend(emit.notify);
-    }
+/// Runs a frame's callbacks.
+pub(crate) fn run(callbacks: Vec<Callback>) {
     for callback in callbacks {
         callback();
     }
@@ -111,25 +103,25 @@ struct Sub {
     loaded_all: bool,
     /// The window's rows in order (`None`: the root is missing), and their positions.
     rows: Option<Vec<EntityKey>>,
-    positions: HashMap<EntityKey, usize>,
+    positions: Map<EntityKey, usize>,
     /// The keys each row read.
-    row_deps: HashMap<EntityKey, Arc<[EntityKey]>>,
+    row_deps: Map<EntityKey, Arc<[EntityKey]>>,
     /// For each key read, the rows that read it (a row appears once per read).
-    keys: HashMap<EntityKey, Vec<EntityKey>>,
+    keys: Map<EntityKey, Vec<EntityKey>>,
 }
 
 #[derive(Default)]
 struct Inner {
     frame: u64,
-    subs: HashMap<SubId, Sub>,
+    subs: Map<SubId, Sub>,
     /// The reverse index: which subscriptions read each key.
-    index: HashMap<EntityKey, HashSet<SubId>>,
+    index: Map<EntityKey, Set<SubId>>,
 }
 
 /// The normalized cache of one session.
 pub(crate) struct Store {
     me: UserId,
-    entities: DashMap<EntityKey, Entry>,
+    entities: DashMap<EntityKey, Entry, foldhash::fast::RandomState>,
     inner: Mutex<Inner>,
 }
 
@@ -181,7 +173,7 @@ impl Store {
     pub(crate) fn new(me: UserId) -> Self {
         Self {
             me,
-            entities: DashMap::new(),
+            entities: DashMap::default(),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -199,9 +191,9 @@ impl Store {
             live: true,
             loaded_all: false,
             rows: None,
-            positions: HashMap::new(),
-            row_deps: HashMap::new(),
-            keys: HashMap::new(),
+            positions: Map::default(),
+            row_deps: Map::default(),
+            keys: Map::default(),
         };
         self.lock().subs.insert(sub, sub_state);
     }
@@ -223,29 +215,33 @@ impl Store {
         };
         let mut evict = Vec::new();
         for key in s.keys.into_keys() {
-            self.unref(&mut inner, sub, key, &mut evict);
+            self.unref(&mut inner.index, sub, key, &mut evict);
         }
         drop(inner);
         self.evict(evict);
     }
 
     /// Ends a subscription with an error.
-    pub(crate) fn fail(&self, sub: SubId, error: WireError) -> Vec<Emit> {
-        let mut inner = self.lock();
-        let emit = inner.subs.get_mut(&sub).and_then(|s| {
-            s.live.then(|| {
+    pub(crate) fn fail(&self, sub: SubId, error: WireError) {
+        if let Some(s) = self.lock().subs.get_mut(&sub) {
+            if s.live {
                 s.live = false;
-                s.output.fail(error)
-            })
-        });
-        emit.into_iter().flatten().collect()
+                s.output.fail(error);
+            }
+        }
     }
 
-    fn unref(&self, inner: &mut Inner, sub: SubId, key: EntityKey, evict: &mut Vec<EntityKey>) {
-        if let Some(subs) = inner.index.get_mut(&key) {
+    fn unref(
+        &self,
+        index: &mut Map<EntityKey, Set<SubId>>,
+        sub: SubId,
+        key: EntityKey,
+        evict: &mut Vec<EntityKey>,
+    ) {
+        if let Some(subs) = index.get_mut(&key) {
             subs.remove(&sub);
             if subs.is_empty() {
-                inner.index.remove(&key);
+                index.remove(&key);
             }
         }
         if let Some(mut entry) = self.entities.get_mut(&key) {
@@ -262,16 +258,14 @@ impl Store {
         }
     }
 
-    /// Applies one server frame atomically and returns the emissions to run, in order, after
-    /// the caller has released nothing else: publishing happens only once every affected
-    /// subscription has been rebuilt.
-    pub(crate) fn apply(&self, updates: Vec<Update>) -> Vec<Emit> {
+    /// Applies one server frame atomically: rebuilds every affected subscription, then
+    /// publishes them all. Returns the app callbacks to [`run`] next.
+    pub(crate) fn apply(&self, updates: Vec<Update>) -> Vec<Callback> {
         let mut inner = self.lock();
         inner.frame += 1;
         let frame = inner.frame;
         let mut changed: Vec<EntityKey> = Vec::new();
         let mut windows: Vec<(SubId, Option<Vec<EntityKey>>, bool)> = Vec::new();
-        let mut emits = Vec::new();
         for update in updates {
             match update {
                 Update::Upsert { record } => {
@@ -309,7 +303,7 @@ impl Store {
                     if let Some(s) = inner.subs.get_mut(&sub) {
                         if s.live {
                             s.live = false;
-                            emits.extend(s.output.fail(error));
+                            s.output.fail(error);
                         }
                     }
                 }
@@ -317,7 +311,7 @@ impl Store {
         }
 
         // Rows to rebuild, per subscription; `None` means the whole window.
-        let mut dirty: HashMap<SubId, Option<HashSet<EntityKey>>> = HashMap::new();
+        let mut dirty: Map<SubId, Option<Vec<EntityKey>>> = Map::default();
         for key in &changed {
             let Some(subs) = inner.index.get(key) else {
                 continue;
@@ -326,9 +320,13 @@ impl Store {
                 let Some(s) = inner.subs.get(sub) else {
                     continue;
                 };
-                let rows = dirty.entry(*sub).or_insert_with(|| Some(HashSet::new()));
+                let rows = dirty.entry(*sub).or_insert_with(|| Some(Vec::new()));
                 if let (Some(rows), Some(readers)) = (rows, s.keys.get(key)) {
-                    rows.extend(readers.iter().cloned());
+                    for reader in readers {
+                        if !rows.contains(reader) {
+                            rows.push(reader.clone());
+                        }
+                    }
                 }
             }
         }
@@ -346,19 +344,21 @@ impl Store {
         let lookup = Frame { store: self, frame };
         let mut evict = Vec::new();
         let mut dirty: Vec<_> = dirty.into_iter().collect();
-        dirty.sort_by_key(|(sub, _)| *sub);
+        dirty.sort_unstable_by_key(|(sub, _)| *sub);
+        let mut published = Vec::new();
+        let Inner { subs, index, .. } = &mut *inner;
         for (sub, rows) in dirty {
-            let Some(mut s) = inner.subs.remove(&sub) else {
+            let Some(s) = subs.get_mut(&sub) else {
                 continue;
             };
             let mut gained = Vec::new();
             let mut lost = Vec::new();
             let changed_output = match rows {
-                None => rebuild_window(&lookup, &mut s, &mut gained, &mut lost),
-                Some(rows) => rebuild_rows(&lookup, &mut s, &rows, &mut gained, &mut lost),
+                None => rebuild_window(&lookup, s, &mut gained, &mut lost),
+                Some(rows) => rebuild_rows(&lookup, s, &rows, &mut gained, &mut lost),
             };
             for key in gained {
-                inner.index.entry(key.clone()).or_default().insert(sub);
+                index.entry(key.clone()).or_default().insert(sub);
                 if let Some(mut entry) = self.entities.get_mut(&key) {
                     entry.refs += 1;
                 } else {
@@ -373,13 +373,20 @@ impl Store {
                     );
                 }
             }
+            let live = s.live;
             for key in lost {
-                self.unref(&mut inner, sub, key, &mut evict);
+                self.unref(index, sub, key, &mut evict);
             }
-            if changed_output && s.live {
-                emits.extend(s.output.publish(s.loaded_all));
+            if changed_output && live {
+                published.push(sub);
             }
-            inner.subs.insert(sub, s);
+        }
+        // Only now, with every subscription rebuilt, publish.
+        let mut callbacks = Vec::new();
+        for sub in published {
+            if let Some(s) = inner.subs.get_mut(&sub) {
+                callbacks.extend(s.output.publish(s.loaded_all));
+            }
         }
         // Records that arrived for no live subscription are not kept.
         for key in changed {
@@ -389,7 +396,7 @@ impl Store {
         }
         drop(inner);
         self.evict(evict);
-        emits
+        callbacks
     }
 
     /// Entity counts, live subscriptions and an estimate of memory use.
@@ -442,7 +449,7 @@ fn rebuild_window(
     gained: &mut Vec<EntityKey>,
     lost: &mut Vec<EntityKey>,
 ) -> bool {
-    let mut row_deps = HashMap::new();
+    let mut row_deps = Map::default();
     let mut nodes = Vec::new();
     s.positions.clear();
     if let Some(rows) = &s.rows {
@@ -472,7 +479,7 @@ fn rebuild_window(
 fn rebuild_rows(
     lookup: &Frame<'_>,
     s: &mut Sub,
-    rows: &HashSet<EntityKey>,
+    rows: &[EntityKey],
     gained: &mut Vec<EntityKey>,
     lost: &mut Vec<EntityKey>,
 ) -> bool {
@@ -480,10 +487,10 @@ fn rebuild_rows(
     for row in rows {
         let mut deps = Vec::new();
         let built = node(lookup, row, &mut deps);
-        let deps: Arc<[EntityKey]> = deps.into();
-        if let Some(old) = s.row_deps.insert(row.clone(), deps.clone()) {
-            if old != deps {
-                count_up(&mut s.keys, &deps, row, gained);
+        if s.row_deps.get(row).is_none_or(|old| **old != *deps) {
+            let deps: Arc<[EntityKey]> = deps.into();
+            count_up(&mut s.keys, &deps, row, gained);
+            if let Some(old) = s.row_deps.insert(row.clone(), deps) {
                 count_down(&mut s.keys, &old, row, lost);
             }
         }
@@ -498,7 +505,7 @@ fn rebuild_rows(
 
 /// Records that `row` reads `deps`; keys read for the first time go to `gained`.
 fn count_up(
-    keys: &mut HashMap<EntityKey, Vec<EntityKey>>,
+    keys: &mut Map<EntityKey, Vec<EntityKey>>,
     deps: &[EntityKey],
     row: &EntityKey,
     gained: &mut Vec<EntityKey>,
@@ -514,7 +521,7 @@ fn count_up(
 
 /// Records that `row` no longer reads `deps`; keys no row reads go to `lost`.
 fn count_down(
-    keys: &mut HashMap<EntityKey, Vec<EntityKey>>,
+    keys: &mut Map<EntityKey, Vec<EntityKey>>,
     deps: &[EntityKey],
     row: &EntityKey,
     lost: &mut Vec<EntityKey>,

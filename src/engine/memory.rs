@@ -322,7 +322,7 @@ mod tests {
             referenced_message_id: None,
             origin: Origin::Rest,
             plaintext: String::new(),
-            content: Vec::new(),
+            content: Vec::new().into(),
         }
     }
 

@@ -130,9 +130,9 @@ impl Collector {
 
     /// One record, without what is nested in it.
     fn shallow(&mut self, storage: &dyn Storage, me: &UserId, key: EntityKey) -> StorageResult<()> {
-        if !self.records.contains_key(&key) {
-            if let Some(record) = fetch(storage, me, &key)? {
-                self.records.insert(key, record);
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.records.entry(key) {
+            if let Some(record) = fetch(storage, me, slot.key())? {
+                slot.insert(record);
             }
         }
         Ok(())

@@ -1,6 +1,6 @@
 //! Entity records: what the engine stores and the wire carries, normalized (no nesting).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
@@ -165,5 +165,5 @@ pub(crate) struct MessageRecord {
     pub(crate) referenced_message_id: Option<MessageId>,
     pub(crate) origin: Origin,
     pub(crate) plaintext: String,
-    pub(crate) content: Vec<ContentBlock>,
+    pub(crate) content: Arc<[ContentBlock]>,
 }

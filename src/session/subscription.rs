@@ -24,7 +24,7 @@ use crate::{
         UserId, UserSnapshot,
     },
     protocol::{Paging, Request, SubId, WireError},
-    store::{Emit, Node, Output},
+    store::{Callback, Node, Output},
 };
 
 /// A callback run with every new snapshot and the window's `loaded_all` flag.
@@ -107,10 +107,8 @@ pub(crate) struct SubCore<T, X> {
     id: SubId,
     paging: Paging,
     state: Mutable<SubscriptionState<T>>,
-    /// Keyed list diffs, created on the first `signal_vec` call.
-    vec: Arc<Mutex<Option<MutableVec<Arc<X>>>>>,
-    /// Rows as last published, to diff `vec` against.
-    published: Arc<Mutex<Vector<Arc<X>>>>,
+    /// List rows as last published, and keyed diffs once `signal_vec` was called.
+    diffs: Arc<Diffs<X>>,
     ended: AtomicBool,
     loads: AtomicU64,
     load_lock: tokio::sync::Mutex<()>,
@@ -123,8 +121,7 @@ impl<T: Clone + Send + Sync + 'static, X> SubCore<T, X> {
             id,
             paging,
             state: Mutable::new(SubscriptionState::Pending),
-            vec: Arc::default(),
-            published: Arc::default(),
+            diffs: Arc::default(),
             ended: AtomicBool::new(false),
             loads: AtomicU64::new(0),
             load_lock: tokio::sync::Mutex::new(()),
@@ -152,13 +149,28 @@ impl<T, X> Drop for SubCore<T, X> {
     }
 }
 
+/// The rows a list subscription last published, and its keyed diffs once requested.
+pub(crate) struct Diffs<X> {
+    published: Mutex<Vector<Arc<X>>>,
+    vec: Mutex<Option<MutableVec<Arc<X>>>>,
+}
+
+impl<X> Default for Diffs<X> {
+    fn default() -> Self {
+        Self {
+            published: Mutex::default(),
+            vec: Mutex::default(),
+        }
+    }
+}
+
 /// Feeds a subscription's state from the store.
 pub(crate) struct TypedOutput<T, X> {
     rows: Option<Vector<Arc<X>>>,
     view: fn(Option<&Vector<Arc<X>>>) -> T,
     state: Mutable<SubscriptionState<T>>,
-    vec: Arc<Mutex<Option<MutableVec<Arc<X>>>>>,
-    published: Arc<Mutex<Vector<Arc<X>>>>,
+    /// Only lists track diffs.
+    diffs: Option<Arc<Diffs<X>>>,
     on_snapshot: Option<Arc<OnSnapshot<T>>>,
     active: bool,
 }
@@ -168,14 +180,30 @@ impl<T: Clone + Send + Sync + 'static, X: RowType> TypedOutput<T, X> {
         core: &SubCore<T, X>,
         view: fn(Option<&Vector<Arc<X>>>) -> T,
         on_snapshot: Option<OnSnapshot<T>>,
+        list: bool,
     ) -> Self {
         Self {
             rows: None,
             view,
             state: core.state.clone(),
-            vec: core.vec.clone(),
-            published: core.published.clone(),
+            diffs: list.then(|| core.diffs.clone()),
             on_snapshot: on_snapshot.map(Arc::new),
+            active: false,
+        }
+    }
+
+    /// An output that only feeds `state`, for benchmarks of the store.
+    #[cfg(feature = "bench-internals")]
+    pub(crate) fn detached(
+        view: fn(Option<&Vector<Arc<X>>>) -> T,
+        state: Mutable<SubscriptionState<T>>,
+    ) -> Self {
+        Self {
+            rows: None,
+            view,
+            state,
+            diffs: None,
+            on_snapshot: None,
             active: false,
         }
     }
@@ -210,47 +238,35 @@ impl<T: Clone + Send + Sync + 'static, X: RowType> Output for TypedOutput<T, X> 
         }
     }
 
-    fn publish(&mut self, loaded_all: bool) -> Option<Emit> {
+    fn publish(&mut self, loaded_all: bool) -> Option<Callback> {
         self.active = true;
         let snapshot = (self.view)(self.rows.as_ref());
-        let rows = self.rows.clone().unwrap_or_default();
-        let state = self.state.clone();
-        let vec = self.vec.clone();
-        let published = self.published.clone();
-        let notify_snapshot = snapshot.clone();
-        let set = Box::new(move || {
-            let mut current = state.lock_mut();
-            if current.is_terminal() {
-                return;
+        {
+            let mut state = self.state.lock_mut();
+            if state.is_terminal() {
+                return None;
             }
-            *current = SubscriptionState::Active {
-                snapshot,
+            *state = SubscriptionState::Active {
+                snapshot: snapshot.clone(),
                 loaded_all,
             };
-            drop(current);
-            if let Some(vec) = &*lock(&vec) {
+        }
+        if let Some(diffs) = &self.diffs {
+            let rows = self.rows.clone().unwrap_or_default();
+            if let Some(vec) = &*lock(&diffs.vec) {
                 apply_diff(vec, &rows);
             }
-            *lock(&published) = rows;
-        });
-        let notify = self.on_snapshot.clone().map(|callback| {
-            Box::new(move || callback(&notify_snapshot, loaded_all)) as Box<dyn FnOnce() + Send>
-        });
-        Some(Emit { set, notify })
+            *lock(&diffs.published) = rows;
+        }
+        let callback = self.on_snapshot.clone()?;
+        Some(Box::new(move || callback(&snapshot, loaded_all)))
     }
 
-    fn fail(&mut self, error: WireError) -> Option<Emit> {
-        let state = self.state.clone();
-        let error = Error::rejected("Subscribe".to_owned(), error);
-        Some(Emit {
-            set: Box::new(move || {
-                let mut current = state.lock_mut();
-                if !current.is_terminal() {
-                    *current = SubscriptionState::Error(error);
-                }
-            }),
-            notify: None,
-        })
+    fn fail(&mut self, error: WireError) {
+        let mut state = self.state.lock_mut();
+        if !state.is_terminal() {
+            *state = SubscriptionState::Error(Error::rejected("Subscribe".to_owned(), error));
+        }
     }
 
     fn is_active(&self) -> bool {
@@ -483,10 +499,10 @@ impl<T: Clone + Send + Sync + 'static, X: Send + Sync + 'static> ListSubscriptio
     /// The rows as keyed diffs (futures-signals `SignalVec`, lossless and ordered): a row whose
     /// snapshot changed is replaced in place, new rows are inserted where they belong.
     pub fn signal_vec(&self) -> impl SignalVec<Item = Arc<X>> + Send + 'static + use<T, X> {
-        let core = &self.inner.core;
-        let mut vec = lock(&core.vec);
+        let diffs = &self.inner.core.diffs;
+        let mut vec = lock(&diffs.vec);
         let vec = vec.get_or_insert_with(|| {
-            MutableVec::new_with_values(lock(&core.published).iter().cloned().collect())
+            MutableVec::new_with_values(lock(&diffs.published).iter().cloned().collect())
         });
         vec.signal_vec_cloned()
     }

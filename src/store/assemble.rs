@@ -120,7 +120,7 @@ fn message<L: Lookup>(l: &L, key: &EntityKey, deps: &mut Vec<EntityKey>) -> Opti
             referenced_message_id: r.referenced_message_id.clone(),
             origin: r.origin,
             plaintext: r.plaintext.clone(),
-            content: r.content.clone().into(),
+            content: r.content.clone(),
         }))
     });
     Some(Node::Message(Arc::new(MessageSnapshot {
@@ -134,7 +134,7 @@ fn message<L: Lookup>(l: &L, key: &EntityKey, deps: &mut Vec<EntityKey>) -> Opti
         referenced_message,
         origin: m.origin,
         plaintext: m.plaintext.clone(),
-        content: m.content.clone().into(),
+        content: m.content.clone(),
     })))
 }
 

@@ -9,7 +9,9 @@ use crate::support::{conversation, settle, users};
 #[tokio::test]
 async fn dropping_all_subscriptions_empties_the_cache() {
     let sessions = users(&["alice", "bob"]).await;
-    let [alice, bob] = &sessions[..] else { unreachable!() };
+    let [alice, bob] = &sessions[..] else {
+        unreachable!()
+    };
     for c in 0..100 {
         let id = format!("c{c}");
         conversation(alice, &id, &["bob"]).await;
@@ -20,10 +22,23 @@ async fn dropping_all_subscriptions_empties_the_cache() {
             if let Some(previous) = last.take() {
                 params = params.referenced_message(previous);
             }
-            last = Some(sender.conversation(&id).unwrap().send(params).await.unwrap().id().clone());
+            last = Some(
+                sender
+                    .conversation(&id)
+                    .unwrap()
+                    .send(params)
+                    .await
+                    .unwrap()
+                    .id()
+                    .clone(),
+            );
         }
     }
-    assert_eq!(alice.stats().entities(), 0, "nothing is cached without subscriptions");
+    assert_eq!(
+        alice.stats().entities(),
+        0,
+        "nothing is cached without subscriptions"
+    );
 
     let list = alice.subscribe_conversations(None);
     list.connected().await.unwrap();

@@ -20,14 +20,30 @@ const MAX_MESSAGES: usize = 25;
 #[derive(Debug, Clone)]
 enum Op {
     Rename(usize, usize),
-    Send { user: usize, conversation: usize, reply_to: Option<usize> },
-    Edit { user: usize, conversation: usize, message: usize },
-    Delete { user: usize, conversation: usize, message: usize },
+    Send {
+        user: usize,
+        conversation: usize,
+        reply_to: Option<usize>,
+    },
+    Edit {
+        user: usize,
+        conversation: usize,
+        message: usize,
+    },
+    Delete {
+        user: usize,
+        conversation: usize,
+        message: usize,
+    },
     Join(usize, usize),
     Leave(usize, usize),
     MarkRead(usize, usize),
     MarkUnread(usize, usize),
-    SetAccess { user: usize, conversation: usize, read: bool },
+    SetAccess {
+        user: usize,
+        conversation: usize,
+        read: bool,
+    },
     Resubscribe(usize),
 }
 
@@ -111,7 +127,12 @@ impl Model {
                 referenced.text.clone(),
             ))
         });
-        MsgView { id: m.id.clone(), sender: Some(self.names[m.sender].clone()), text: m.text.clone(), reply }
+        MsgView {
+            id: m.id.clone(),
+            sender: Some(self.names[m.sender].clone()),
+            text: m.text.clone(),
+            reply,
+        }
     }
 
     fn list(&self, u: usize) -> View {
@@ -132,7 +153,12 @@ impl Model {
                         .filter(|m| m.at > me.read_until && m.sender != u)
                         .count() as u64;
                     let last = self.messages[&c].last().map(|m| self.msg_view(c, m));
-                    (format!("c{c}"), unread, me.marked_unread || unread > 0, last)
+                    (
+                        format!("c{c}"),
+                        unread,
+                        me.marked_unread || unread > 0,
+                        last,
+                    )
                 })
                 .collect(),
         )
@@ -140,14 +166,18 @@ impl Model {
 
     fn messages(&self, u: usize, c: usize) -> View {
         View::Messages(self.members[&c].contains_key(&u).then(|| {
-            self.messages[&c].iter().rev().map(|m| self.msg_view(c, m)).collect()
+            self.messages[&c]
+                .iter()
+                .rev()
+                .map(|m| self.msg_view(c, m))
+                .collect()
         }))
     }
 
     fn participants(&self, u: usize, c: usize) -> View {
         View::Participants(self.members[&c].contains_key(&u).then(|| {
             let mut rows: Vec<_> = self.members[&c].iter().collect();
-            rows.sort_by(|a, b| b.1.joined.cmp(&a.1.joined));
+            rows.sort_by_key(|(_, m)| std::cmp::Reverse(m.joined));
             rows.into_iter()
                 .map(|(p, m)| (format!("u{p}"), self.names[*p].clone(), m.read_only))
                 .collect()
@@ -161,7 +191,11 @@ fn msg_view(m: &MessageSnapshot) -> MsgView {
         sender: m.sender.as_ref().map(|s| s.name.clone()),
         text: m.plaintext.clone(),
         reply: m.referenced_message.as_ref().map(|r| {
-            (r.id.to_string(), r.sender.as_ref().map(|s| s.name.clone()), r.plaintext.clone())
+            (
+                r.id.to_string(),
+                r.sender.as_ref().map(|s| s.name.clone()),
+                r.plaintext.clone(),
+            )
         }),
     }
 }
@@ -186,19 +220,51 @@ impl Subs {
     }
 
     fn views(&self) -> [View; 4] {
-        let list: Vec<_> = self.list.latest().expect("list active").iter().map(|c: &std::sync::Arc<ConversationSnapshot>| {
-            (c.id.to_string(), c.unread_message_count, c.is_unread, c.last_message.as_deref().map(msg_view))
-        }).collect();
-        let messages = self.messages.latest().expect("messages active").map(|v| v.iter().map(|m| msg_view(m)).collect());
-        let participants = self.participants.latest().expect("participants active").map(|v| {
-            v.iter()
-                .map(|p: &std::sync::Arc<ParticipantSnapshot>| {
-                    (p.user.id.to_string(), p.user.name.clone(), p.access == Access::Read)
-                })
-                .collect()
-        });
-        let user = self.user.latest().expect("user active").map(|u| u.name.clone());
-        [View::List(list), View::Messages(messages), View::Participants(participants), View::User(user)]
+        let list: Vec<_> = self
+            .list
+            .latest()
+            .expect("list active")
+            .iter()
+            .map(|c: &std::sync::Arc<ConversationSnapshot>| {
+                (
+                    c.id.to_string(),
+                    c.unread_message_count,
+                    c.is_unread,
+                    c.last_message.as_deref().map(msg_view),
+                )
+            })
+            .collect();
+        let messages = self
+            .messages
+            .latest()
+            .expect("messages active")
+            .map(|v| v.iter().map(|m| msg_view(m)).collect());
+        let participants = self
+            .participants
+            .latest()
+            .expect("participants active")
+            .map(|v| {
+                v.iter()
+                    .map(|p: &std::sync::Arc<ParticipantSnapshot>| {
+                        (
+                            p.user.id.to_string(),
+                            p.user.name.clone(),
+                            p.access == Access::Read,
+                        )
+                    })
+                    .collect()
+            });
+        let user = self
+            .user
+            .latest()
+            .expect("user active")
+            .map(|u| u.name.clone());
+        [
+            View::List(list),
+            View::Messages(messages),
+            View::Participants(participants),
+            View::User(user),
+        ]
     }
 }
 
@@ -208,8 +274,12 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut model = Model::default();
     let mut sessions = Vec::new();
     for u in 0..USERS {
-        let s = get_talk_session(SessionOptions::new(&app, format!("u{u}")).engine(engine.clone())).unwrap();
-        s.current_user().set(UserParams::new().name(format!("name{u}"))).await.unwrap();
+        let s = get_talk_session(SessionOptions::new(&app, format!("u{u}")).engine(engine.clone()))
+            .unwrap();
+        s.current_user()
+            .set(UserParams::new().name(format!("name{u}")))
+            .await
+            .unwrap();
         model.names.push(format!("name{u}"));
         model.exists.insert(u);
         sessions.push(s);
@@ -225,8 +295,12 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             s.current_user().get().await.unwrap();
         }
         for (u, sub) in subs.iter().enumerate() {
-            let expected =
-                [model.list(u), model.messages(u, 0), model.participants(u, 1), View::User(Some(model.names[0].clone()))];
+            let expected = [
+                model.list(u),
+                model.messages(u, 0),
+                model.participants(u, 1),
+                View::User(Some(model.names[0].clone())),
+            ];
             let actual = sub.views();
             for (e, a) in expected.iter().zip(actual.iter()) {
                 prop_assert_eq!(e, a, "user u{} after step {} ({:?})", u, step, op);
@@ -237,19 +311,32 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 /// Runs one operation through the API and the model; both must agree on whether it is allowed.
-async fn apply(m: &mut Model, s: &[TalkSession], subs: &mut [Subs], op: Op) -> Result<(), TestCaseError> {
+async fn apply(
+    m: &mut Model,
+    s: &[TalkSession],
+    subs: &mut [Subs],
+    op: Op,
+) -> Result<(), TestCaseError> {
     let conv = |u: usize, c: usize| s[u].conversation(format!("c{c}")).unwrap();
     let member = |m: &Model, u: usize, c: usize| m.members[&c].get(&u).cloned();
     match op {
         Op::Rename(u, n) => {
-            s[u].current_user().set(UserParams::new().name(format!("name{u}-{n}"))).await.unwrap();
+            s[u].current_user()
+                .set(UserParams::new().name(format!("name{u}-{n}")))
+                .await
+                .unwrap();
             m.names[u] = format!("name{u}-{n}");
         }
-        Op::Send { user, conversation, reply_to } => {
+        Op::Send {
+            user,
+            conversation,
+            reply_to,
+        } => {
             if m.messages[&conversation].len() >= MAX_MESSAGES {
                 return Ok(());
             }
-            let reply = reply_to.and_then(|i| m.messages[&conversation].get(i).map(|x| x.id.clone()));
+            let reply =
+                reply_to.and_then(|i| m.messages[&conversation].get(i).map(|x| x.id.clone()));
             let mut params = SendParams::text(format!("text {}", m.clock));
             if let Some(r) = &reply {
                 params = params.referenced_message(talkstore::MessageId::new(r));
@@ -260,16 +347,37 @@ async fn apply(m: &mut Model, s: &[TalkSession], subs: &mut [Subs], op: Op) -> R
                 Some(me) if !me.read_only => {
                     let id = result.unwrap().id().to_string();
                     let at = m.tick();
-                    m.messages.get_mut(&conversation).unwrap().push(Msg { id, sender: user, text, reply_to: reply, at });
+                    m.messages.get_mut(&conversation).unwrap().push(Msg {
+                        id,
+                        sender: user,
+                        text,
+                        reply_to: reply,
+                        at,
+                    });
                 }
                 _ => prop_assert!(result.is_err()),
             }
         }
-        Op::Edit { user, conversation, message } | Op::Delete { user, conversation, message } => {
-            let Some(target) = m.messages[&conversation].get(message).cloned() else { return Ok(()) };
+        Op::Edit {
+            user,
+            conversation,
+            message,
+        }
+        | Op::Delete {
+            user,
+            conversation,
+            message,
+        } => {
+            let Some(target) = m.messages[&conversation].get(message).cloned() else {
+                return Ok(());
+            };
             let r = conv(user, conversation).message(&target.id).unwrap();
             let allowed = member(m, user, conversation).is_some() && target.sender == user;
-            let result = if matches!(op, Op::Edit { .. }) { r.edit("edited").await } else { r.delete().await };
+            let result = if matches!(op, Op::Edit { .. }) {
+                r.edit("edited").await
+            } else {
+                r.delete().await
+            };
             prop_assert_eq!(result.is_ok(), allowed, "{:?}", result);
             if allowed {
                 let list = m.messages.get_mut(&conversation).unwrap();
@@ -284,17 +392,31 @@ async fn apply(m: &mut Model, s: &[TalkSession], subs: &mut [Subs], op: Op) -> R
             conv(u, c).set(ConversationParams::new()).await.unwrap();
             if member(m, u, c).is_none() {
                 let joined = m.tick();
-                let me = Member { joined, read_until: 0, marked_unread: false, read_only: false };
+                let me = Member {
+                    joined,
+                    read_until: 0,
+                    marked_unread: false,
+                    read_only: false,
+                };
                 m.members.get_mut(&c).unwrap().insert(u, me);
             }
         }
         Op::Leave(u, c) => {
-            conv(u, c).participant(format!("u{u}")).unwrap().delete().await.unwrap();
+            conv(u, c)
+                .participant(format!("u{u}"))
+                .unwrap()
+                .delete()
+                .await
+                .unwrap();
             m.members.get_mut(&c).unwrap().remove(&u);
         }
         Op::MarkRead(u, c) | Op::MarkUnread(u, c) => {
             let read = matches!(op, Op::MarkRead(..));
-            let result = if read { conv(u, c).mark_as_read().await } else { conv(u, c).mark_as_unread().await };
+            let result = if read {
+                conv(u, c).mark_as_read().await
+            } else {
+                conv(u, c).mark_as_unread().await
+            };
             prop_assert_eq!(result.is_ok(), member(m, u, c).is_some());
             if result.is_ok() {
                 let at = if read { Some(m.tick()) } else { None };
@@ -305,26 +427,54 @@ async fn apply(m: &mut Model, s: &[TalkSession], subs: &mut [Subs], op: Op) -> R
                 }
             }
         }
-        Op::SetAccess { user, conversation, read } => {
-            let access = if read { Access::Read } else { Access::ReadWrite };
-            conv(user, conversation).set(ConversationParams::new().access(access)).await.unwrap();
+        Op::SetAccess {
+            user,
+            conversation,
+            read,
+        } => {
+            let access = if read {
+                Access::Read
+            } else {
+                Access::ReadWrite
+            };
+            conv(user, conversation)
+                .set(ConversationParams::new().access(access))
+                .await
+                .unwrap();
             if member(m, user, conversation).is_none() {
                 let joined = m.tick();
-                let me = Member { joined, read_until: 0, marked_unread: false, read_only: read };
+                let me = Member {
+                    joined,
+                    read_until: 0,
+                    marked_unread: false,
+                    read_only: read,
+                };
                 m.members.get_mut(&conversation).unwrap().insert(user, me);
             }
-            m.members.get_mut(&conversation).unwrap().get_mut(&user).unwrap().read_only = read;
+            m.members
+                .get_mut(&conversation)
+                .unwrap()
+                .get_mut(&user)
+                .unwrap()
+                .read_only = read;
         }
         Op::Resubscribe(u) => {
             subs[u] = Subs::new(&s[u]);
-            subs[u].list.connected().await.map_err(|e: Error| TestCaseError::fail(e.to_string()))?;
+            subs[u]
+                .list
+                .connected()
+                .await
+                .map_err(|e: Error| TestCaseError::fail(e.to_string()))?;
         }
     }
     Ok(())
 }
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(1000)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1000)
 }
 
 proptest! {

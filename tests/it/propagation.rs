@@ -13,7 +13,10 @@ fn is_bob(user: &Option<Arc<UserSnapshot>>) -> bool {
 }
 
 fn involves_bob(m: &MessageSnapshot) -> bool {
-    is_bob(&m.sender) || m.referenced_message.as_ref().is_some_and(|r| is_bob(&r.sender))
+    is_bob(&m.sender)
+        || m.referenced_message
+            .as_ref()
+            .is_some_and(|r| is_bob(&r.sender))
 }
 
 /// Checks one list after Bob's rename: rows showing Bob carry the new name, every other row is
@@ -30,7 +33,10 @@ fn check_rows<T>(
             Some(m) if involves_bob(m) => {
                 shown += 1;
                 assert!(!Arc::ptr_eq(old, new));
-                for user in [&m.sender, &m.referenced_message.as_ref().and_then(|r| r.sender.clone())] {
+                for user in [
+                    &m.sender,
+                    &m.referenced_message.as_ref().and_then(|r| r.sender.clone()),
+                ] {
                     if is_bob(user) {
                         assert_eq!(user.as_ref().unwrap().name, "Robert");
                     }
@@ -48,7 +54,9 @@ fn check_rows<T>(
 #[tokio::test]
 async fn rename_reaches_nested_senders_once() {
     let sessions = users(&["alice", "bob", "carol"]).await;
-    let [alice, bob, carol] = &sessions[..] else { unreachable!() };
+    let [alice, bob, carol] = &sessions[..] else {
+        unreachable!()
+    };
     for i in 0..25 {
         let id = format!("c{i:02}");
         conversation(alice, &id, &["bob", "carol"]).await;
@@ -63,7 +71,8 @@ async fn rename_reaches_nested_senders_once() {
             2 => drop(by(carol).send("carol alone").await.unwrap()),
             3 => {
                 let carols = by(carol).send("carol speaks").await.unwrap();
-                let reply = SendParams::text("alice replies").referenced_message(carols.id().clone());
+                let reply =
+                    SendParams::text("alice replies").referenced_message(carols.id().clone());
                 by(alice).send(reply).await.unwrap();
             }
             _ => {}
@@ -78,25 +87,40 @@ async fn rename_reaches_nested_senders_once() {
     assert!(list.loaded_all());
 
     let with_bob = Counter::<Option<Vector<Arc<MessageSnapshot>>>>::new();
-    let window_a = alice.conversation("c01").unwrap().subscribe_messages_with(None, with_bob.callback());
+    let window_a = alice
+        .conversation("c01")
+        .unwrap()
+        .subscribe_messages_with(None, with_bob.callback());
     let without_bob = Counter::<Option<Vector<Arc<MessageSnapshot>>>>::new();
-    let window_b =
-        alice.conversation("c02").unwrap().subscribe_messages_with(None, without_bob.callback());
+    let window_b = alice
+        .conversation("c02")
+        .unwrap()
+        .subscribe_messages_with(None, without_bob.callback());
     window_a.connected().await.unwrap();
     window_b.connected().await.unwrap();
     settle(&sessions).await;
-    let (list_before, a_before, b_before) =
-        (list.latest().unwrap(), window_a.latest().unwrap().unwrap(), window_b.latest().unwrap());
+    let (list_before, a_before, b_before) = (
+        list.latest().unwrap(),
+        window_a.latest().unwrap().unwrap(),
+        window_b.latest().unwrap(),
+    );
     list_counter.take();
     with_bob.take();
     without_bob.take();
 
-    bob.current_user().set(UserParams::new().name("Robert")).await.unwrap();
+    bob.current_user()
+        .set(UserParams::new().name("Robert"))
+        .await
+        .unwrap();
     settle(&sessions).await;
 
     assert_eq!(list_counter.take(), 1, "the list shows Bob: one emission");
     assert_eq!(with_bob.take(), 1, "window A shows Bob: one emission");
-    assert_eq!(without_bob.take(), 0, "window B does not show Bob: no emission");
+    assert_eq!(
+        without_bob.take(),
+        0,
+        "window B does not show Bob: no emission"
+    );
     assert_eq!(window_b.latest().unwrap(), b_before);
 
     let list_after = list.latest().unwrap();

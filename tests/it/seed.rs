@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use talkstore::{ConversationParams, Notify, SessionOptions, UserParams, UserSnapshot, get_talk_session};
+use talkstore::{
+    ConversationParams, Notify, SessionOptions, UserParams, UserSnapshot, get_talk_session,
+};
 
 use crate::support::{Counter, app, settle, users};
 
@@ -13,8 +15,12 @@ async fn create_user_if_not_exists() {
     let session = get_talk_session(SessionOptions::new(app(), "me")).unwrap();
     let user = session.user("test").unwrap();
     assert_eq!(user.get().await.unwrap(), None);
-    user.create_if_not_exists(UserParams::new().name("Alice")).await.unwrap();
-    user.create_if_not_exists(UserParams::new().name("Someone else")).await.unwrap();
+    user.create_if_not_exists(UserParams::new().name("Alice"))
+        .await
+        .unwrap();
+    user.create_if_not_exists(UserParams::new().name("Someone else"))
+        .await
+        .unwrap();
     let snapshot = user.get().await.unwrap().unwrap();
     assert_eq!(snapshot.name, "Alice");
     assert_eq!(snapshot.role, "default");
@@ -26,7 +32,9 @@ async fn create_user_if_not_exists() {
 async fn subscribe_then_rename() {
     let session = get_talk_session(SessionOptions::new(app(), "me")).unwrap();
     let user = session.user("test").unwrap();
-    user.create_if_not_exists(UserParams::new().name("Alice")).await.unwrap();
+    user.create_if_not_exists(UserParams::new().name("Alice"))
+        .await
+        .unwrap();
     let counter = Counter::<Option<Arc<UserSnapshot>>>::new();
     let sub = user.subscribe_with(counter.callback());
     assert_eq!(sub.connected().await.unwrap().unwrap().name, "Alice");
@@ -44,21 +52,36 @@ async fn subscribe_then_rename() {
 /// through `get`.
 #[tokio::test]
 async fn conversation_examples() {
-    let [me] = &users(&["me"]).await[..] else { unreachable!() };
+    let [me] = &users(&["me"]).await[..] else {
+        unreachable!()
+    };
     let test = me.conversation("test").unwrap();
     assert_eq!(test.get().await.unwrap(), None);
-    test.create_if_not_exists(ConversationParams::new()).await.unwrap();
+    test.create_if_not_exists(ConversationParams::new())
+        .await
+        .unwrap();
     let created = test.get().await.unwrap().unwrap();
     assert_eq!(created.subject, None);
     assert_eq!(created.notify, Notify::Always);
 
-    test.set(ConversationParams::new().subject("Power tools")).await.unwrap();
-    assert_eq!(test.get().await.unwrap().unwrap().subject.as_deref(), Some("Power tools"));
+    test.set(ConversationParams::new().subject("Power tools"))
+        .await
+        .unwrap();
+    assert_eq!(
+        test.get().await.unwrap().unwrap().subject.as_deref(),
+        Some("Power tools")
+    );
 
-    test.set(ConversationParams::new().notify(Notify::Never)).await.unwrap();
+    test.set(ConversationParams::new().notify(Notify::Never))
+        .await
+        .unwrap();
     let quiet = test.get().await.unwrap().unwrap();
     assert_eq!(quiet.notify, Notify::Never);
-    assert_eq!(quiet.subject.as_deref(), Some("Power tools"), "patches leave other fields");
+    assert_eq!(
+        quiet.subject.as_deref(),
+        Some("Power tools"),
+        "patches leave other fields"
+    );
 
     let message = test.send("Hello").await.unwrap();
     let sent = message.get().await.unwrap().unwrap();

@@ -27,14 +27,23 @@ async fn registry_and_refs() {
     a.set_token("t1");
     assert_eq!(b.token().as_deref(), Some("t1"));
     // Both sessions share the app's default engine.
-    a.current_user().set(UserParams::new().name("U")).await.unwrap();
-    assert_eq!(other.user("u").unwrap().get().await.unwrap().unwrap().name, "U");
+    a.current_user()
+        .set(UserParams::new().name("U"))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.user("u").unwrap().get().await.unwrap().unwrap().name,
+        "U"
+    );
 }
 
 /// Sessions need a Tokio runtime.
 #[test]
 fn no_runtime_is_an_error() {
-    assert!(matches!(get_talk_session(SessionOptions::new(app(), "u")), Err(Error::NoRuntime)));
+    assert!(matches!(
+        get_talk_session(SessionOptions::new(app(), "u")),
+        Err(Error::NoRuntime)
+    ));
 }
 
 /// pending → active → unsubscribed; `connected` fails if the subscription ends first;
@@ -47,7 +56,13 @@ async fn state_machine() {
     assert_eq!(sub.state(), SubscriptionState::Pending);
     assert_eq!(sub.latest(), None);
     let snapshot = sub.connected().await.unwrap();
-    assert!(matches!(sub.state(), SubscriptionState::Active { loaded_all: true, .. }));
+    assert!(matches!(
+        sub.state(),
+        SubscriptionState::Active {
+            loaded_all: true,
+            ..
+        }
+    ));
     assert_eq!(sub.latest(), Some(snapshot));
     sub.unsubscribe();
     sub.unsubscribe();
@@ -61,7 +76,12 @@ async fn state_machine() {
     // A user that does not exist yet is `None`, then appears.
     let later = alice.user("later").unwrap().subscribe();
     assert_eq!(later.connected().await.unwrap(), None);
-    alice.user("later").unwrap().set(UserParams::new().name("L")).await.unwrap();
+    alice
+        .user("later")
+        .unwrap()
+        .set(UserParams::new().name("L"))
+        .await
+        .unwrap();
     assert_eq!(later.latest().unwrap().unwrap().name, "L");
 }
 
@@ -69,7 +89,9 @@ async fn state_machine() {
 #[tokio::test]
 async fn signals_streams_and_diffs() {
     let sessions = users(&["alice", "bob"]).await;
-    let [alice, bob] = &sessions[..] else { unreachable!() };
+    let [alice, bob] = &sessions[..] else {
+        unreachable!()
+    };
     conversation(alice, "c", &["bob"]).await;
     let messages = alice.conversation("c").unwrap().subscribe_messages(None);
     messages.connected().await.unwrap();
@@ -86,7 +108,10 @@ async fn signals_streams_and_diffs() {
         VecDiff::Replace { values } => assert!(values.is_empty()),
         other => panic!("unexpected {other:?}"),
     }
-    bob.current_user().set(UserParams::new().name("Robert")).await.unwrap();
+    bob.current_user()
+        .set(UserParams::new().name("Robert"))
+        .await
+        .unwrap();
     bob.conversation("c").unwrap().send("two").await.unwrap();
     first.edit("uno").await.unwrap();
     settle(&sessions).await;
@@ -94,7 +119,12 @@ async fn signals_streams_and_diffs() {
     let mut replay: Vec<Arc<talkstore::MessageSnapshot>> = Vec::new();
     let expected = messages.latest().unwrap().unwrap();
     let mut diffs = messages.signal_vec().to_stream();
-    while replay.len() != expected.len() || replay.iter().zip(&expected).any(|(a, b)| !Arc::ptr_eq(a, b)) {
+    while replay.len() != expected.len()
+        || replay
+            .iter()
+            .zip(&expected)
+            .any(|(a, b)| !Arc::ptr_eq(a, b))
+    {
         match diffs.next().await.unwrap() {
             VecDiff::Replace { values } => replay = values,
             VecDiff::InsertAt { index, value } => replay.insert(index, value),
@@ -107,7 +137,10 @@ async fn signals_streams_and_diffs() {
     assert_eq!(replay[0].plaintext, "two");
     assert_eq!(replay[1].plaintext, "uno");
     messages.unsubscribe();
-    assert!(stream.next().await.is_none(), "the stream ends with the subscription");
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends with the subscription"
+    );
 }
 
 /// Concurrent `load_more` calls load one page; another subscription is unaffected.
@@ -135,9 +168,16 @@ async fn concurrent_load_more_loads_one_page() {
 #[tokio::test]
 async fn removed_participant_loses_access() {
     let sessions = users(&["alice", "bob"]).await;
-    let [alice, bob] = &sessions[..] else { unreachable!() };
+    let [alice, bob] = &sessions[..] else {
+        unreachable!()
+    };
     conversation(alice, "c", &["bob"]).await;
-    alice.conversation("c").unwrap().send("before").await.unwrap();
+    alice
+        .conversation("c")
+        .unwrap()
+        .send("before")
+        .await
+        .unwrap();
     let bobs = bob.conversation("c").unwrap();
     let messages = bobs.subscribe_messages(None);
     let conversation_sub = bobs.subscribe();
@@ -146,8 +186,20 @@ async fn removed_participant_loses_access() {
     assert!(conversation_sub.connected().await.unwrap().is_some());
     assert_eq!(list.connected().await.unwrap().len(), 1);
 
-    alice.conversation("c").unwrap().participant("bob").unwrap().delete().await.unwrap();
-    alice.conversation("c").unwrap().send("after").await.unwrap();
+    alice
+        .conversation("c")
+        .unwrap()
+        .participant("bob")
+        .unwrap()
+        .delete()
+        .await
+        .unwrap();
+    alice
+        .conversation("c")
+        .unwrap()
+        .send("after")
+        .await
+        .unwrap();
     settle(&sessions).await;
     assert_eq!(messages.latest().unwrap(), None);
     assert_eq!(conversation_sub.latest().unwrap(), None);

@@ -13,7 +13,11 @@ use talkstore::{
 /// A fresh app id, so that tests never share sessions or engines.
 pub(crate) fn app() -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!("it-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "it-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Sessions for `names` on a fresh engine; each user exists with their id capitalized as name.
@@ -24,7 +28,11 @@ pub(crate) async fn users(names: &[&str]) -> Vec<TalkSession> {
     for name in names {
         let session =
             get_talk_session(SessionOptions::new(&app, *name).engine(engine.clone())).unwrap();
-        session.current_user().set(UserParams::new().name(capitalize(name))).await.unwrap();
+        session
+            .current_user()
+            .set(UserParams::new().name(capitalize(name)))
+            .await
+            .unwrap();
         sessions.push(session);
     }
     sessions
@@ -32,7 +40,10 @@ pub(crate) async fn users(names: &[&str]) -> Vec<TalkSession> {
 
 pub(crate) fn capitalize(name: &str) -> String {
     let mut chars = name.chars();
-    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 /// Creates conversation `id` as `owner` and adds `others`.
@@ -40,7 +51,11 @@ pub(crate) async fn conversation(owner: &TalkSession, id: &str, others: &[&str])
     let c = owner.conversation(id).unwrap();
     c.set(ConversationParams::new()).await.unwrap();
     for other in others {
-        c.participant(other).unwrap().set(ParticipantParams::new()).await.unwrap();
+        c.participant(other)
+            .unwrap()
+            .set(ParticipantParams::new())
+            .await
+            .unwrap();
     }
 }
 
@@ -60,7 +75,10 @@ pub(crate) struct Counter<T> {
 
 impl<T: Clone + Send + Sync + 'static> Counter<T> {
     pub(crate) fn new() -> Self {
-        Self { count: Arc::default(), last: Arc::default() }
+        Self {
+            count: Arc::default(),
+            last: Arc::default(),
+        }
     }
 
     pub(crate) fn callback(&self) -> Option<OnSnapshot<T>> {

@@ -1,8 +1,8 @@
 //! Window rules: first pages, ordering, load_more bounds, loaded_all, live filters.
 
 use talkstore::{
-    ConversationFilter, CustomFieldFilter, Error, ParticipantParams, SimpleConversationFilter,
-    StringFilter, ConversationParams,
+    ConversationFilter, ConversationParams, CustomFieldFilter, Error, ParticipantParams,
+    SimpleConversationFilter, StringFilter,
 };
 
 use crate::support::{conversation, settle, users};
@@ -50,7 +50,11 @@ async fn first_pages_and_load_more() {
     let participants = big.subscribe_participants();
     let first = participants.connected().await.unwrap().unwrap();
     assert_eq!(first.len(), 10);
-    assert_eq!(first[0].user.id.as_str(), "u24", "most recently joined first");
+    assert_eq!(
+        first[0].user.id.as_str(),
+        "u24",
+        "most recently joined first"
+    );
     participants.load_more(Some(50)).await.unwrap();
     assert_eq!(participants.latest().unwrap().unwrap().len(), 26);
     assert!(participants.loaded_all());
@@ -65,14 +69,28 @@ async fn load_more_bounds() {
     list.connected().await.unwrap();
     for (count, max) in [(0, 30), (31, 30)] {
         let error = list.load_more(Some(count)).await.unwrap_err();
-        assert!(matches!(error, Error::OutOfRange { count: c, max: m, .. } if c == count && m == max));
+        assert!(
+            matches!(error, Error::OutOfRange { count: c, max: m, .. } if c == count && m == max)
+        );
         assert!(error.to_string().contains("outside 1..=30"), "{error}");
     }
-    let messages = sessions[0].conversation("c").unwrap().subscribe_messages(None);
+    let messages = sessions[0]
+        .conversation("c")
+        .unwrap()
+        .subscribe_messages(None);
     messages.connected().await.unwrap();
-    assert!(matches!(messages.load_more(Some(101)).await, Err(Error::OutOfRange { max: 100, .. })));
-    let participants = sessions[0].conversation("c").unwrap().subscribe_participants();
-    assert!(matches!(participants.load_more(Some(51)).await, Err(Error::OutOfRange { max: 50, .. })));
+    assert!(matches!(
+        messages.load_more(Some(101)).await,
+        Err(Error::OutOfRange { max: 100, .. })
+    ));
+    let participants = sessions[0]
+        .conversation("c")
+        .unwrap()
+        .subscribe_participants();
+    assert!(matches!(
+        participants.load_more(Some(51)).await,
+        Err(Error::OutOfRange { max: 50, .. })
+    ));
     assert!(participants.load_more(Some(50)).await.is_ok());
     assert_eq!(list.latest().unwrap().len(), 1);
 }
@@ -81,13 +99,19 @@ async fn load_more_bounds() {
 #[tokio::test]
 async fn activity_orders_the_list() {
     let sessions = users(&["alice", "bob"]).await;
-    let [alice, bob] = &sessions[..] else { unreachable!() };
+    let [alice, bob] = &sessions[..] else {
+        unreachable!()
+    };
     for id in ["a", "b", "c"] {
         conversation(alice, id, &["bob"]).await;
     }
     let list = alice.subscribe_conversations(None);
     let ids = |list: &talkstore::ConversationListSubscription| -> Vec<String> {
-        list.latest().unwrap().iter().map(|c| c.id.to_string()).collect()
+        list.latest()
+            .unwrap()
+            .iter()
+            .map(|c| c.id.to_string())
+            .collect()
     };
     list.connected().await.unwrap();
     assert_eq!(ids(&list), ["c", "b", "a"]);
@@ -98,7 +122,14 @@ async fn activity_orders_the_list() {
     settle(&sessions).await;
     assert_eq!(ids(&list), ["d", "a", "c", "b"]);
     // Leaving removes it.
-    alice.conversation("c").unwrap().participant("alice").unwrap().delete().await.unwrap();
+    alice
+        .conversation("c")
+        .unwrap()
+        .participant("alice")
+        .unwrap()
+        .delete()
+        .await
+        .unwrap();
     assert_eq!(ids(&list), ["d", "a", "b"]);
 }
 
@@ -106,18 +137,28 @@ async fn activity_orders_the_list() {
 #[tokio::test]
 async fn filtered_list_is_live() {
     let sessions = users(&["alice", "bob"]).await;
-    let [alice, bob] = &sessions[..] else { unreachable!() };
+    let [alice, bob] = &sessions[..] else {
+        unreachable!()
+    };
     conversation(alice, "support-1", &["bob"]).await;
     conversation(alice, "sales-1", &["bob"]).await;
     let support = |id: &str| {
         let c = alice.conversation(id).unwrap();
-        async move { c.set(ConversationParams::new().custom_field("category", Some("support"))).await }
+        async move {
+            c.set(ConversationParams::new().custom_field("category", Some("support")))
+                .await
+        }
     };
     support("support-1").await.unwrap();
-    let filter: ConversationFilter = r#"{"custom": {"category": ["==", "support"]}}"#.parse().unwrap();
+    let filter: ConversationFilter =
+        r#"{"custom": {"category": ["==", "support"]}}"#.parse().unwrap();
     let list = alice.subscribe_conversations(Some(filter));
     let ids = |list: &talkstore::ConversationListSubscription| -> Vec<String> {
-        list.latest().unwrap().iter().map(|c| c.id.to_string()).collect()
+        list.latest()
+            .unwrap()
+            .iter()
+            .map(|c| c.id.to_string())
+            .collect()
     };
     list.connected().await.unwrap();
     assert_eq!(ids(&list), ["support-1"]);
@@ -133,15 +174,30 @@ async fn filtered_list_is_live() {
     assert_eq!(ids(&list), ["sales-1"]);
 
     // Unread filter: Bob's message makes a conversation unread, reading it removes it.
-    let unread = alice.subscribe_conversations(Some(SimpleConversationFilter::new().is_unread(true).into()));
+    let unread =
+        alice.subscribe_conversations(Some(SimpleConversationFilter::new().is_unread(true).into()));
     assert!(unread.connected().await.unwrap().is_empty());
-    bob.conversation("support-1").unwrap().send("help?").await.unwrap();
+    bob.conversation("support-1")
+        .unwrap()
+        .send("help?")
+        .await
+        .unwrap();
     settle(&sessions).await;
     assert_eq!(ids(&unread), ["support-1"]);
     assert_eq!(unread.latest().unwrap()[0].unread_message_count, 1);
-    alice.conversation("support-1").unwrap().mark_as_read().await.unwrap();
+    alice
+        .conversation("support-1")
+        .unwrap()
+        .mark_as_read()
+        .await
+        .unwrap();
     assert!(ids(&unread).is_empty());
-    alice.conversation("sales-1").unwrap().mark_as_unread().await.unwrap();
+    alice
+        .conversation("sales-1")
+        .unwrap()
+        .mark_as_unread()
+        .await
+        .unwrap();
     let marked = unread.latest().unwrap();
     assert_eq!(ids(&unread), ["sales-1"]);
     assert!(marked[0].is_unread && marked[0].unread_message_count == 0);
@@ -153,5 +209,12 @@ async fn filtered_list_is_live() {
     ]);
     let either = alice.subscribe_conversations(Some(any));
     assert_eq!(either.connected().await.unwrap().len(), 1);
-    alice.conversation("support-1").unwrap().participant("bob").unwrap().edit(ParticipantParams::new()).await.unwrap();
+    alice
+        .conversation("support-1")
+        .unwrap()
+        .participant("bob")
+        .unwrap()
+        .edit(ParticipantParams::new())
+        .await
+        .unwrap();
 }
