@@ -186,10 +186,16 @@ pub enum ConversationFilter {
 ///
 /// Build one with [`SimpleConversationFilter::new`] and the builder methods:
 ///
-/// ```ignore
-/// let filter = SimpleConversationFilter::new()
+/// ```
+/// use talkstore::{ConversationFilter, SimpleConversationFilter, StringFilter};
+///
+/// let filter: ConversationFilter = SimpleConversationFilter::new()
 ///     .custom("category", StringFilter::Eq("support".into()))
-///     .is_unread(true);
+///     .is_unread(true)
+///     .into();
+/// let same: ConversationFilter =
+///     r#"{"custom": {"category": ["==", "support"]}, "isUnread": true}"#.parse().unwrap();
+/// assert_eq!(filter, same);
 /// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
