@@ -9,6 +9,8 @@
 mod commands;
 mod feed;
 mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod storage;
 mod view;
 
@@ -20,6 +22,8 @@ use std::{
 
 use tokio::sync::mpsc;
 
+#[cfg(feature = "sqlite")]
+pub use self::sqlite::Durability;
 pub use self::storage::StorageError;
 pub(crate) use self::storage::{Event, Storage};
 use self::{feed::Feed, memory::MemoryStorage};
@@ -80,6 +84,12 @@ pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1_000;
 /// The maximum size of a message's plaintext, in bytes. Larger sends and edits fail with
 /// [`ErrorCode::LimitExceeded`].
 pub const MAX_MESSAGE_TEXT_BYTES: usize = 64 * 1024;
+
+fn system_clock() -> Timestamp {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 
 /// Where an engine gets the current time, in milliseconds since the Unix epoch.
 type Clock = Box<dyn Fn() -> Timestamp + Send>;
@@ -200,19 +210,47 @@ impl Default for Engine {
 impl Engine {
     /// Creates an empty in-memory engine using the system clock.
     pub fn new() -> Self {
-        Self::with_clock(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        })
+        Self::with_clock(system_clock)
     }
 
     /// Creates an empty in-memory engine reading time from `clock` (milliseconds since the
     /// Unix epoch). Timestamps the engine assigns are still strictly increasing.
     pub fn with_clock(clock: impl Fn() -> Timestamp + Send + 'static) -> Self {
+        Self::with_storage(Box::new(MemoryStorage::new(1)), Box::new(clock))
+    }
+
+    /// Opens a persistent engine on the SQLite database at `path` (created if missing), with
+    /// [`Durability::Normal`]: safe against process crashes. Requires the `sqlite` feature.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Storage`] if the file cannot be opened or migrated.
+    #[cfg(feature = "sqlite")]
+    pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self, EngineError> {
+        Self::open_with(path, Durability::Normal)
+    }
+
+    /// Like [`Engine::open`], with a chosen durability.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Storage`] if the file cannot be opened or migrated.
+    #[cfg(feature = "sqlite")]
+    pub fn open_with(
+        path: impl AsRef<std::path::Path>,
+        durability: Durability,
+    ) -> Result<Self, EngineError> {
+        let storage = sqlite::SqliteStorage::open(path.as_ref(), durability)?;
+        Ok(Self::with_storage(
+            Box::new(storage),
+            Box::new(system_clock),
+        ))
+    }
+
+    fn with_storage(storage: Box<dyn Storage>, clock: Clock) -> Self {
         let state = State {
-            storage: Box::new(MemoryStorage::new(1)),
-            clock: Box::new(clock),
+            storage,
+            clock,
             last_now: 0,
             connections: HashMap::new(),
             next_conn: 1,

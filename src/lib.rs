@@ -65,6 +65,7 @@
 //! | `embedded` | The in-process engine ([`Engine`]). Required until the websocket transport lands. | yes |
 //! | `websocket` | Reserved for the websocket client transport of `talkstore-server`. | yes |
 //! | `leptos` | Reserved for the leptos_reactive 0.6 adapter. | no |
+//! | `sqlite` | Persistent storage in a bundled SQLite: [`Engine::open`]. | no |
 //! | `bench-internals` | Exposes store fixtures to the benchmarks. Not a stable API. | no |
 
 #[cfg(not(feature = "embedded"))]
@@ -82,6 +83,9 @@ mod session;
 mod store;
 mod transport;
 
+#[cfg(feature = "sqlite")]
+#[doc(inline)]
+pub use self::engine::Durability;
 #[doc(inline)]
 pub use self::{
     engine::{

@@ -6,5 +6,7 @@ mod oracle;
 mod propagation;
 mod seed;
 mod session;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod support;
 mod windows;

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use talkstore::{
-    Access, ConversationParams, ConversationSnapshot, Engine, Error, MessageSnapshot,
-    ParticipantSnapshot, SendParams, SessionOptions, TalkSession, UserParams, get_talk_session,
+    Access, ConversationParams, ConversationSnapshot, Error, MessageSnapshot, ParticipantSnapshot,
+    SendParams, SessionOptions, TalkSession, UserParams, get_talk_session,
 };
 
 use crate::support::app;
@@ -269,7 +269,7 @@ impl Subs {
 }
 
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let engine = Engine::new();
+    let engine = crate::support::engine();
     let app = app();
     let mut model = Model::default();
     let mut sessions = Vec::new();

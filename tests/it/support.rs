@@ -20,9 +20,39 @@ pub(crate) fn app() -> String {
     )
 }
 
+/// A fresh engine on the storage `TALKSTORE_TEST_STORAGE` names: `memory` (the default) or
+/// `sqlite` (a new database file under the test target's temporary directory).
+pub(crate) fn engine() -> Engine {
+    match std::env::var("TALKSTORE_TEST_STORAGE").as_deref() {
+        Ok("sqlite") => sqlite_engine(),
+        Ok("memory") | Err(_) => Engine::new(),
+        Ok(other) => panic!("unknown TALKSTORE_TEST_STORAGE {other:?}: use memory or sqlite"),
+    }
+}
+
+#[cfg(feature = "sqlite")]
+fn sqlite_engine() -> Engine {
+    Engine::open(temp_db()).unwrap()
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn sqlite_engine() -> Engine {
+    panic!("TALKSTORE_TEST_STORAGE=sqlite needs the `sqlite` feature")
+}
+
+/// A path for a new database file.
+#[cfg(feature = "sqlite")]
+pub(crate) fn temp_db() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("it-db");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}.sqlite", app()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
 /// Sessions for `names` on a fresh engine; each user exists with their id capitalized as name.
 pub(crate) async fn users(names: &[&str]) -> Vec<TalkSession> {
-    let engine = Engine::new();
+    let engine = engine();
     let app = app();
     let mut sessions = Vec::new();
     for name in names {

@@ -1,0 +1,471 @@
+//! SQLite storage (feature `sqlite`): the durable backend of the engine.
+//!
+//! One database file per engine, in WAL mode. Records are stored as JSON next to the columns
+//! that queries need; the event log lives in the same transactions as the data, so an
+//! acknowledged command is durable together with its events.
+//!
+//! Durability: `synchronous=NORMAL` by default, which loses nothing on a process crash (only a
+//! power loss can roll back the last commits); [`Durability::Full`] survives power loss at
+//! several times the commit cost.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::storage::{
+    Event, MessagePos, Storage, StorageError, StorageResult, StoredParticipant, StoredUser,
+};
+use crate::model::{
+    ConversationId, ConversationRecord, MessageId, MessageRecord, MessageType, Timestamp, UserId,
+};
+
+/// How many events the log keeps. Older ones are deleted; clients that need them resynchronize.
+pub(crate) const SQLITE_LOG_CAPACITY: u64 = 100_000;
+
+/// How hard SQLite works to keep committed data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// `synchronous=NORMAL` in WAL mode: safe against process crashes. The default.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: also safe against power loss; slower commits.
+    Full,
+}
+
+/// The schema, one migration per step; `PRAGMA user_version` counts the steps applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+CREATE TABLE users (id TEXT PRIMARY KEY, data TEXT NOT NULL) STRICT;
+CREATE TABLE conversations (id TEXT PRIMARY KEY, data TEXT NOT NULL) STRICT;
+CREATE TABLE participants (
+    conversation TEXT NOT NULL,
+    user TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (conversation, user)
+) STRICT;
+CREATE INDEX participants_by_user ON participants (user);
+CREATE TABLE messages (
+    id TEXT PRIMARY KEY,
+    conversation TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    ordinal INTEGER NOT NULL,
+    sender TEXT,
+    user_message INTEGER NOT NULL,
+    data TEXT NOT NULL
+) STRICT;
+CREATE INDEX messages_by_conversation ON messages (conversation, created_at, ordinal);
+CREATE TABLE idempotency (
+    sender TEXT NOT NULL,
+    key TEXT NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (sender, key)
+) STRICT;
+CREATE TABLE events (seq INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, data TEXT NOT NULL) STRICT;
+"#];
+
+fn db(error: rusqlite::Error) -> StorageError {
+    StorageError(error.to_string())
+}
+
+fn to_json<T: Serialize>(value: &T) -> StorageResult<String> {
+    serde_json::to_string(value).map_err(|e| StorageError(e.to_string()))
+}
+
+fn from_json<T: DeserializeOwned>(text: &str) -> StorageResult<T> {
+    serde_json::from_str(text).map_err(|e| StorageError(format!("corrupt record: {e}")))
+}
+
+pub(crate) struct SqliteStorage {
+    conn: Connection,
+    in_transaction: bool,
+    epoch: u64,
+}
+
+impl SqliteStorage {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub(crate) fn open(path: &Path, durability: Durability) -> StorageResult<Self> {
+        let conn = Connection::open(path).map_err(db)?;
+        let synchronous = match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON;"
+        ))
+        .map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
+        let mut storage = SqliteStorage {
+            conn,
+            in_transaction: false,
+            epoch: 0,
+        };
+        storage.migrate()?;
+        storage.epoch = storage.meta("epoch")?.unwrap_or(0);
+        if storage.epoch == 0 {
+            // A new log: its epoch tells clients that sequence numbers restarted.
+            let epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                .max(1);
+            storage.set_meta("epoch", epoch)?;
+            storage.commit()?;
+            storage.epoch = epoch;
+        }
+        Ok(storage)
+    }
+
+    fn migrate(&mut self) -> StorageResult<()> {
+        let version: usize = self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(db)?;
+        if version > MIGRATIONS.len() {
+            return Err(StorageError(format!(
+                "the database has schema version {version}, newer than this build knows ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for (step, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            tracing::info!(step = step + 1, "migrating the database schema");
+            let tx = self.conn.transaction().map_err(db)?;
+            tx.execute_batch(sql).map_err(db)?;
+            tx.pragma_update(None, "user_version", step + 1)
+                .map_err(db)?;
+            tx.commit().map_err(db)?;
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self) -> StorageResult<()> {
+        if !self.in_transaction {
+            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, sql: &str, params: impl rusqlite::Params) -> StorageResult<()> {
+        self.begin()?;
+        self.conn
+            .prepare_cached(sql)
+            .map_err(db)?
+            .execute(params)
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn meta(&self, key: &str) -> StorageResult<Option<u64>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+                row.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|v| v.map(|v| v as u64))
+            .map_err(db)
+    }
+
+    fn set_meta(&mut self, key: &str, value: u64) -> StorageResult<()> {
+        self.write(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value as i64],
+        )
+    }
+
+    fn one<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> StorageResult<Option<T>> {
+        let text: Option<String> = self
+            .conn
+            .prepare_cached(sql)
+            .map_err(db)?
+            .query_row(params, |row| row.get(0))
+            .optional()
+            .map_err(db)?;
+        text.as_deref().map(from_json).transpose()
+    }
+
+    fn all<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> StorageResult<Vec<T>> {
+        let mut statement = self.conn.prepare_cached(sql).map_err(db)?;
+        let rows = statement
+            .query_map(params, |row| row.get::<_, String>(0))
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for text in rows {
+            out.push(from_json(&text.map_err(db)?)?);
+        }
+        Ok(out)
+    }
+
+    fn message_rows(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> StorageResult<Vec<(MessageRecord, MessagePos)>> {
+        let mut statement = self.conn.prepare_cached(sql).map_err(db)?;
+        let rows = statement
+            .query_map(params, |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (data, created_at, ordinal) = row.map_err(db)?;
+            out.push((
+                from_json(&data)?,
+                MessagePos {
+                    created_at,
+                    ordinal: ordinal as u64,
+                },
+            ));
+        }
+        Ok(out)
+    }
+}
+
+impl Storage for SqliteStorage {
+    fn user(&self, id: &UserId) -> StorageResult<Option<StoredUser>> {
+        self.one("SELECT data FROM users WHERE id = ?1", [id.as_str()])
+    }
+
+    fn put_user(&mut self, user: StoredUser) -> StorageResult<()> {
+        let data = to_json(&user)?;
+        self.write(
+            "INSERT INTO users (id, data) VALUES (?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+            params![user.public.id.as_str(), data],
+        )
+    }
+
+    fn conversation(&self, id: &ConversationId) -> StorageResult<Option<ConversationRecord>> {
+        self.one(
+            "SELECT data FROM conversations WHERE id = ?1",
+            [id.as_str()],
+        )
+    }
+
+    fn put_conversation(&mut self, conversation: ConversationRecord) -> StorageResult<()> {
+        let data = to_json(&conversation)?;
+        self.write(
+            "INSERT INTO conversations (id, data) VALUES (?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+            params![conversation.id.as_str(), data],
+        )
+    }
+
+    fn participant(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> StorageResult<Option<StoredParticipant>> {
+        self.one(
+            "SELECT data FROM participants WHERE conversation = ?1 AND user = ?2",
+            [conversation.as_str(), user.as_str()],
+        )
+    }
+
+    fn put_participant(&mut self, participant: StoredParticipant) -> StorageResult<()> {
+        let data = to_json(&participant)?;
+        let record = &participant.record;
+        self.write(
+            "INSERT INTO participants (conversation, user, data) VALUES (?1, ?2, ?3)
+             ON CONFLICT (conversation, user) DO UPDATE SET data = excluded.data",
+            params![
+                record.conversation_id.as_str(),
+                record.user_id.as_str(),
+                data
+            ],
+        )
+    }
+
+    fn remove_participant(
+        &mut self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> StorageResult<()> {
+        self.write(
+            "DELETE FROM participants WHERE conversation = ?1 AND user = ?2",
+            [conversation.as_str(), user.as_str()],
+        )
+    }
+
+    fn participants(&self, conversation: &ConversationId) -> StorageResult<Vec<StoredParticipant>> {
+        self.all(
+            "SELECT data FROM participants WHERE conversation = ?1",
+            [conversation.as_str()],
+        )
+    }
+
+    fn conversations_of(&self, user: &UserId) -> StorageResult<Vec<ConversationId>> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT conversation FROM participants WHERE user = ?1")
+            .map_err(db)?;
+        let rows = statement
+            .query_map([user.as_str()], |row| row.get::<_, String>(0))
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for id in rows {
+            let id = id.map_err(db)?;
+            out.push(ConversationId::try_new(&id).map_err(|e| StorageError(e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    fn message(&self, id: &MessageId) -> StorageResult<Option<(MessageRecord, MessagePos)>> {
+        Ok(self
+            .message_rows(
+                "SELECT data, created_at, ordinal FROM messages WHERE id = ?1",
+                [id.as_str()],
+            )?
+            .pop())
+    }
+
+    fn put_message(&mut self, message: MessageRecord, pos: MessagePos) -> StorageResult<()> {
+        let data = to_json(&message)?;
+        self.write(
+            "INSERT INTO messages (id, conversation, created_at, ordinal, sender, user_message, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+            params![
+                message.id.as_str(),
+                message.conversation_id.as_str(),
+                pos.created_at,
+                pos.ordinal as i64,
+                message.sender_id.as_ref().map(UserId::as_str),
+                message.message_type == MessageType::UserMessage,
+                data,
+            ],
+        )
+    }
+
+    fn remove_message(&mut self, id: &MessageId) -> StorageResult<()> {
+        self.write("DELETE FROM messages WHERE id = ?1", [id.as_str()])
+    }
+
+    fn messages_before(
+        &self,
+        conversation: &ConversationId,
+        before: Option<MessagePos>,
+        limit: usize,
+    ) -> StorageResult<Vec<(MessageRecord, MessagePos)>> {
+        let (created_at, ordinal) =
+            before.map_or((i64::MAX, i64::MAX), |p| (p.created_at, p.ordinal as i64));
+        self.message_rows(
+            "SELECT data, created_at, ordinal FROM messages
+             WHERE conversation = ?1 AND (created_at, ordinal) < (?2, ?3)
+             ORDER BY created_at DESC, ordinal DESC LIMIT ?4",
+            params![conversation.as_str(), created_at, ordinal, limit as i64],
+        )
+    }
+
+    fn count_unread(
+        &self,
+        conversation: &ConversationId,
+        after: Timestamp,
+        reader: &UserId,
+    ) -> StorageResult<u64> {
+        self.conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM messages
+                 WHERE conversation = ?1 AND created_at > ?2 AND user_message = 1
+                   AND sender IS NOT ?3",
+            )
+            .map_err(db)?
+            .query_row(
+                params![conversation.as_str(), after, reader.as_str()],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(db)
+    }
+
+    fn idempotent_send(&self, sender: &UserId, key: &str) -> StorageResult<Option<MessageId>> {
+        let id: Option<String> = self
+            .conn
+            .prepare_cached("SELECT message FROM idempotency WHERE sender = ?1 AND key = ?2")
+            .map_err(db)?
+            .query_row([sender.as_str(), key], |row| row.get(0))
+            .optional()
+            .map_err(db)?;
+        id.map(|id| MessageId::try_new(id).map_err(|e| StorageError(e.to_string())))
+            .transpose()
+    }
+
+    fn put_idempotent_send(
+        &mut self,
+        sender: &UserId,
+        key: &str,
+        id: &MessageId,
+    ) -> StorageResult<()> {
+        self.write(
+            "INSERT INTO idempotency (sender, key, message) VALUES (?1, ?2, ?3)",
+            [sender.as_str(), key, id.as_str()],
+        )
+    }
+
+    fn log_position(&self) -> StorageResult<(u64, u64)> {
+        let last: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(seq) FROM events", [], |row| row.get(0))
+            .map_err(db)?;
+        Ok((self.epoch, last.unwrap_or(0) as u64))
+    }
+
+    fn append_events(&mut self, events: &[Event]) -> StorageResult<u64> {
+        let (_, first) = self.log_position()?;
+        let mut seq = first;
+        for event in events {
+            seq += 1;
+            let data = to_json(event)?;
+            self.write(
+                "INSERT INTO events (seq, epoch, data) VALUES (?1, ?2, ?3)",
+                params![seq as i64, self.epoch as i64, data],
+            )?;
+        }
+        // Trim the log every thousand events.
+        if seq / 1_000 != first / 1_000 && seq > SQLITE_LOG_CAPACITY {
+            self.write(
+                "DELETE FROM events WHERE seq <= ?1",
+                [(seq - SQLITE_LOG_CAPACITY) as i64],
+            )?;
+        }
+        Ok(seq)
+    }
+
+    fn next_ordinal(&mut self) -> StorageResult<u64> {
+        let next = self.meta("ordinal")?.unwrap_or(0) + 1;
+        self.set_meta("ordinal", next)?;
+        Ok(next)
+    }
+
+    fn commit(&mut self) -> StorageResult<()> {
+        if self.in_transaction {
+            self.conn.execute_batch("COMMIT").map_err(db)?;
+            self.in_transaction = false;
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        if self.in_transaction {
+            if let Err(error) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(%error, "rollback failed");
+            }
+            self.in_transaction = false;
+        }
+    }
+}
