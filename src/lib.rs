@@ -66,6 +66,7 @@
 //! | `websocket` | Reserved for the websocket client transport of `talkstore-server`. | yes |
 //! | `leptos` | Reserved for the leptos_reactive 0.6 adapter. | no |
 //! | `sqlite` | Persistent storage in a bundled SQLite: [`Engine::open`]. | no |
+//! | `server` | [`server`]: the `talkstore-server` binary and library (axum, JWT, SQLite). | no |
 //! | `bench-internals` | Exposes store fixtures to the benchmarks. Not a stable API. | no |
 
 #[cfg(not(feature = "embedded"))]
@@ -79,6 +80,8 @@ mod error;
 mod model;
 mod params;
 mod protocol;
+#[cfg(feature = "server")]
+pub mod server;
 mod session;
 mod store;
 mod transport;

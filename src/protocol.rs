@@ -13,6 +13,9 @@ use crate::model::{
 };
 use crate::params::{ConversationParams, EditParams, ParticipantParams, UserParams, WireSend};
 
+/// The protocol version, sent in [`ServerFrame::Hello`]; bumped on incompatible changes.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
 /// Identifies a subscription within one connection; chosen by the client.
 pub(crate) type SubId = u64;
 
@@ -205,9 +208,13 @@ pub(crate) enum Request {
         conversation: ConversationId,
         message: MessageId,
     },
+    /// Starts a subscription. `size` asks for at least that many items in the first window
+    /// (used to restore a grown window after a reconnect); 0 means the first page.
     Subscribe {
         sub: SubId,
         target: Target,
+        #[serde(default)]
+        size: u32,
     },
     LoadMore {
         sub: SubId,
@@ -215,6 +222,10 @@ pub(crate) enum Request {
     },
     Unsubscribe {
         sub: SubId,
+    },
+    /// Replaces the connection's token (answered by the server, not the engine).
+    Authenticate {
+        token: String,
     },
 }
 
@@ -264,6 +275,7 @@ impl Request {
             Request::Subscribe { sub, .. } => format!("Subscribe {sub}"),
             Request::LoadMore { sub, .. } => format!("Load more of subscription {sub}"),
             Request::Unsubscribe { sub } => format!("Unsubscribe {sub}"),
+            Request::Authenticate { .. } => "Authenticate".to_owned(),
         }
     }
 }
@@ -327,6 +339,10 @@ pub enum ErrorCode {
     LimitExceeded,
     /// The engine failed; the request may be retried (HTTP 500).
     Internal,
+    /// The token is missing, invalid or expired (HTTP 401).
+    Unauthorized,
+    /// Too many requests; sessions retry after a delay (HTTP 429).
+    RateLimited,
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -339,6 +355,8 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::RateLimited => "RATE_LIMITED",
         };
         f.write_str(code)
     }
@@ -378,6 +396,14 @@ pub(crate) enum Update {
     rename_all_fields = "camelCase"
 )]
 pub(crate) enum ServerFrame {
+    /// The first frame of a websocket connection.
+    Hello {
+        protocol: u32,
+        /// When the connection's token expires (seconds since the Unix epoch), if it does.
+        expires_at: Option<u64>,
+    },
+    /// A client frame that could not be answered (not JSON, not a known request, binary).
+    Error { error: WireError },
     /// The answer to request `id`.
     Response {
         id: u64,

@@ -27,7 +27,9 @@ use crate::{
     Error,
     engine::Engine,
     model::{ConversationFilter, ConversationId, ConversationSnapshot, UserId},
-    protocol::{ClientFrame, Record, Request, Response, ServerFrame, SubId, Target, WireError},
+    protocol::{
+        ClientFrame, ErrorCode, Record, Request, Response, ServerFrame, SubId, Target, WireError,
+    },
     store::{self, Bundle, Node, Store, StoreStats},
     transport::{Embedded, wire_round_trip},
 };
@@ -43,6 +45,9 @@ pub struct SessionOptions {
     /// The engine to use. The default is a process-wide in-memory engine per app id, shared
     /// by every session of that app that does not name another engine.
     pub engine: Option<Engine>,
+    /// The base websocket URL of a `talkstore-server` (for example `ws://127.0.0.1:8080`),
+    /// instead of an engine. Requires the `websocket` feature.
+    pub url: Option<String>,
     /// A user token (deprecated in TalkJS in favour of [`TalkSession::set_token`]).
     pub token: Option<String>,
 }
@@ -54,8 +59,18 @@ impl SessionOptions {
             app_id: app_id.into(),
             user_id: user_id.into(),
             engine: None,
+            url: None,
             token: None,
         }
+    }
+
+    /// Connects to a `talkstore-server` at this base websocket URL (for example
+    /// `ws://127.0.0.1:8080`) instead of an engine in this process.
+    #[cfg(feature = "websocket")]
+    #[must_use]
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
     }
 
     /// Uses this engine instead of the app's default one.
@@ -103,26 +118,35 @@ pub fn get_talk_session(options: SessionOptions) -> Result<TalkSession, Error> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
     let key = (options.app_id.clone(), user_id.clone());
     let mut sessions = lock(&SESSIONS);
-    if let Some(existing) = sessions.get(&key).and_then(Weak::upgrade) {
-        if lock(&existing.ended).is_none() {
-            return Ok(TalkSession { inner: existing });
-        }
+    if let Some(existing) = sessions.get(&key).and_then(Weak::upgrade)
+        && lock(&existing.ended).is_none()
+    {
+        return Ok(TalkSession { inner: existing });
     }
-    let engine = match options.engine {
-        Some(engine) => engine,
-        None => lock(&DEFAULT_ENGINES)
-            .entry(options.app_id.clone())
-            .or_default()
-            .clone(),
+    let backend = match (options.engine, options.url) {
+        (Some(_), Some(_)) => {
+            return Err(Error::InvalidOptions(
+                "give an engine or a url, not both".into(),
+            ));
+        }
+        (Some(engine), None) => Backend::Embedded(engine),
+        (None, Some(url)) => Backend::Remote(realtime_url(&url, &options.app_id, &user_id)?),
+        (None, None) => Backend::Embedded(
+            lock(&DEFAULT_ENGINES)
+                .entry(options.app_id.clone())
+                .or_default()
+                .clone(),
+        ),
     };
     let inner = Arc::new(SessionInner {
         app_id: options.app_id,
         store: Store::new(user_id.clone()),
         user_id,
-        engine,
+        backend,
         runtime,
         link: OnceLock::new(),
         pending: Mutex::new(HashMap::new()),
+        subs: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         token: Mutex::new(options.token),
         on_need_token: Mutex::new(None),
@@ -134,9 +158,54 @@ pub fn get_talk_session(options: SessionOptions) -> Result<TalkSession, Error> {
     Ok(TalkSession { inner })
 }
 
+/// The websocket URL of a user's realtime connection.
+#[cfg(feature = "websocket")]
+fn realtime_url(base: &str, app: &str, user: &UserId) -> Result<String, Error> {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    if !(base.starts_with("ws://") || base.starts_with("wss://")) {
+        return Err(Error::InvalidOptions(format!(
+            "url {base:?} must start with ws:// or wss://"
+        )));
+    }
+    let base = base.trim_end_matches('/');
+    let app = utf8_percent_encode(app, NON_ALPHANUMERIC);
+    let user = utf8_percent_encode(user.as_str(), NON_ALPHANUMERIC);
+    Ok(format!("{base}/v1/{app}/realtime/{user}"))
+}
+
+#[cfg(not(feature = "websocket"))]
+fn realtime_url(_: &str, _: &str, _: &UserId) -> Result<String, Error> {
+    Err(Error::InvalidOptions(
+        "connecting to a url needs the `websocket` feature".into(),
+    ))
+}
+
+/// Where a session's engine is.
+enum Backend {
+    Embedded(Engine),
+    /// A server's realtime URL for this user.
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
+    Remote(String),
+}
+
+/// A session's connection.
+enum Link {
+    Embedded(Embedded),
+    #[cfg(feature = "websocket")]
+    Websocket(crate::transport::Websocket),
+}
+
+/// Rate-limited requests are sent again up to this many times, waiting `RETRY_FIRST` and then
+/// half as long again each time; other rejections are never retried.
+const RETRIES: u32 = 10;
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// What waits for a response.
 enum Pending {
-    Caller(oneshot::Sender<Result<Response, WireError>>),
+    /// A request; kept so that it can be sent again on a new connection.
+    Caller(oneshot::Sender<Result<Response, WireError>>, Box<Request>),
+    /// A new token on the live connection: refusal ends the session.
+    Authenticate,
     /// A subscribe: on error the subscription fails.
     Subscribe(SubId),
     /// An unsubscribe: on any answer the store releases the subscription's records.
@@ -149,12 +218,14 @@ type ErrorHandler = (u64, Box<dyn FnOnce(Error) + Send>);
 pub(crate) struct SessionInner {
     app_id: String,
     user_id: UserId,
-    engine: Engine,
+    backend: Backend,
     runtime: tokio::runtime::Handle,
     /// Connected lazily on first use.
-    link: OnceLock<Embedded>,
+    link: OnceLock<Link>,
     store: Store,
     pending: Mutex<HashMap<u64, Pending>>,
+    /// Live subscriptions, to subscribe again on a new connection.
+    subs: Mutex<HashMap<SubId, Target>>,
     next_id: AtomicU64,
     token: Mutex<Option<String>>,
     on_need_token: Mutex<Option<Callback>>,
@@ -163,11 +234,21 @@ pub(crate) struct SessionInner {
 }
 
 impl SessionInner {
-    fn link(self: &Arc<Self>) -> &Embedded {
-        self.link.get_or_init(|| {
-            let (link, inbox) = Embedded::connect(self.engine.clone(), self.user_id.clone());
-            self.runtime.spawn(pump(Arc::downgrade(self), inbox));
-            link
+    fn link(self: &Arc<Self>) -> &Link {
+        self.link.get_or_init(|| match &self.backend {
+            Backend::Embedded(engine) => {
+                let (link, inbox) = Embedded::connect(engine.clone(), self.user_id.clone());
+                self.runtime.spawn(pump(Arc::downgrade(self), inbox));
+                Link::Embedded(link)
+            }
+            #[cfg(feature = "websocket")]
+            Backend::Remote(url) => Link::Websocket(crate::transport::Websocket::start(
+                &self.runtime,
+                Arc::downgrade(self),
+                url.clone(),
+            )),
+            #[cfg(not(feature = "websocket"))]
+            Backend::Remote(_) => unreachable!("remote sessions need the websocket feature"),
         })
     }
 
@@ -175,9 +256,25 @@ impl SessionInner {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Registers what waits for the response (and, for a subscribe, the live subscription),
+    /// then sends. On the websocket both happen under the connection's lock, so a request is
+    /// either replayed by a new connection or sent on the live one, never both.
     fn send(self: &Arc<Self>, id: u64, request: Request, pending: Pending) {
-        lock(&self.pending).insert(id, pending);
-        self.link().send(ClientFrame { id, request });
+        let frame = ClientFrame { id, request };
+        let register = || {
+            if let Request::Subscribe { sub, target, .. } = &frame.request {
+                lock(&self.subs).insert(*sub, target.clone());
+            }
+            lock(&self.pending).insert(id, pending);
+        };
+        match self.link() {
+            Link::Embedded(link) => {
+                register();
+                link.send(frame.clone());
+            }
+            #[cfg(feature = "websocket")]
+            Link::Websocket(link) => link.send(&frame, register),
+        }
     }
 
     /// Sends a request and waits for its response.
@@ -186,13 +283,25 @@ impl SessionInner {
         if lock(&self.ended).is_some() {
             return Err(Error::ended(action));
         }
-        let (tx, rx) = oneshot::channel();
-        self.send(self.next_id(), request, Pending::Caller(tx));
-        match rx.await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(Error::rejected(action, error)),
-            Err(_) => Err(Error::ended(action)),
+        let mut delay = RETRY_FIRST;
+        for attempt in 1.. {
+            let (tx, rx) = oneshot::channel();
+            self.send(
+                self.next_id(),
+                request.clone(),
+                Pending::Caller(tx, Box::new(request.clone())),
+            );
+            match rx.await {
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(error)) if error.code == ErrorCode::RateLimited && attempt < RETRIES => {
+                    tokio::time::sleep(delay).await;
+                    delay = delay.mul_f64(1.5);
+                }
+                Ok(Err(error)) => return Err(Error::rejected(action, error)),
+                Err(_) => return Err(Error::ended(action)),
+            }
         }
+        Err(Error::ended(action))
     }
 
     /// Sends a read and assembles the snapshot it returns.
@@ -233,7 +342,11 @@ impl SessionInner {
         } else {
             self.send(
                 sub,
-                Request::Subscribe { sub, target },
+                Request::Subscribe {
+                    sub,
+                    target,
+                    size: 0,
+                },
                 Pending::Subscribe(sub),
             );
         }
@@ -243,6 +356,7 @@ impl SessionInner {
     /// Ends a subscription on the engine; its records are released once confirmed.
     pub(crate) fn unsubscribe(self: &Arc<Self>, sub: SubId) {
         self.store.detach(sub);
+        lock(&self.subs).remove(&sub);
         if self.link.get().is_some() && lock(&self.ended).is_none() {
             self.send(
                 self.next_id(),
@@ -257,13 +371,19 @@ impl SessionInner {
     fn on_frame(&self, frame: ServerFrame) {
         match wire_round_trip(frame) {
             ServerFrame::Push { updates, .. } => store::run(self.store.apply(updates)),
+            ServerFrame::Hello { .. } | ServerFrame::Error { .. } => {}
             ServerFrame::Response { id, result } => {
                 let Some(pending) = lock(&self.pending).remove(&id) else {
                     return;
                 };
                 match pending {
-                    Pending::Caller(tx) => {
+                    Pending::Caller(tx, _) => {
                         let _ = tx.send(result);
+                    }
+                    Pending::Authenticate => {
+                        if let Err(error) = result {
+                            self.terminate(Error::rejected("Authenticate".into(), error));
+                        }
                     }
                     Pending::Subscribe(sub) => {
                         if let Err(error) = result {
@@ -278,7 +398,6 @@ impl SessionInner {
 
     /// Ends the session for good: fails pending requests and subscriptions, tells `on_error`
     /// handlers once.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn terminate(&self, error: Error) {
         {
             let mut ended = lock(&self.ended);
@@ -288,6 +407,11 @@ impl SessionInner {
             *ended = Some(error.clone());
         }
         lock(&self.pending).clear();
+        let subs = std::mem::take(&mut *lock(&self.subs));
+        let wire = error_to_wire(&error);
+        for sub in subs.into_keys() {
+            self.store.fail(sub, wire.clone());
+        }
         let handlers = std::mem::take(&mut *lock(&self.error_handlers));
         for (_, handler) in handlers {
             handler(error.clone());
@@ -416,10 +540,24 @@ impl TalkSession {
         ListSubscription::new(core)
     }
 
-    /// Sets the token for this session (and so for every user of the same app and user id),
-    /// to be used from the next authentication on. The embedded engine accepts any token.
+    /// Sets the token for this session (and so for every user of the same app and user id).
+    /// On a live server connection it re-authenticates at once, without dropping anything; a
+    /// refused token ends the session (see [`Self::on_error`]). The embedded engine accepts any
+    /// token.
     pub fn set_token(&self, token: impl Into<String>) {
-        *lock(&self.inner.token) = Some(token.into());
+        let token = token.into();
+        *lock(&self.inner.token) = Some(token.clone());
+        #[cfg(feature = "websocket")]
+        if let Some(Link::Websocket(link)) = self.inner.link.get() {
+            let id = self.inner.next_id();
+            let frame = ClientFrame {
+                id,
+                request: Request::Authenticate { token },
+            };
+            link.send(&frame, || {
+                lock(&self.inner.pending).insert(id, Pending::Authenticate);
+            });
+        }
     }
 
     /// The token last set, if any.
@@ -455,6 +593,78 @@ impl TalkSession {
     /// Walks the whole cache: O(cached entities).
     pub fn stats(&self) -> StoreStats {
         self.inner.store.stats()
+    }
+}
+
+#[cfg(feature = "websocket")]
+impl crate::transport::Peer for SessionInner {
+    fn replay(&self) -> Vec<ClientFrame> {
+        let mut pending = lock(&self.pending);
+        // Unsubscribes need no answer from a new connection: it never knew the subscription.
+        let released: Vec<u64> = pending
+            .iter()
+            .filter(|(_, p)| matches!(p, Pending::Release(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in released {
+            if let Some(Pending::Release(sub)) = pending.remove(&id) {
+                self.store.release(sub);
+            }
+        }
+        let mut frames = Vec::new();
+        for (sub, target) in lock(&self.subs).iter() {
+            pending.insert(*sub, Pending::Subscribe(*sub));
+            let size = self.store.window_len(*sub) as u32;
+            let request = Request::Subscribe {
+                sub: *sub,
+                target: target.clone(),
+                size,
+            };
+            frames.push(ClientFrame { id: *sub, request });
+        }
+        let mut requests: Vec<ClientFrame> = pending
+            .iter()
+            .filter_map(|(id, p)| match p {
+                Pending::Caller(_, request) => Some(ClientFrame {
+                    id: *id,
+                    request: (**request).clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        requests.sort_by_key(|frame| frame.id);
+        frames.extend(requests);
+        frames
+    }
+
+    fn receive(&self, frame: ServerFrame) {
+        self.on_frame(frame);
+    }
+
+    fn busy(&self) -> bool {
+        !lock(&self.subs).is_empty()
+            || lock(&self.pending)
+                .values()
+                .any(|p| !matches!(p, Pending::Authenticate))
+    }
+
+    fn token(&self) -> Option<String> {
+        lock(&self.token).clone()
+    }
+
+    fn need_token(&self) -> bool {
+        let callback = lock(&self.on_need_token).clone();
+        match callback {
+            Some(callback) => {
+                callback();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn fail(&self, error: WireError) {
+        self.terminate(Error::rejected("Connect".into(), error));
     }
 }
 

@@ -207,6 +207,16 @@ impl Store {
         }
     }
 
+    /// The number of rows a subscription's window holds.
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
+    pub(crate) fn window_len(&self, sub: SubId) -> usize {
+        self.lock()
+            .subs
+            .get(&sub)
+            .and_then(|s| s.rows.as_ref())
+            .map_or(0, Vec::len)
+    }
+
     /// Forgets a subscription and evicts the records only it read.
     pub(crate) fn release(&self, sub: SubId) {
         let mut inner = self.lock();
@@ -223,11 +233,11 @@ impl Store {
 
     /// Ends a subscription with an error.
     pub(crate) fn fail(&self, sub: SubId, error: WireError) {
-        if let Some(s) = self.lock().subs.get_mut(&sub) {
-            if s.live {
-                s.live = false;
-                s.output.fail(error);
-            }
+        if let Some(s) = self.lock().subs.get_mut(&sub)
+            && s.live
+        {
+            s.live = false;
+            s.output.fail(error);
         }
     }
 
@@ -285,13 +295,13 @@ impl Store {
                     changed.push(key);
                 }
                 Update::Remove { key } => {
-                    if let Some(mut entry) = self.entities.get_mut(&key) {
-                        if entry.record.take().is_some() {
-                            entry.version = frame;
-                            entry.node = None;
-                            drop(entry);
-                            changed.push(key);
-                        }
+                    if let Some(mut entry) = self.entities.get_mut(&key)
+                        && entry.record.take().is_some()
+                    {
+                        entry.version = frame;
+                        entry.node = None;
+                        drop(entry);
+                        changed.push(key);
                     }
                 }
                 Update::Window {
@@ -300,11 +310,11 @@ impl Store {
                     loaded_all,
                 } => windows.push((sub, items, loaded_all)),
                 Update::Failed { sub, error } => {
-                    if let Some(s) = inner.subs.get_mut(&sub) {
-                        if s.live {
-                            s.live = false;
-                            s.output.fail(error);
-                        }
+                    if let Some(s) = inner.subs.get_mut(&sub)
+                        && s.live
+                    {
+                        s.live = false;
+                        s.output.fail(error);
                     }
                 }
             }

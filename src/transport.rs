@@ -1,6 +1,12 @@
 //! How a session reaches an engine. Both transports carry the same protocol frames.
 
+#[cfg(feature = "websocket")]
+mod websocket;
+
 use tokio::sync::mpsc;
+
+#[cfg(feature = "websocket")]
+pub(crate) use self::websocket::{Peer, Websocket};
 
 use crate::{
     engine::{ConnId, Engine},

@@ -570,15 +570,15 @@ fn delete_message(
         conversation: conversation.clone(),
         message: id.clone(),
     }];
-    if let Some(mut record) = state.storage().conversation(conversation)? {
-        if record.last_message_id.as_ref() == Some(id) {
-            let newest = state.storage().messages_before(conversation, None, 1)?;
-            record.last_message_id = newest.into_iter().next().map(|(m, _)| m.id);
-            state.storage_mut().put_conversation(record)?;
-            events.push(Event::ConversationChanged {
-                conversation: conversation.clone(),
-            });
-        }
+    if let Some(mut record) = state.storage().conversation(conversation)?
+        && record.last_message_id.as_ref() == Some(id)
+    {
+        let newest = state.storage().messages_before(conversation, None, 1)?;
+        record.last_message_id = newest.into_iter().next().map(|(m, _)| m.id);
+        state.storage_mut().put_conversation(record)?;
+        events.push(Event::ConversationChanged {
+            conversation: conversation.clone(),
+        });
     }
     Ok((Response::Ack, events))
 }

@@ -67,6 +67,7 @@ impl Feed {
         storage: &dyn Storage,
         sub: SubId,
         target: Target,
+        size: usize,
     ) -> EngineResult<Vec<Update>> {
         if self.subs.contains_key(&sub) {
             return Err(EngineError::rejected(
@@ -80,7 +81,7 @@ impl Feed {
                 format!("at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection"),
             ));
         }
-        let bound = Bound::First(target.paging().first);
+        let bound = Bound::First(target.paging().first.max(size));
         self.subs.insert(
             sub,
             FeedSub {
@@ -391,10 +392,10 @@ fn closure(
             }
             if let Some(r) = &m.referenced_message_id {
                 let key = EntityKey::message(r);
-                if let Some(Record::Message(referenced)) = records.get(&key) {
-                    if let Some(sender) = &referenced.sender_id {
-                        out.insert(EntityKey::user(sender));
-                    }
+                if let Some(Record::Message(referenced)) = records.get(&key)
+                    && let Some(sender) = &referenced.sender_id
+                {
+                    out.insert(EntityKey::user(sender));
                 }
                 out.insert(key);
             }

@@ -84,10 +84,10 @@ impl MemoryStorage {
         };
         if let Some((old_record, old_pos)) = &old {
             let still_there = self.messages.get(id).is_some_and(|(_, pos)| pos == old_pos);
-            if !still_there {
-                if let Some(timeline) = self.timelines.get_mut(&old_record.conversation_id) {
-                    timeline.remove(old_pos);
-                }
+            if !still_there
+                && let Some(timeline) = self.timelines.get_mut(&old_record.conversation_id)
+            {
+                timeline.remove(old_pos);
             }
         }
         old

@@ -130,10 +130,10 @@ impl Collector {
 
     /// One record, without what is nested in it.
     fn shallow(&mut self, storage: &dyn Storage, me: &UserId, key: EntityKey) -> StorageResult<()> {
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.records.entry(key) {
-            if let Some(record) = fetch(storage, me, slot.key())? {
-                slot.insert(record);
-            }
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.records.entry(key)
+            && let Some(record) = fetch(storage, me, slot.key())?
+        {
+            slot.insert(record);
         }
         Ok(())
     }
@@ -150,10 +150,10 @@ impl Collector {
             return Ok(());
         }
         if let Some(record) = fetch(storage, me, &key)? {
-            if let Record::Message(m) = &record {
-                if let Some(sender) = &m.sender_id {
-                    self.collect(storage, me, &EntityKey::user(sender))?;
-                }
+            if let Record::Message(m) = &record
+                && let Some(sender) = &m.sender_id
+            {
+                self.collect(storage, me, &EntityKey::user(sender))?;
             }
             self.records.insert(key, record);
         }

@@ -5,6 +5,8 @@ mod gc;
 mod oracle;
 mod propagation;
 mod seed;
+#[cfg(feature = "server")]
+mod server;
 mod session;
 #[cfg(feature = "sqlite")]
 mod sqlite;

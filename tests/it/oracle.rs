@@ -7,10 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 use talkstore::{
     Access, ConversationParams, ConversationSnapshot, Error, MessageSnapshot, ParticipantSnapshot,
-    SendParams, SessionOptions, TalkSession, UserParams, get_talk_session,
+    SendParams, TalkSession, UserParams,
 };
-
-use crate::support::app;
 
 const USERS: usize = 3;
 const CONVERSATIONS: usize = 3;
@@ -269,13 +267,11 @@ impl Subs {
 }
 
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let engine = crate::support::engine();
-    let app = app();
+    let world = crate::support::World::new().await;
     let mut model = Model::default();
     let mut sessions = Vec::new();
     for u in 0..USERS {
-        let s = get_talk_session(SessionOptions::new(&app, format!("u{u}")).engine(engine.clone()))
-            .unwrap();
+        let s = world.session(&format!("u{u}"));
         s.current_user()
             .set(UserParams::new().name(format!("name{u}")))
             .await

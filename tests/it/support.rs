@@ -43,21 +43,111 @@ fn sqlite_engine() -> Engine {
 /// A path for a new database file.
 #[cfg(feature = "sqlite")]
 pub(crate) fn temp_db() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("it-db");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{}.sqlite", app()));
+    let path = temp_dir("it-db").join(format!("{}.sqlite", app()));
     let _ = std::fs::remove_file(&path);
     path
 }
 
-/// Sessions for `names` on a fresh engine; each user exists with their id capitalized as name.
+/// A directory under the test target's temporary directory.
+#[cfg(feature = "sqlite")]
+pub(crate) fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// One app on the backend the tests run against: the embedded engine (the default), or with
+/// `TALKSTORE_TEST_BACKEND=server` a real `talkstore-server` on `127.0.0.1:0`, reached over
+/// websocket with minted user tokens.
+pub(crate) struct World {
+    app: String,
+    backend: Backend,
+}
+
+enum Backend {
+    Embedded(Engine),
+    #[cfg(feature = "server")]
+    Server(server::Running),
+}
+
+impl World {
+    pub(crate) async fn new() -> Self {
+        let app = app();
+        let backend = match std::env::var("TALKSTORE_TEST_BACKEND").as_deref() {
+            Ok("embedded") | Err(_) => Backend::Embedded(engine()),
+            #[cfg(feature = "server")]
+            Ok("server") => Backend::Server(server::Running::start(&app).await),
+            Ok(other) => panic!("unknown TALKSTORE_TEST_BACKEND {other:?}: use embedded or server"),
+        };
+        World { app, backend }
+    }
+
+    /// A session of `user` in this world's app.
+    pub(crate) fn session(&self, user: &str) -> TalkSession {
+        let options = SessionOptions::new(&self.app, user);
+        let options = match &self.backend {
+            Backend::Embedded(engine) => options.engine(engine.clone()),
+            #[cfg(feature = "server")]
+            Backend::Server(running) => running.options(options, user),
+        };
+        get_talk_session(options).unwrap()
+    }
+}
+
+#[cfg(feature = "server")]
+pub(crate) mod server {
+    use std::net::SocketAddr;
+
+    use talkstore::{
+        SessionOptions,
+        server::{AppCredentials, Server, ServerConfig, mint_user_token},
+    };
+
+    /// A server running on the test's runtime until the test ends.
+    pub(crate) struct Running {
+        pub(crate) addr: SocketAddr,
+        pub(crate) credentials: AppCredentials,
+        _stop: tokio::sync::oneshot::Sender<()>,
+    }
+
+    impl Running {
+        pub(crate) async fn start(app: &str) -> Self {
+            let credentials = AppCredentials::new(app, format!("secret-of-{app}-0123456789"));
+            let data = super::temp_dir("it-server").join(app);
+            let _ = std::fs::remove_dir_all(&data);
+            let mut config = ServerConfig::new(
+                "127.0.0.1:0".parse().unwrap(),
+                data,
+                vec![credentials.clone()],
+            );
+            // The shared suite is not about rate limits (`server.rs` tests those).
+            config.limits.requests_per_second = 100_000;
+            let server = Server::bind(config).await.unwrap();
+            let addr = server.local_addr().unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(server.serve(async move {
+                let _ = stopped.await;
+            }));
+            Running {
+                addr,
+                credentials,
+                _stop: stop,
+            }
+        }
+
+        pub(crate) fn options(&self, options: SessionOptions, user: &str) -> SessionOptions {
+            let token = mint_user_token(&self.credentials, user, 3600).unwrap();
+            options.url(format!("ws://{}", self.addr)).token(token)
+        }
+    }
+}
+
+/// Sessions for `names` in a fresh world; each user exists with their id capitalized as name.
 pub(crate) async fn users(names: &[&str]) -> Vec<TalkSession> {
-    let engine = engine();
-    let app = app();
+    let world = World::new().await;
     let mut sessions = Vec::new();
     for name in names {
-        let session =
-            get_talk_session(SessionOptions::new(&app, *name).engine(engine.clone())).unwrap();
+        let session = world.session(name);
         session
             .current_user()
             .set(UserParams::new().name(capitalize(name)))
@@ -65,6 +155,8 @@ pub(crate) async fn users(names: &[&str]) -> Vec<TalkSession> {
             .unwrap();
         sessions.push(session);
     }
+    // The world (and its server) lives as long as the test: keep it with the sessions.
+    std::mem::forget(world);
     sessions
 }
 

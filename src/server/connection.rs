@@ -1,0 +1,211 @@
+//! One websocket connection: frames in, engine, frames out, with the limits enforced.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+
+use super::{AppEntry, ServerState, auth};
+use crate::{
+    model::UserId,
+    protocol::{
+        ClientFrame, ErrorCode, PROTOCOL_VERSION, Request, Response, ServerFrame, WireError,
+    },
+};
+
+/// Close codes the server uses.
+pub(crate) mod close {
+    /// The server is shutting down.
+    pub(crate) const GOING_AWAY: u16 = 1001;
+    /// The client read too slowly (outbound queue full); reconnect and resume.
+    pub(crate) const POLICY: u16 = 1008;
+    /// A message was larger than the limit.
+    pub(crate) const TOO_BIG: u16 = 1009;
+    /// The connection's token expired and was not replaced.
+    pub(crate) const TOKEN_EXPIRED: u16 = 4001;
+}
+
+/// A token bucket: `rate` requests a second, bursts of `rate`.
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        Self {
+            rate,
+            tokens: rate,
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn error_frame(code: ErrorCode, reason: impl Into<String>) -> ServerFrame {
+    ServerFrame::Error {
+        error: WireError {
+            code,
+            reasons: vec![reason.into()],
+        },
+    }
+}
+
+fn text(frame: &ServerFrame) -> Message {
+    // Serializing our own frame types cannot fail: they hold no maps with non-string keys and
+    // no non-finite floats (content is validated before it is stored).
+    Message::Text(serde_json::to_string(frame).unwrap_or_default().into())
+}
+
+fn closing(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// How long until the token expires, if it does.
+fn until(expires_at: Option<u64>) -> Option<Duration> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    expires_at.map(|at| Duration::from_secs(at.saturating_sub(now) + auth::LEEWAY_SECONDS))
+}
+
+/// Answers a frame the engine must not see or that was refused before it; `None` passes it on.
+fn intercept(
+    frame: &ClientFrame,
+    app: &AppEntry,
+    user: &UserId,
+    expires_at: &mut Option<u64>,
+) -> Option<ServerFrame> {
+    let Request::Authenticate { token } = &frame.request else {
+        return None;
+    };
+    let result = match auth::verify_user_token(&app.credentials, user.as_str(), token) {
+        Ok(claims) => {
+            *expires_at = claims.expires_at;
+            Ok(Response::Ack)
+        }
+        Err(error) => Err(WireError {
+            code: ErrorCode::Unauthorized,
+            reasons: vec![error.to_string()],
+        }),
+    };
+    Some(ServerFrame::Response {
+        id: frame.id,
+        result,
+    })
+}
+
+/// Serves one accepted connection until either side closes it or the server shuts down.
+pub(crate) async fn run(
+    socket: WebSocket,
+    state: &ServerState,
+    app: &AppEntry,
+    user: UserId,
+    mut expires_at: Option<u64>,
+) {
+    let (conn, mut inbox) = app.engine.connect(user.clone());
+    let (mut sink, mut stream) = socket.split();
+    let mut shutdown = state.shutdown.clone();
+    let mut limit = RateLimit::new(state.limits.requests_per_second);
+    let hello = ServerFrame::Hello {
+        protocol: PROTOCOL_VERSION,
+        expires_at,
+    };
+    let mut open = sink.send(text(&hello)).await.is_ok();
+    tracing::debug!(%user, conn, "connection open");
+    while open {
+        let expiry = until(expires_at);
+        let expired = async {
+            match expiry {
+                Some(after) => tokio::time::sleep(after).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            message = stream.next() => match message {
+                Some(Ok(Message::Text(body))) => {
+                    let reply = match serde_json::from_str::<ClientFrame>(body.as_str()) {
+                        Err(error) => Some(error_frame(ErrorCode::InvalidRequest, format!("invalid frame: {error}"))),
+                        Ok(frame) => match intercept(&frame, app, &user, &mut expires_at) {
+                            Some(reply) => Some(reply),
+                            None if !limit.allow() => Some(ServerFrame::Response {
+                                id: frame.id,
+                                result: Err(WireError {
+                                    code: ErrorCode::RateLimited,
+                                    reasons: vec![format!(
+                                        "more than {} requests per second",
+                                        state.limits.requests_per_second
+                                    )],
+                                }),
+                            }),
+                            None => {
+                                app.engine.handle(conn, frame);
+                                None
+                            }
+                        },
+                    };
+                    if let Some(reply) = reply {
+                        open = sink.send(text(&reply)).await.is_ok();
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let reply = error_frame(ErrorCode::InvalidRequest, "binary frames are not supported; send JSON text");
+                    open = sink.send(text(&reply)).await.is_ok();
+                }
+                Some(Ok(Message::Close(_))) | None => open = false,
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    let message = error.to_string();
+                    let code = if message.contains("too long") || message.contains("Space limit") {
+                        close::TOO_BIG
+                    } else {
+                        1002
+                    };
+                    tracing::info!(%user, %message, code, "closing a connection after a read error");
+                    let _ = sink.send(closing(code, "message too large or malformed")).await;
+                    open = false;
+                }
+            },
+            frame = inbox.recv() => match frame {
+                Some(frame) => {
+                    if inbox.len() >= state.limits.outbound_queue {
+                        tracing::info!(%user, "closing a slow connection");
+                        let _ = sink.send(closing(close::POLICY, "outbound queue full; reconnect to resume")).await;
+                        open = false;
+                    } else {
+                        open = sink.send(text(&frame)).await.is_ok();
+                    }
+                }
+                None => open = false,
+            },
+            () = expired => {
+                let _ = sink.send(closing(close::TOKEN_EXPIRED, "token expired")).await;
+                open = false;
+            }
+            _ = shutdown.changed() => {
+                let _ = sink.send(closing(close::GOING_AWAY, "server shutting down")).await;
+                open = false;
+            }
+        }
+    }
+    app.engine.disconnect(conn);
+    tracing::debug!(%user, conn, "connection closed");
+}

@@ -1,0 +1,463 @@
+//! `talkstore-server`: authentication before the upgrade, malformed input, limits, the binary.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use talkstore::{
+    Error, ErrorCode, SessionOptions, UserParams, get_talk_session, server::mint_user_token,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
+
+use crate::support::{app, server::Running, settle};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn sign(alg: Algorithm, claims: &Value, secret: &str) -> String {
+    encode(
+        &Header::new(alg),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn url(running: &Running, user: &str) -> String {
+    format!(
+        "ws://{}/v1/{}/realtime/{user}",
+        running.addr, running.credentials.id
+    )
+}
+
+/// Tries a websocket upgrade; returns the HTTP status and error body of a refusal.
+async fn refusal(url: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = url.into_client_request().unwrap();
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => panic!("the upgrade was accepted"),
+        Err(tungstenite::Error::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            (
+                response.status().as_u16(),
+                serde_json::from_slice(&body).unwrap_or(Value::Null),
+            )
+        }
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
+
+/// Bad tokens of every kind are refused with HTTP 401 before the websocket is accepted, with a
+/// reason; a good token and the server's health endpoint work.
+#[tokio::test]
+async fn tokens_are_checked_before_the_upgrade() {
+    let running = Running::start(&app()).await;
+    let app_id = running.credentials.id.clone();
+    let secret = running.credentials.secret.clone();
+    let url = url(&running, "alice");
+    let claims =
+        |sub: &str| json!({"tokenType": "user", "iss": app_id, "sub": sub, "exp": now() + 600});
+    let good = sign(Algorithm::HS256, &claims("alice"), &secret);
+    let segments: Vec<&str> = good.split('.').collect();
+    let bobs = sign(Algorithm::HS256, &claims("bob"), &secret);
+    let bob_payload = bobs.split('.').nth(1).unwrap();
+    let none_header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0"; // {"alg":"none","typ":"JWT"}
+    let mut cases: Vec<(&str, String, &str)> = vec![
+        (
+            "alg none",
+            format!("{none_header}.{}.", segments[1]),
+            "HS256",
+        ),
+        (
+            "HS384",
+            sign(Algorithm::HS384, &claims("alice"), &secret),
+            "HS256",
+        ),
+        (
+            "wrong secret",
+            sign(
+                Algorithm::HS256,
+                &claims("alice"),
+                "another-secret-0123456789",
+            ),
+            "signature",
+        ),
+        (
+            "tampered payload",
+            format!("{}.{bob_payload}.{}", segments[0], segments[2]),
+            "signature",
+        ),
+        ("garbage", "not.a.token".to_owned(), "JWT"),
+    ];
+    let mut with = |name: &'static str, change: &dyn Fn(&mut Value), reason: &'static str| {
+        let mut c = claims("alice");
+        change(&mut c);
+        cases.push((name, sign(Algorithm::HS256, &c, &secret), reason));
+    };
+    with("expired", &|c| c["exp"] = json!(now() - 120), "expired");
+    with("wrong iss", &|c| c["iss"] = json!("someone-else"), "iss");
+    with("wrong sub", &|c| c["sub"] = json!("bob"), "sub");
+    with(
+        "wrong tokenType",
+        &|c| c["tokenType"] = json!("app"),
+        "tokenType",
+    );
+    with(
+        "missing exp",
+        &|c| drop(c.as_object_mut().unwrap().remove("exp")),
+        "exp",
+    );
+    for (name, token, reason) in &cases {
+        let (status, body) = refusal(&url, Some(token)).await;
+        assert_eq!(status, 401, "{name}");
+        assert_eq!(body["code"], "UNAUTHORIZED", "{name}");
+        let text = body["reasons"][0].as_str().unwrap_or_default();
+        assert!(
+            text.contains(reason),
+            "{name}: {text:?} should mention {reason:?}"
+        );
+    }
+    let (status, body) = refusal(&url, None).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("UNAUTHORIZED")));
+    let unknown_app = format!("ws://{}/v1/nope/realtime/alice", running.addr);
+    assert_eq!(refusal(&unknown_app, Some(&good)).await.0, 404);
+
+    // A good token connects, and the session works.
+    let options = SessionOptions::new(&app_id, "alice")
+        .url(format!("ws://{}", running.addr))
+        .token(good);
+    let alice = get_talk_session(options).unwrap();
+    alice
+        .current_user()
+        .set(UserParams::new().name("Alice"))
+        .await
+        .unwrap();
+
+    // Health.
+    let mut stream = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 200") && response.ends_with("ok"),
+        "{response}"
+    );
+}
+
+/// A session whose token is refused ends through `on_error` with the server's reason.
+#[tokio::test]
+async fn refused_sessions_report_the_reason() {
+    let running = Running::start(&app()).await;
+    let bad = sign(
+        Algorithm::HS256,
+        &json!({"tokenType": "user", "iss": running.credentials.id, "sub": "alice", "exp": now() - 3600}),
+        &running.credentials.secret,
+    );
+    let options = SessionOptions::new(&running.credentials.id, "alice")
+        .url(format!("ws://{}", running.addr))
+        .token(bad);
+    let session = get_talk_session(options).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _handle = session.on_error(move |error| tx.send(error).unwrap());
+    let sub = session.current_user().subscribe();
+    let error = rx.recv().await.unwrap();
+    assert_eq!(error.code(), Some(ErrorCode::Unauthorized));
+    assert!(error.to_string().contains("expired"), "{error}");
+    assert!(matches!(
+        sub.terminated().await,
+        talkstore::SubscriptionState::Error(_)
+    ));
+    assert!(matches!(
+        session.current_user().get().await,
+        Err(Error::Ended { .. })
+    ));
+}
+
+/// A token minted by PyJWT, as a customer's backend would, is accepted.
+#[tokio::test]
+async fn pyjwt_tokens_are_accepted() {
+    let running = Running::start(&app()).await;
+    let script = format!(
+        "import jwt, time; print(jwt.encode({{'tokenType': 'user', 'iss': '{}', 'sub': 'alice', \
+         'exp': int(time.time()) + 600}}, '{}', algorithm='HS256'))",
+        running.credentials.id, running.credentials.secret
+    );
+    let output = Command::new("python3").arg("-c").arg(&script).output();
+    let token = match output {
+        Ok(out) if out.status.success() => String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+        _ => {
+            eprintln!(
+                "SKIPPED pyjwt_tokens_are_accepted: PyJWT is not installed (pip install pyjwt)"
+            );
+            return;
+        }
+    };
+    let options = SessionOptions::new(&running.credentials.id, "alice")
+        .url(format!("ws://{}", running.addr))
+        .token(token);
+    let alice = get_talk_session(options).unwrap();
+    alice
+        .current_user()
+        .set(UserParams::new().name("Alice"))
+        .await
+        .unwrap();
+    assert_eq!(
+        alice.current_user().get().await.unwrap().unwrap().name,
+        "Alice"
+    );
+}
+
+/// 10,000 malformed frames on one connection, while others chat: every one is answered with a
+/// typed error, nothing panics, the chat loses nothing; an oversize message closes with 1009.
+#[tokio::test]
+async fn malformed_frames_are_answered_and_harmless() {
+    let running = Running::start(&app()).await;
+    let token = mint_user_token(&running.credentials, "mallory", 600).unwrap();
+    let mut request = url(&running, "mallory").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let hello = socket.next().await.unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("\"hello\""));
+
+    let chat = |user: &str| {
+        let token = mint_user_token(&running.credentials, user, 600).unwrap();
+        get_talk_session(
+            SessionOptions::new(&running.credentials.id, user)
+                .url(format!("ws://{}", running.addr))
+                .token(token),
+        )
+        .unwrap()
+    };
+    let (alice, bob) = (chat("alice"), chat("bob"));
+    for s in [&alice, &bob] {
+        s.current_user()
+            .set(UserParams::new().name(s.current_user().id().as_str()))
+            .await
+            .unwrap();
+    }
+    crate::support::conversation(&alice, "c", &["bob"]).await;
+    let window = bob.conversation("c").unwrap().subscribe_messages(None);
+    window.connected().await.unwrap();
+
+    let bad: Vec<Message> = vec![
+        Message::Text("{".into()),
+        Message::Text("null".into()),
+        Message::Text(r#"{"id": 1, "op": "fly"}"#.into()),
+        Message::Text(r#"{"id": "x", "op": "getUser", "user": "a"}"#.into()),
+        Message::Text(r#"{"id": 1e400, "op": "getUser", "user": "a"}"#.into()),
+        Message::Text(
+            r#"{"id": 18446744073709551616, "op": "loadMore", "sub": 1, "count": 5}"#.into(),
+        ),
+        Message::Text(r#"{"id": 2, "op": "getUser", "user": ""}"#.into()),
+        Message::Text(
+            r#"{"id": 3, "op": "send", "conversation": "c", "message": {"content": 5}}"#.into(),
+        ),
+        Message::Binary(vec![0xff, 0xfe, 0x00].into()),
+        Message::Binary(b"{\"id\":1}".to_vec().into()),
+    ];
+    let total = 10_000;
+    let sender = async {
+        for i in 0..total {
+            socket.send(bad[i % bad.len()].clone()).await.unwrap();
+        }
+    };
+    let chatting = async {
+        for i in 0..50 {
+            alice
+                .conversation("c")
+                .unwrap()
+                .send(format!("m{i}"))
+                .await
+                .unwrap();
+        }
+    };
+    tokio::join!(sender, chatting);
+    let mut answered = 0;
+    while answered < total {
+        let message = socket.next().await.unwrap().unwrap();
+        let frame: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+        match frame["type"].as_str() {
+            Some("error") => assert!(frame["error"]["code"].is_string()),
+            Some("response") => assert!(frame["result"]["Err"]["code"].is_string(), "{frame}"),
+            other => panic!("unexpected {other:?}: {frame}"),
+        }
+        answered += 1;
+    }
+    settle(&[alice.clone(), bob.clone()]).await;
+    let messages = window.latest().unwrap().unwrap();
+    assert_eq!(messages.len(), 50);
+    assert_eq!(messages[0].plaintext, "m49");
+
+    // Oversize: the default limit is 256 KiB.
+    socket
+        .send(Message::Text("x".repeat(300 * 1024).into()))
+        .await
+        .unwrap();
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), 1009);
+                break;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+/// More requests per second than the limit are answered with RATE_LIMITED, which sessions
+/// retry, so a burst still completes.
+#[tokio::test]
+async fn rate_limits_are_typed_and_retried() {
+    let credentials = talkstore::server::AppCredentials::new(app(), "secret-0123456789abcdef");
+    let mut config = talkstore::server::ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        crate::support::temp_dir("it-server").join(&credentials.id),
+        vec![credentials.clone()],
+    );
+    config.limits.requests_per_second = 20;
+    let server = talkstore::server::Server::bind(config).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.serve(std::future::pending()));
+    let token = mint_user_token(&credentials, "u", 600).unwrap();
+    let mut request = format!("ws://{addr}/v1/{}/realtime/u", credentials.id)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket.next().await.unwrap().unwrap();
+    for id in 0..40 {
+        let frame = json!({"id": id, "op": "getUser", "user": "u"}).to_string();
+        socket.send(Message::Text(frame.into())).await.unwrap();
+    }
+    let mut limited = 0;
+    for _ in 0..40 {
+        let frame: Value =
+            serde_json::from_str(socket.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+        if frame["result"]["Err"]["code"] == "RATE_LIMITED" {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 15, "{limited} of 40 limited");
+
+    let session = get_talk_session(
+        SessionOptions::new(&credentials.id, "v")
+            .url(format!("ws://{addr}"))
+            .token(mint_user_token(&credentials, "v", 600).unwrap()),
+    )
+    .unwrap();
+    for i in 0..30 {
+        session
+            .current_user()
+            .set(UserParams::new().name(format!("v{i}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        session.current_user().get().await.unwrap().unwrap().name,
+        "v29"
+    );
+}
+
+/// The binary documents its options, serves, and shuts down cleanly on SIGTERM.
+#[test]
+fn the_binary_serves_and_stops() {
+    let binary = env!("CARGO_BIN_EXE_talkstore-server");
+    let help = Command::new(binary).arg("--help").output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for option in [
+        "--listen",
+        "--data-dir",
+        "--app",
+        "--dev-allow-unauthenticated",
+        "--durability",
+        "--max-message-bytes",
+        "--outbound-queue",
+        "--requests-per-second",
+        "--connections-per-user",
+        "--log",
+        "[default: 127.0.0.1:8080]",
+    ] {
+        assert!(help.contains(option), "--help lacks {option}:\n{help}");
+    }
+    let bad = Command::new(binary)
+        .args(["--app", "x:short"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+
+    let data = crate::support::temp_dir("it-binary").join(app());
+    let mut child = Command::new(binary)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--app",
+            "bin-app:secret-0123456789abcdef",
+            "--log",
+            "info",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("the server logs its address").unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let credentials =
+            talkstore::server::AppCredentials::new("bin-app", "secret-0123456789abcdef");
+        let token = mint_user_token(&credentials, "alice", 600).unwrap();
+        let session = get_talk_session(
+            SessionOptions::new("bin-app", "alice")
+                .url(format!("ws://{addr}"))
+                .token(token),
+        )
+        .unwrap();
+        session
+            .current_user()
+            .set(UserParams::new().name("Alice"))
+            .await
+            .unwrap();
+    });
+    let status = Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        child.wait().unwrap().success(),
+        "SIGTERM stops the server cleanly"
+    );
+    assert!(data.join("bin-app.sqlite").exists());
+}
