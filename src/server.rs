@@ -18,6 +18,7 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
+    serve::ListenerExt,
 };
 use dashmap::DashMap;
 use serde::Deserialize;
@@ -41,7 +42,7 @@ pub struct Limits {
     /// code 1008 (it resumes when it reconnects). The default is 1,024.
     pub outbound_queue: usize,
     /// Requests per second per connection (a burst of the same size is allowed); more are
-    /// answered with `LIMIT_EXCEEDED`. The default is 100.
+    /// answered with `RATE_LIMITED`, which sessions retry after a delay. The default is 100.
     pub requests_per_second: u32,
     /// Open connections per user and app; more are refused with HTTP 429. The default is 16.
     pub connections_per_user: usize,
@@ -244,7 +245,13 @@ impl Server {
             tracing::info!("shutting down");
             let _ = stop.send(true);
         };
-        axum::serve(self.listener, self.router)
+        // Frames are small and latency matters: no Nagle (else ~40 ms stalls on delayed ACKs).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, self.router)
             .with_graceful_shutdown(signal)
             .await?;
         Ok(())

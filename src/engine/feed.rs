@@ -18,6 +18,9 @@ use crate::{
     protocol::{EntityKey, ErrorCode, Record, SubId, Target, Update},
 };
 
+/// The largest window a subscribe may ask to restore (`size`); larger asks are clamped.
+const MAX_RESTORED_WINDOW: usize = 10_000;
+
 /// Where a window ends. Items at or above the bound (in window order) are in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Bound {
@@ -81,7 +84,7 @@ impl Feed {
                 format!("at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection"),
             ));
         }
-        let bound = Bound::First(target.paging().first.max(size));
+        let bound = Bound::First(target.paging().first.max(size.min(MAX_RESTORED_WINDOW)));
         self.subs.insert(
             sub,
             FeedSub {
@@ -264,7 +267,13 @@ impl Feed {
         let old = std::mem::replace(&mut feed_sub.needed, needed);
         let new = feed_sub.needed.clone();
         for key in new.difference(&old) {
-            self.known.entry(key.clone()).or_insert((None, 0)).1 += 1;
+            let entry = self.known.entry(key.clone()).or_insert((None, 0));
+            entry.1 += 1;
+            // A needed record that does not exist (a deleted referenced message): say so, in
+            // case the client still holds it from before a reconnect.
+            if entry.1 == 1 && !collector.records.contains_key(key) {
+                updates.push(Update::Remove { key: key.clone() });
+            }
         }
         let released: HashSet<EntityKey> = old.difference(&new).cloned().collect();
         self.release(&released);
@@ -552,13 +561,12 @@ fn window(
         Bound::From(key) => items.partition_point(|(k, _)| k >= key),
     };
     let end = (inside + extra).min(items.len());
-    *bound = if end == items.len() {
-        Bound::All
-    } else if end == 0 {
-        Bound::First(0)
-    } else {
-        Bound::From(items[end - 1].0.clone())
-    };
+    if end == items.len() {
+        *bound = Bound::All;
+    } else if end > 0 {
+        *bound = Bound::From(items[end - 1].0.clone());
+    }
+    // With nothing inside, the bound stays: newer items still join the window.
     let loaded_all = end == items.len();
     (
         items.into_iter().take(end).map(|(_, key)| key).collect(),
@@ -598,5 +606,11 @@ mod tests {
         assert_eq!(bound, Bound::All);
         let mut empty = Bound::First(3);
         assert_eq!(window(Vec::new(), &mut empty, 0), (Vec::new(), true));
+        // Every item of a window vanishes while older ones remain: the window is empty but
+        // keeps its bound, so a newer item joins it.
+        let mut bound = Bound::From(SortKey(10, 0, String::new()));
+        assert_eq!(window(items(5), &mut bound, 0), (Vec::new(), false));
+        let (w, _) = window(items(12), &mut bound, 0);
+        assert_eq!(w.len(), 2);
     }
 }

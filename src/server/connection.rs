@@ -87,30 +87,42 @@ fn until(expires_at: Option<u64>) -> Option<Duration> {
     expires_at.map(|at| Duration::from_secs(at.saturating_sub(now) + auth::LEEWAY_SECONDS))
 }
 
-/// Answers a frame the engine must not see or that was refused before it; `None` passes it on.
+/// Answers the frames the engine must not see (a new token); empty passes the frame on.
+/// A good token is acknowledged and followed by a new hello carrying its expiry.
 fn intercept(
     frame: &ClientFrame,
     app: &AppEntry,
     user: &UserId,
     expires_at: &mut Option<u64>,
-) -> Option<ServerFrame> {
+) -> Vec<ServerFrame> {
     let Request::Authenticate { token } = &frame.request else {
-        return None;
+        return Vec::new();
     };
-    let result = match auth::verify_user_token(&app.credentials, user.as_str(), token) {
+    match auth::verify_user_token(&app.credentials, user.as_str(), token) {
         Ok(claims) => {
             *expires_at = claims.expires_at;
-            Ok(Response::Ack)
+            vec![
+                ServerFrame::Response {
+                    id: frame.id,
+                    result: Ok(Response::Ack),
+                },
+                ServerFrame::Hello {
+                    protocol: PROTOCOL_VERSION,
+                    expires_at: claims.expires_at,
+                },
+            ]
         }
-        Err(error) => Err(WireError {
-            code: ErrorCode::Unauthorized,
-            reasons: vec![error.to_string()],
-        }),
-    };
-    Some(ServerFrame::Response {
-        id: frame.id,
-        result,
-    })
+        Err(error) => {
+            let error = WireError {
+                code: ErrorCode::Unauthorized,
+                reasons: vec![error.to_string()],
+            };
+            vec![ServerFrame::Response {
+                id: frame.id,
+                result: Err(error),
+            }]
+        }
+    }
 }
 
 /// Serves one accepted connection until either side closes it or the server shuts down.
@@ -142,28 +154,27 @@ pub(crate) async fn run(
         tokio::select! {
             message = stream.next() => match message {
                 Some(Ok(Message::Text(body))) => {
-                    let reply = match serde_json::from_str::<ClientFrame>(body.as_str()) {
-                        Err(error) => Some(error_frame(ErrorCode::InvalidRequest, format!("invalid frame: {error}"))),
-                        Ok(frame) => match intercept(&frame, app, &user, &mut expires_at) {
-                            Some(reply) => Some(reply),
-                            None if !limit.allow() => Some(ServerFrame::Response {
-                                id: frame.id,
-                                result: Err(WireError {
-                                    code: ErrorCode::RateLimited,
-                                    reasons: vec![format!(
-                                        "more than {} requests per second",
-                                        state.limits.requests_per_second
-                                    )],
-                                }),
-                            }),
-                            None => {
+                    let replies = match serde_json::from_str::<ClientFrame>(body.as_str()) {
+                        Err(error) => vec![error_frame(ErrorCode::InvalidRequest, format!("invalid frame: {error}"))],
+                        Ok(frame) => {
+                            let replies = intercept(&frame, app, &user, &mut expires_at);
+                            if !replies.is_empty() {
+                                replies
+                            } else if !limit.allow() {
+                                let reason = format!(
+                                    "more than {} requests per second",
+                                    state.limits.requests_per_second
+                                );
+                                let error = WireError { code: ErrorCode::RateLimited, reasons: vec![reason] };
+                                vec![ServerFrame::Response { id: frame.id, result: Err(error) }]
+                            } else {
                                 app.engine.handle(conn, frame);
-                                None
+                                Vec::new()
                             }
-                        },
+                        }
                     };
-                    if let Some(reply) = reply {
-                        open = sink.send(text(&reply)).await.is_ok();
+                    for reply in replies {
+                        open = open && sink.send(text(&reply)).await.is_ok();
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {

@@ -147,6 +147,18 @@ impl std::fmt::Debug for ConversationRef {
 
 static SEND_KEYS: AtomicU64 = AtomicU64::new(0);
 
+/// A random prefix per process, so that idempotency keys of different processes (or of one
+/// restarted process) never collide.
+static SEND_KEY_PREFIX: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use std::hash::{BuildHasher, RandomState};
+    let (a, b) = (RandomState::new(), RandomState::new());
+    format!(
+        "{:016x}{:016x}",
+        a.hash_one(std::process::id()),
+        b.hash_one(0u8)
+    )
+});
+
 impl ConversationRef {
     pub(crate) fn new(session: Arc<SessionInner>, id: ConversationId) -> Self {
         Self { session, id }
@@ -259,7 +271,7 @@ impl ConversationRef {
         }
         let key = format!(
             "{}-{}",
-            std::process::id(),
+            *SEND_KEY_PREFIX,
             SEND_KEYS.fetch_add(1, Ordering::Relaxed)
         );
         let message = WireSend {

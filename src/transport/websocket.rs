@@ -149,6 +149,12 @@ async fn run<P: Peer>(shared: Arc<Shared>, peer: Weak<P>, url: String) {
                     return;
                 }
             }
+                        Err(ConnectError::Fatal(error)) => {
+                if let Some(p) = peer.upgrade() {
+                    p.fail(error);
+                }
+                return;
+            }
             Err(ConnectError::Network(error)) => {
                 tracing::debug!(%error, "connection failed");
                 Ended::Retry
@@ -167,7 +173,11 @@ async fn run<P: Peer>(shared: Arc<Shared>, peer: Weak<P>, url: String) {
 }
 
 enum ConnectError {
+    /// HTTP 401: the token was refused; a new token may help.
     Refused(WireError),
+    /// Another 4xx (an unknown app, a bad user id): retrying cannot help.
+    Fatal(WireError),
+    /// A network failure, a 5xx, or too many connections (429): retry later.
     Network(String),
 }
 
@@ -193,7 +203,9 @@ async fn connect(url: &str, token: Option<String>) -> Result<Socket, ConnectErro
                 .unwrap_or_else(|| unauthorized("the server refused the connection"));
             Err(ConnectError::Refused(error))
         }
-        Err(tungstenite::Error::Http(response)) if response.status().is_client_error() => {
+                Err(tungstenite::Error::Http(response))
+            if response.status().is_client_error() && response.status().as_u16() != 429 =>
+        {
             let status = response.status();
             let error = response
                 .body()
@@ -203,8 +215,7 @@ async fn connect(url: &str, token: Option<String>) -> Result<Socket, ConnectErro
                     code: ErrorCode::InvalidRequest,
                     reasons: vec![format!("the server answered {status}")],
                 });
-            // A missing app or a limit: retrying will not help until something changes.
-            Err(ConnectError::Refused(error))
+            Err(ConnectError::Fatal(error))
         }
         Err(error) => Err(ConnectError::Network(error.to_string())),
     }
