@@ -298,11 +298,13 @@ impl Engine {
         };
         let id = frame.id;
         let result = match frame.request {
-            Request::Subscribe { sub, target, size } => {
-                feed_op(&mut state, conn, |feed, storage| {
-                    feed.subscribe(storage, sub, target, size as usize)
-                })
-            }
+            Request::Subscribe {
+                sub,
+                target,
+                restore,
+            } => feed_op(&mut state, conn, |feed, storage| {
+                feed.subscribe(storage, sub, target, restore)
+            }),
             // Tokens are checked by the server in front of the engine; in process, any goes.
             Request::Authenticate { .. } => Ok(Response::Ack),
             Request::LoadMore { sub, count } => feed_op(&mut state, conn, |feed, storage| {

@@ -208,13 +208,13 @@ pub(crate) enum Request {
         conversation: ConversationId,
         message: MessageId,
     },
-    /// Starts a subscription. `size` asks for at least that many items in the first window
-    /// (used to restore a grown window after a reconnect); 0 means the first page.
+    /// Starts a subscription: the first page, or with `restore` the window a client held
+    /// before a reconnect.
     Subscribe {
         sub: SubId,
         target: Target,
-        #[serde(default)]
-        size: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restore: Option<Restore>,
     },
     LoadMore {
         sub: SubId,
@@ -278,6 +278,14 @@ impl Request {
             Request::Authenticate { .. } => "Authenticate".to_owned(),
         }
     }
+}
+
+/// The window a client held before a reconnect: at least `len` items, and every item down to
+/// `oldest` if it still exists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Restore {
+    pub(crate) len: u32,
+    pub(crate) oldest: Option<EntityKey>,
 }
 
 /// How `SetParticipant` treats an existing or missing participant.

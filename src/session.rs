@@ -28,7 +28,8 @@ use crate::{
     engine::Engine,
     model::{ConversationFilter, ConversationId, ConversationSnapshot, UserId},
     protocol::{
-        ClientFrame, ErrorCode, Record, Request, Response, ServerFrame, SubId, Target, WireError,
+        ClientFrame, ErrorCode, Record, Request, Response, Restore, ServerFrame, SubId, Target,
+        WireError,
     },
     store::{self, Bundle, Node, Store, StoreStats},
     transport::{Embedded, wire_round_trip},
@@ -345,7 +346,7 @@ impl SessionInner {
                 Request::Subscribe {
                     sub,
                     target,
-                    size: 0,
+                    restore: None,
                 },
                 Pending::Subscribe(sub),
             );
@@ -614,11 +615,15 @@ impl crate::transport::Peer for SessionInner {
         let mut frames = Vec::new();
         for (sub, target) in lock(&self.subs).iter() {
             pending.insert(*sub, Pending::Subscribe(*sub));
-            let size = self.store.window_len(*sub) as u32;
+            let (len, oldest) = self.store.window(*sub);
+            let restore = Some(Restore {
+                len: len as u32,
+                oldest,
+            });
             let request = Request::Subscribe {
                 sub: *sub,
                 target: target.clone(),
-                size,
+                restore,
             };
             frames.push(ClientFrame { id: *sub, request });
         }

@@ -207,14 +207,16 @@ impl Store {
         }
     }
 
-    /// The number of rows a subscription's window holds.
+    /// The length and oldest row of a subscription's window, to restore it on a new
+    /// connection.
     #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
-    pub(crate) fn window_len(&self, sub: SubId) -> usize {
-        self.lock()
-            .subs
-            .get(&sub)
-            .and_then(|s| s.rows.as_ref())
-            .map_or(0, Vec::len)
+    pub(crate) fn window(&self, sub: SubId) -> (usize, Option<EntityKey>) {
+        let inner = self.lock();
+        let rows = inner.subs.get(&sub).and_then(|s| s.rows.as_ref());
+        (
+            rows.map_or(0, Vec::len),
+            rows.and_then(|rows| rows.last().cloned()),
+        )
     }
 
     /// Forgets a subscription and evicts the records only it read.

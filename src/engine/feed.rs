@@ -15,10 +15,10 @@ use super::{
 };
 use crate::{
     model::{ConversationFacts, MessageFacts, UserId},
-    protocol::{EntityKey, ErrorCode, Record, SubId, Target, Update},
+    protocol::{EntityKey, ErrorCode, Record, Restore, SubId, Target, Update},
 };
 
-/// The largest window a subscribe may ask to restore (`size`); larger asks are clamped.
+/// The largest window length a subscribe may ask to restore; larger asks are clamped.
 const MAX_RESTORED_WINDOW: usize = 10_000;
 
 /// Where a window ends. Items at or above the bound (in window order) are in it.
@@ -26,6 +26,11 @@ const MAX_RESTORED_WINDOW: usize = 10_000;
 enum Bound {
     /// Not computed yet: take the first page of this size.
     First(usize),
+    /// Not computed yet: restore a client's window (see [`Restore`]).
+    Restore {
+        len: usize,
+        oldest: Option<EntityKey>,
+    },
     /// Everything is loaded.
     All,
     /// Items whose sort key is at least this one.
@@ -70,7 +75,7 @@ impl Feed {
         storage: &dyn Storage,
         sub: SubId,
         target: Target,
-        size: usize,
+        restore: Option<Restore>,
     ) -> EngineResult<Vec<Update>> {
         if self.subs.contains_key(&sub) {
             return Err(EngineError::rejected(
@@ -84,7 +89,13 @@ impl Feed {
                 format!("at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection"),
             ));
         }
-        let bound = Bound::First(target.paging().first.max(size.min(MAX_RESTORED_WINDOW)));
+        let bound = match restore {
+            None => Bound::First(target.paging().first),
+            Some(Restore { len, oldest }) => Bound::Restore {
+                len: (len as usize).min(MAX_RESTORED_WINDOW),
+                oldest,
+            },
+        };
         self.subs.insert(
             sub,
             FeedSub {
@@ -557,6 +568,13 @@ fn window(
 ) -> (Vec<EntityKey>, bool) {
     let inside = match bound {
         Bound::First(n) => *n,
+        Bound::Restore { len, oldest } => {
+            let through = oldest
+                .as_ref()
+                .and_then(|oldest| items.iter().position(|(_, key)| key == oldest))
+                .map_or(0, |at| at + 1);
+            through.max(*len)
+        }
         Bound::All => items.len(),
         Bound::From(key) => items.partition_point(|(k, _)| k >= key),
     };

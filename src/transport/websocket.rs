@@ -149,7 +149,7 @@ async fn run<P: Peer>(shared: Arc<Shared>, peer: Weak<P>, url: String) {
                     return;
                 }
             }
-                        Err(ConnectError::Fatal(error)) => {
+            Err(ConnectError::Fatal(error)) => {
                 if let Some(p) = peer.upgrade() {
                     p.fail(error);
                 }
@@ -203,7 +203,7 @@ async fn connect(url: &str, token: Option<String>) -> Result<Socket, ConnectErro
                 .unwrap_or_else(|| unauthorized("the server refused the connection"));
             Err(ConnectError::Refused(error))
         }
-                Err(tungstenite::Error::Http(response))
+        Err(tungstenite::Error::Http(response))
             if response.status().is_client_error() && response.status().as_u16() != 429 =>
         {
             let status = response.status();

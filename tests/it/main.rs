@@ -1,5 +1,7 @@
 //! Integration tests of the public API, one module per area.
 
+#[cfg(feature = "server")]
+mod churn;
 mod errors;
 mod gc;
 mod oracle;

@@ -217,3 +217,63 @@ impl<T: Clone + Send + Sync + 'static> Counter<T> {
         self.count.swap(0, Ordering::SeqCst)
     }
 }
+
+/// A TCP proxy that can cut every connection through it, and be pointed at a new target.
+#[cfg(feature = "server")]
+pub(crate) mod proxy {
+    use std::{
+        net::SocketAddr,
+        sync::{Arc, Mutex},
+    };
+
+    use tokio::{net::TcpListener, task::AbortHandle};
+
+    #[derive(Clone)]
+    pub(crate) struct Proxy {
+        pub(crate) addr: SocketAddr,
+        target: Arc<Mutex<SocketAddr>>,
+        connections: Arc<Mutex<Vec<AbortHandle>>>,
+    }
+
+    impl Proxy {
+        pub(crate) async fn start(target: SocketAddr) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let proxy = Proxy {
+                addr: listener.local_addr().unwrap(),
+                target: Arc::new(Mutex::new(target)),
+                connections: Arc::default(),
+            };
+            let accepting = proxy.clone();
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    inbound.set_nodelay(true).unwrap();
+                    let target = *accepting.target.lock().unwrap();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            outbound.set_nodelay(true).unwrap();
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    accepting
+                        .connections
+                        .lock()
+                        .unwrap()
+                        .push(task.abort_handle());
+                }
+            });
+            proxy
+        }
+
+        /// Cuts every open connection (both sides see the TCP connection drop).
+        pub(crate) fn cut(&self) {
+            for connection in self.connections.lock().unwrap().drain(..) {
+                connection.abort();
+            }
+        }
+
+        pub(crate) fn retarget(&self, target: SocketAddr) {
+            *self.target.lock().unwrap() = target;
+        }
+    }
+}
