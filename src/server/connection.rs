@@ -190,7 +190,7 @@ pub(crate) async fn run(
                     } else {
                         1002
                     };
-                    tracing::info!(%user, %message, code, "closing a connection after a read error");
+                                        tracing::debug!(%user, %message, code, "closing a connection after a read error");
                     let _ = sink.send(closing(code, "message too large or malformed")).await;
                     open = false;
                 }
