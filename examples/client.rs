@@ -39,9 +39,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let token = mint_user_token(&AppCredentials::new(&app, &secret), &user, 3600)?;
     let session = get_talk_session(SessionOptions::new(&app, &user).url(url).token(token))?;
     let _errors = session.on_error(|error| eprintln!("session ended: {error}"));
-    session.current_user().set(UserParams::new().name(&user)).await?;
+    session
+        .current_user()
+        .set(UserParams::new().name(&user))
+        .await?;
     let lobby = session.conversation("lobby")?;
-    lobby.set(ConversationParams::new().subject("Lobby")).await?;
+    lobby
+        .set(ConversationParams::new().subject("Lobby"))
+        .await?;
 
     let messages = lobby.subscribe_messages(None);
     let mut snapshots = messages.stream();

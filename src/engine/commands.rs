@@ -505,15 +505,21 @@ pub(super) fn post_system_message(
 }
 
 /// Finds a message of a conversation the sender may change: fails if `me` is not a
-/// participant, or the message is someone else's. `Ok(None)` if the message does not exist.
+/// participant, has Read access, or the message is someone else's. `Ok(None)` if the message
+/// does not exist.
 fn own_message(
     storage: &dyn Storage,
     me: &UserId,
     conversation: &ConversationId,
     id: &MessageId,
 ) -> EngineResult<Option<(MessageRecord, MessagePos)>> {
-    if !view::is_participant(storage, conversation, me)? {
+    let Some(participant) = storage.participant(conversation, me)? else {
         return Err(not_participant(conversation));
+    };
+    if participant.record.access != Access::ReadWrite {
+        return Err(forbidden(format!(
+            "you have Read access to conversation {conversation} and cannot change messages"
+        )));
     }
     match storage.message(id)? {
         Some((m, pos)) if &m.conversation_id == conversation => {

@@ -1,5 +1,6 @@
 //! Integration tests of the public API, one module per area.
 
+mod authorization;
 #[cfg(feature = "server")]
 mod churn;
 mod errors;
