@@ -10,13 +10,16 @@ mod commands;
 mod feed;
 mod memory;
 #[cfg(feature = "sqlite")]
-mod sqlite;
+pub(crate) mod sqlite;
 mod storage;
 mod view;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -100,12 +103,20 @@ struct Connection {
     push_seq: u64,
 }
 
+/// The most commands one commit covers.
+const MAX_BATCH: usize = 256;
+
 pub(crate) struct State {
     storage: Box<dyn Storage>,
     clock: Clock,
     last_now: Timestamp,
     connections: HashMap<ConnId, Connection>,
     next_conn: ConnId,
+    /// Frames of the open batch, sent once its commit succeeds: an answer is never sent
+    /// before the writes it reports are durable.
+    outgoing: Vec<(ConnId, ServerFrame)>,
+    /// Commands in the open batch.
+    batched: usize,
 }
 
 impl State {
@@ -125,22 +136,53 @@ impl State {
         &mut *self.storage
     }
 
-    /// Runs a write: on success commits its writes and events together; on failure rolls back.
+    /// Runs a write inside the open batch: its writes and events are kept together, or, if it
+    /// fails, none of them. They become durable with the batch's commit ([`State::flush`]).
     fn write(
         &mut self,
         command: impl FnOnce(&mut State) -> EngineResult<(Response, Vec<Event>)>,
     ) -> EngineResult<(Response, Vec<Event>)> {
+        self.storage.savepoint()?;
         let result = command(self).and_then(|(response, events)| {
             if !events.is_empty() {
                 self.storage.append_events(&events)?;
             }
-            self.storage.commit()?;
+            self.storage.release_savepoint()?;
             Ok((response, events))
         });
         if result.is_err() {
-            self.storage.rollback();
+            self.storage.rollback_to_savepoint();
         }
         result
+    }
+
+    /// Commits the open batch (group commit: one commit for every command that queued behind
+    /// the lock meanwhile), then sends its frames. If the commit fails, the batch's writes are
+    /// gone: its requests are answered with `INTERNAL` and every connection is closed, so that
+    /// clients resynchronize instead of trusting pushes of lost writes.
+    fn flush(&mut self) {
+        self.batched = 0;
+        let frames = std::mem::take(&mut self.outgoing);
+        if let Err(error) = self.storage.commit() {
+            tracing::error!(%error, "commit failed; closing every connection");
+            self.storage.rollback();
+            for (conn, frame) in frames {
+                if let (ServerFrame::Response { id, .. }, Some(c)) =
+                    (&frame, self.connections.get(&conn))
+                {
+                    let result = Err(EngineError::Storage(error.clone()).into_wire());
+                    let _ = c.outbox.send(ServerFrame::Response { id: *id, result });
+                }
+            }
+            self.connections.clear();
+            return;
+        }
+        for (conn, frame) in frames {
+            if let Some(connection) = self.connections.get(&conn) {
+                // A closed outbox means the connection is going away; disconnect cleans up.
+                let _ = connection.outbox.send(frame);
+            }
+        }
     }
 
     /// Turns committed events into one push per connection that sees them.
@@ -150,27 +192,34 @@ impl State {
         }
         let storage = &*self.storage;
         let epoch = storage.log_position().map_or(0, |(epoch, _)| epoch);
-        for connection in self.connections.values_mut() {
+        for (id, connection) in &mut self.connections {
             match connection.feed.on_events(storage, events) {
-                Ok(updates) => push(connection, epoch, updates),
+                Ok(updates) => self.outgoing.extend(push(*id, connection, epoch, updates)),
                 Err(error) => tracing::error!(%error, "feed failed to compute a push"),
             }
         }
     }
 }
 
-fn push(connection: &mut Connection, epoch: u64, updates: Vec<Update>) {
+/// A push of `updates` to a connection, numbered; `None` if there is nothing to push.
+fn push(
+    id: ConnId,
+    connection: &mut Connection,
+    epoch: u64,
+    updates: Vec<Update>,
+) -> Option<(ConnId, ServerFrame)> {
     if updates.is_empty() {
-        return;
+        return None;
     }
     connection.push_seq += 1;
-    let frame = ServerFrame::Push {
-        seq: connection.push_seq,
-        epoch,
-        updates,
-    };
-    // A closed outbox means the connection is going away; its disconnect cleans up.
-    let _ = connection.outbox.send(frame);
+    Some((
+        id,
+        ServerFrame::Push {
+            seq: connection.push_seq,
+            epoch,
+            updates,
+        },
+    ))
 }
 
 /// An in-process chat engine: the embedded backend of `talkstore`.
@@ -193,6 +242,8 @@ fn push(connection: &mut Connection, epoch: u64, updates: Vec<Update>) {
 #[derive(Clone)]
 pub struct Engine {
     state: Arc<Mutex<State>>,
+    /// Threads waiting for the engine: while any waits, a command leaves the commit to them.
+    waiting: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -254,9 +305,12 @@ impl Engine {
             last_now: 0,
             connections: HashMap::new(),
             next_conn: 1,
+            outgoing: Vec::new(),
+            batched: 0,
         };
         Engine {
             state: Arc::new(Mutex::new(state)),
+            waiting: Arc::default(),
         }
     }
 
@@ -290,9 +344,22 @@ impl Engine {
         self.lock().connections.remove(&conn);
     }
 
-    /// Handles one frame from a connection. Its pushes are queued before its response.
+    /// Handles one frame from a connection. Its pushes are queued before its response, and
+    /// both are sent once its writes are committed. Commands that arrive while another holds
+    /// the engine share one commit (group commit).
     pub(crate) fn handle(&self, conn: ConnId, frame: ClientFrame) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
         let mut state = self.lock();
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.run(&mut state, conn, frame);
+        state.batched += 1;
+        // The last command of a burst commits for all; a long burst commits every MAX_BATCH.
+        if self.waiting.load(Ordering::SeqCst) == 0 || state.batched >= MAX_BATCH {
+            state.flush();
+        }
+    }
+
+    fn run(&self, state: &mut State, conn: ConnId, frame: ClientFrame) {
         let Some(me) = state.connections.get(&conn).map(|c| c.feed.me().clone()) else {
             return;
         };
@@ -302,18 +369,18 @@ impl Engine {
                 sub,
                 target,
                 restore,
-            } => feed_op(&mut state, conn, |feed, storage| {
+            } => feed_op(state, conn, |feed, storage| {
                 feed.subscribe(storage, sub, target, restore)
             }),
             // Tokens are checked by the server in front of the engine; in process, any goes.
             Request::Authenticate { .. } => Ok(Response::Ack),
-            Request::LoadMore { sub, count } => feed_op(&mut state, conn, |feed, storage| {
+            Request::LoadMore { sub, count } => feed_op(state, conn, |feed, storage| {
                 feed.load_more(storage, sub, count)
             }),
             Request::Unsubscribe { sub } => {
-                feed_op(&mut state, conn, |feed, _| Ok(feed.unsubscribe(sub)))
+                feed_op(state, conn, |feed, _| Ok(feed.unsubscribe(sub)))
             }
-            request if request.is_read() => commands::read(&state, &me, request),
+            request if request.is_read() => commands::read(state, &me, request),
             request => match state.write(|state| commands::write(state, &me, request)) {
                 Ok((response, events)) => {
                     state.publish(&events);
@@ -322,10 +389,10 @@ impl Engine {
                 Err(error) => Err(error),
             },
         };
-        if let Some(connection) = state.connections.get(&conn) {
-            let result = result.map_err(EngineError::into_wire);
-            let _ = connection.outbox.send(ServerFrame::Response { id, result });
-        }
+        let result = result.map_err(EngineError::into_wire);
+        state
+            .outgoing
+            .push((conn, ServerFrame::Response { id, result }));
     }
 
     /// Posts a system message (no sender, origin `rest`) to a conversation, as an app's backend
@@ -341,9 +408,17 @@ impl Engine {
         text: &str,
     ) -> Result<crate::model::MessageId, EngineError> {
         let mut state = self.lock();
-        let (response, events) = state
-            .write(|state| commands::post_system_message(state, conversation, plain_text(text)))?;
+        let written = state
+            .write(|state| commands::post_system_message(state, conversation, plain_text(text)));
+        let (response, events) = match written {
+            Ok(written) => written,
+            Err(error) => {
+                state.flush();
+                return Err(error);
+            }
+        };
         state.publish(&events);
+        state.flush();
         match response {
             Response::Sent { message } => Ok(message),
             _ => Err(EngineError::rejected(
@@ -366,7 +441,9 @@ fn feed_op(
         return Ok(Response::Ack);
     };
     let updates = op(&mut connection.feed, storage)?;
-    push(connection, epoch, updates);
+    state
+        .outgoing
+        .extend(push(conn, connection, epoch, updates));
     Ok(Response::Ack)
 }
 

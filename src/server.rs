@@ -31,6 +31,9 @@ use crate::{
     protocol::{ErrorCode, WireError},
 };
 
+/// The websocket read buffer of each connection, in bytes.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 /// Limits of the server, each with its default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -341,6 +344,9 @@ async fn realtime(
     upgrade
         .max_message_size(max)
         .max_frame_size(max)
+        // Frames are small; tungstenite zeroes its whole read buffer as it grows (128 KiB by
+        // default), which costs more than the frames themselves.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| async move {
             connection::run(socket, &state, &app, user, expires_at).await;
             if let Some(mut count) = state.connections.get_mut(&key) {

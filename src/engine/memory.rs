@@ -37,6 +37,8 @@ pub(crate) struct MemoryStorage {
     last_seq: u64,
     ordinal: u64,
     undo: Vec<Undo>,
+    /// Undo-log lengths at each open savepoint.
+    savepoints: Vec<usize>,
 }
 
 impl MemoryStorage {
@@ -265,8 +267,24 @@ impl Storage for MemoryStorage {
         Ok(self.ordinal)
     }
 
+    fn savepoint(&mut self) -> StorageResult<()> {
+        self.savepoints.push(self.undo.len());
+        Ok(())
+    }
+
+    fn release_savepoint(&mut self) -> StorageResult<()> {
+        self.savepoints.pop();
+        Ok(())
+    }
+
+    fn rollback_to_savepoint(&mut self) {
+        let mark = self.savepoints.pop().unwrap_or(0);
+        self.undo_to(mark);
+    }
+
     fn commit(&mut self) -> StorageResult<()> {
         self.undo.clear();
+        self.savepoints.clear();
         while self.log.len() > MEMORY_LOG_CAPACITY {
             self.log.pop_front();
         }
@@ -274,7 +292,16 @@ impl Storage for MemoryStorage {
     }
 
     fn rollback(&mut self) {
-        while let Some(undo) = self.undo.pop() {
+        self.savepoints.clear();
+        self.undo_to(0);
+    }
+}
+
+impl MemoryStorage {
+    /// Undoes writes until the undo log is `mark` entries long.
+    fn undo_to(&mut self, mark: usize) {
+        while self.undo.len() > mark {
+            let Some(undo) = self.undo.pop() else { break };
             match undo {
                 Undo::User(id, old) => match old {
                     Some(old) => self.users.insert(id, old),
@@ -356,6 +383,21 @@ mod tests {
         assert_eq!(page.len(), 1);
         assert_eq!(page[0].0.id.as_str(), "m1");
         assert_eq!(s.log_position().unwrap(), (1, 0));
+    }
+
+        /// A failed command inside a batch undoes only its own writes.
+    #[test]
+    fn savepoints_scope_rollbacks_to_one_command() {
+        let mut s = MemoryStorage::new(1);
+        s.savepoint().unwrap();
+        s.put_message(message("m1", "c", 5), MessagePos { created_at: 5, ordinal: 1 }).unwrap();
+        s.release_savepoint().unwrap();
+        s.savepoint().unwrap();
+        s.put_message(message("m2", "c", 6), MessagePos { created_at: 6, ordinal: 2 }).unwrap();
+        s.rollback_to_savepoint();
+        s.commit().unwrap();
+        let page = s.messages_before(&ConversationId::new("c"), None, 10).unwrap();
+        assert_eq!(page.iter().map(|(m, _)| m.id.as_str()).collect::<Vec<_>>(), ["m1"]);
     }
 
     /// Unread counts only other users' user messages strictly after the read mark.

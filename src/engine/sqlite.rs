@@ -35,7 +35,7 @@ pub enum Durability {
 }
 
 /// The schema, one migration per step; `PRAGMA user_version` counts the steps applied.
-const MIGRATIONS: &[&str] = &[r#"
+pub(crate) const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
 CREATE TABLE users (id TEXT PRIMARY KEY, data TEXT NOT NULL) STRICT;
 CREATE TABLE conversations (id TEXT PRIMARY KEY, data TEXT NOT NULL) STRICT;
@@ -450,6 +450,24 @@ impl Storage for SqliteStorage {
         let next = self.meta("ordinal")?.unwrap_or(0) + 1;
         self.set_meta("ordinal", next)?;
         Ok(next)
+    }
+
+    fn savepoint(&mut self) -> StorageResult<()> {
+        self.begin()?;
+        self.conn.execute_batch("SAVEPOINT command").map_err(db)
+    }
+
+    fn release_savepoint(&mut self) -> StorageResult<()> {
+        self.conn.execute_batch("RELEASE command").map_err(db)
+    }
+
+    fn rollback_to_savepoint(&mut self) {
+        if let Err(error) = self
+            .conn
+            .execute_batch("ROLLBACK TO command; RELEASE command")
+        {
+            tracing::error!(%error, "rollback to savepoint failed");
+        }
     }
 
     fn commit(&mut self) -> StorageResult<()> {

@@ -8,7 +8,7 @@ use crate::model::{
 };
 
 /// A storage backend failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("storage failed: {0}")]
 pub struct StorageError(pub String);
 
@@ -156,6 +156,12 @@ pub(crate) trait Storage: Send {
     /// The highest message ordinal handed out so far.
     fn next_ordinal(&mut self) -> StorageResult<u64>;
 
+    /// Marks the start of one command's writes inside the open batch.
+    fn savepoint(&mut self) -> StorageResult<()>;
+    /// Keeps the writes since the last savepoint (in the batch, until commit).
+    fn release_savepoint(&mut self) -> StorageResult<()>;
+    /// Discards the writes since the last savepoint.
+    fn rollback_to_savepoint(&mut self);
     /// Makes every write since the last commit durable and visible together.
     fn commit(&mut self) -> StorageResult<()>;
     /// Discards every write since the last commit.

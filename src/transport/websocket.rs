@@ -193,7 +193,8 @@ async fn connect(url: &str, token: Option<String>) -> Result<Socket, ConnectErro
             .map_err(|_| ConnectError::Refused(unauthorized("the token is not a valid header")))?;
         request.headers_mut().insert("authorization", value);
     }
-    match tokio_tungstenite::connect_async_with_config(request, None, true).await {
+    let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8 * 1024);
+    match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
         Ok((socket, _)) => Ok(socket),
         Err(tungstenite::Error::Http(response)) if response.status().as_u16() == 401 => {
             let error = response
