@@ -551,43 +551,6 @@ impl ListHarness {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Each event reaches exactly the k subscriptions of what it touches, once; replaying a
-    /// frame is a no-op with no emission.
-    #[test]
-    fn harness_emits_once_per_subscriber() {
-        let mut h = Harness::new(10, 5, 20, 3);
-        let events = recorded_events(200, 10, 5, 20);
-        for frame in h.frames(&events) {
-            assert_eq!(h.apply(frame), 3);
-        }
-        let mut again = Harness::new(10, 5, 20, 3);
-        let mut frames = again.frames(&[Event::UserEdited(1)]);
-        let frame = frames.pop().unwrap();
-        let copy = Frame {
-            updates: frame.updates.clone(),
-            touched: frame.touched.clone(),
-        };
-        assert_eq!(again.apply(frame), 3);
-        assert_eq!(again.apply(copy), 0);
-        let mut bare = BareHarness::new(10, 5, 20, 3);
-        for frame in Harness::new(10, 5, 20, 3).frames(&events) {
-            assert_eq!(bare.apply(frame), 3);
-        }
-    }
-
-    /// A rename in a list emits once.
-    #[test]
-    fn list_rename_emits() {
-        let mut list = ListHarness::new(100, 10);
-        let frame = list.rename_frame();
-        assert!(list.apply(frame));
-    }
-}
-
 /// The baseline of the durable-ingest bench: a raw rusqlite loop writing, per message, the rows
 /// the engine writes for a send (the message, the conversation's last message, the idempotency
 /// key, two events, the ordinal), with the engine's schema, WAL and `synchronous=NORMAL`,
@@ -636,4 +599,41 @@ pub fn raw_ingest(path: &std::path::Path, messages: usize, batch: usize) -> std:
         tx.commit().expect("commit");
     }
     start.elapsed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each event reaches exactly the k subscriptions of what it touches, once; replaying a
+    /// frame is a no-op with no emission.
+    #[test]
+    fn harness_emits_once_per_subscriber() {
+        let mut h = Harness::new(10, 5, 20, 3);
+        let events = recorded_events(200, 10, 5, 20);
+        for frame in h.frames(&events) {
+            assert_eq!(h.apply(frame), 3);
+        }
+        let mut again = Harness::new(10, 5, 20, 3);
+        let mut frames = again.frames(&[Event::UserEdited(1)]);
+        let frame = frames.pop().unwrap();
+        let copy = Frame {
+            updates: frame.updates.clone(),
+            touched: frame.touched.clone(),
+        };
+        assert_eq!(again.apply(frame), 3);
+        assert_eq!(again.apply(copy), 0);
+        let mut bare = BareHarness::new(10, 5, 20, 3);
+        for frame in Harness::new(10, 5, 20, 3).frames(&events) {
+            assert_eq!(bare.apply(frame), 3);
+        }
+    }
+
+    /// A rename in a list emits once.
+    #[test]
+    fn list_rename_emits() {
+        let mut list = ListHarness::new(100, 10);
+        let frame = list.rename_frame();
+        assert!(list.apply(frame));
+    }
 }

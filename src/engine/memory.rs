@@ -385,19 +385,38 @@ mod tests {
         assert_eq!(s.log_position().unwrap(), (1, 0));
     }
 
-        /// A failed command inside a batch undoes only its own writes.
+    /// A failed command inside a batch undoes only its own writes.
     #[test]
     fn savepoints_scope_rollbacks_to_one_command() {
         let mut s = MemoryStorage::new(1);
         s.savepoint().unwrap();
-        s.put_message(message("m1", "c", 5), MessagePos { created_at: 5, ordinal: 1 }).unwrap();
+        s.put_message(
+            message("m1", "c", 5),
+            MessagePos {
+                created_at: 5,
+                ordinal: 1,
+            },
+        )
+        .unwrap();
         s.release_savepoint().unwrap();
         s.savepoint().unwrap();
-        s.put_message(message("m2", "c", 6), MessagePos { created_at: 6, ordinal: 2 }).unwrap();
+        s.put_message(
+            message("m2", "c", 6),
+            MessagePos {
+                created_at: 6,
+                ordinal: 2,
+            },
+        )
+        .unwrap();
         s.rollback_to_savepoint();
         s.commit().unwrap();
-        let page = s.messages_before(&ConversationId::new("c"), None, 10).unwrap();
-        assert_eq!(page.iter().map(|(m, _)| m.id.as_str()).collect::<Vec<_>>(), ["m1"]);
+        let page = s
+            .messages_before(&ConversationId::new("c"), None, 10)
+            .unwrap();
+        assert_eq!(
+            page.iter().map(|(m, _)| m.id.as_str()).collect::<Vec<_>>(),
+            ["m1"]
+        );
     }
 
     /// Unread counts only other users' user messages strictly after the read mark.
