@@ -2,8 +2,6 @@
 
 use std::{
     collections::HashSet,
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -153,29 +151,6 @@ async fn windows_converge_through_reconnect_churn() {
     }
 }
 
-/// Starts the server binary on `data` (port 0) and returns it with its address.
-fn start_binary(data: &std::path::Path, app: &str, secret: &str) -> (Child, std::net::SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_talkstore-server"))
-        .args(["--listen", "127.0.0.1:0", "--log", "info", "--app"])
-        .arg(format!("{app}:{secret}"))
-        .arg("--data-dir")
-        .arg(data)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("the server logs its address").unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
-}
-
 /// The number of SIGKILL restarts; `TALKSTORE_CRASH_RUNS=100` for the long run.
 fn crash_runs() -> usize {
     std::env::var("TALKSTORE_CRASH_RUNS")
@@ -194,7 +169,7 @@ async fn acknowledged_messages_survive_sigkill() {
     let credentials = AppCredentials::new(&app_id, secret);
     let data = crate::support::temp_dir("it-crash").join(&app_id);
     let _ = std::fs::remove_dir_all(&data);
-    let (mut child, addr) = start_binary(&data, &app_id, secret);
+    let (mut child, addr) = crate::support::server::start_binary(&data, &app_id, secret);
     let proxy = Proxy::start(addr).await;
     let senders: Vec<TalkSession> = (0..3)
         .map(|n| session(&app_id, &credentials, proxy.addr, &format!("s{n}")))
@@ -234,7 +209,7 @@ async fn acknowledged_messages_survive_sigkill() {
         child.kill().unwrap();
         child.wait().unwrap();
         proxy.cut();
-        let (next, addr) = start_binary(&data, &app_id, secret);
+        let (next, addr) = crate::support::server::start_binary(&data, &app_id, secret);
         child = next;
         proxy.retarget(addr);
     }

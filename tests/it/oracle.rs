@@ -368,7 +368,8 @@ async fn apply(
                 return Ok(());
             };
             let r = conv(user, conversation).message(&target.id).unwrap();
-            let allowed = member(m, user, conversation).is_some() && target.sender == user;
+            let allowed = member(m, user, conversation).is_some_and(|me| !me.read_only)
+                && target.sender == user;
             let result = if matches!(op, Op::Edit { .. }) {
                 r.edit("edited").await
             } else {

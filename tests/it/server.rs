@@ -1,8 +1,7 @@
 //! `talkstore-server`: authentication before the upgrade, malformed input, limits, the binary.
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::Command,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -408,28 +407,8 @@ fn the_binary_serves_and_stops() {
     assert_eq!(bad.status.code(), Some(2));
 
     let data = crate::support::temp_dir("it-binary").join(app());
-    let mut child = Command::new(binary)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--app",
-            "bin-app:secret-0123456789abcdef",
-            "--log",
-            "info",
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("the server logs its address").unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
+    let (mut child, addr) =
+        crate::support::server::start_binary(&data, "bin-app", "secret-0123456789abcdef");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -460,4 +439,50 @@ fn the_binary_serves_and_stops() {
         "SIGTERM stops the server cleanly"
     );
     assert!(data.join("bin-app.sqlite").exists());
+}
+
+/// Connections beyond the per-user limit are refused with HTTP 429 before the upgrade; closing
+/// one makes room again.
+#[tokio::test]
+async fn connections_per_user_are_limited() {
+    let credentials = talkstore::server::AppCredentials::new(app(), "secret-0123456789abcdef");
+    let mut config = talkstore::server::ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        crate::support::temp_dir("it-server").join(&credentials.id),
+        vec![credentials.clone()],
+    );
+    config.limits.connections_per_user = 2;
+    let server = talkstore::server::Server::bind(config).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.serve(std::future::pending()));
+    let token = mint_user_token(&credentials, "u", 600).unwrap();
+    let url = format!("ws://{addr}/v1/{}/realtime/u", credentials.id);
+    let connect = || async {
+        let mut request = url.as_str().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        tokio_tungstenite::connect_async(request).await
+    };
+    let (mut first, _) = connect().await.unwrap();
+    let (_second, _) = connect().await.unwrap();
+    match connect().await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), 429),
+        other => panic!(
+            "a third connection was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    first.close(None).await.unwrap();
+    // Wait for the server to notice the close: its answer to our close frame.
+    while let Some(Ok(_)) = first.next().await {}
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(socket) = connect().await {
+            again = Some(socket);
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(again.is_some(), "a closed connection frees its slot");
 }

@@ -96,7 +96,7 @@ impl World {
 
 #[cfg(feature = "server")]
 pub(crate) mod server {
-    use std::net::SocketAddr;
+    use std::{io::BufRead, net::SocketAddr};
 
     use talkstore::{
         SessionOptions,
@@ -139,6 +139,32 @@ pub(crate) mod server {
             let token = mint_user_token(&self.credentials, user, 3600).unwrap();
             options.url(format!("ws://{}", self.addr)).token(token)
         }
+    }
+
+    /// Starts the server binary on `data` (port 0) and returns it with its address.
+    pub(crate) fn start_binary(
+        data: &std::path::Path,
+        app: &str,
+        secret: &str,
+    ) -> (std::process::Child, SocketAddr) {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_talkstore-server"))
+            .args(["--listen", "127.0.0.1:0", "--log", "info", "--app"])
+            .arg(format!("{app}:{secret}"))
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("the server logs its address").unwrap();
+            if let Some(rest) = line.split("addr=").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        (child, addr)
     }
 }
 
