@@ -6,6 +6,7 @@
 //! under one lock, is validated completely before it writes, commits its writes and its events
 //! together, and then every connection's feed turns the events into one push.
 
+pub(crate) mod backend;
 mod commands;
 mod feed;
 mod memory;
@@ -138,10 +139,10 @@ impl State {
 
     /// Runs a write inside the open batch: its writes and events are kept together, or, if it
     /// fails, none of them. They become durable with the batch's commit ([`State::flush`]).
-    fn write(
+    fn write<T>(
         &mut self,
-        command: impl FnOnce(&mut State) -> EngineResult<(Response, Vec<Event>)>,
-    ) -> EngineResult<(Response, Vec<Event>)> {
+        command: impl FnOnce(&mut State) -> EngineResult<(T, Vec<Event>)>,
+    ) -> EngineResult<(T, Vec<Event>)> {
         self.storage.savepoint()?;
         let result = command(self).and_then(|(response, events)| {
             if !events.is_empty() {
@@ -393,6 +394,29 @@ impl Engine {
         state
             .outgoing
             .push((conn, ServerFrame::Response { id, result }));
+    }
+
+    /// Runs an app backend's write (the REST API): committed, published and flushed before it
+    /// returns.
+    pub(crate) fn backend_write<T>(
+        &self,
+        command: impl FnOnce(&mut State) -> EngineResult<(T, Vec<Event>)>,
+    ) -> EngineResult<T> {
+        let mut state = self.lock();
+        let result = state.write(command);
+        if let Ok((_, events)) = &result {
+            state.publish(events);
+        }
+        state.flush();
+        result.map(|(value, _)| value)
+    }
+
+    /// Runs an app backend's read (the REST API).
+    pub(crate) fn backend_read<T>(
+        &self,
+        read: impl FnOnce(&State) -> EngineResult<T>,
+    ) -> EngineResult<T> {
+        read(&self.lock())
     }
 
     /// Posts a system message (no sender, origin `rest`) to a conversation, as an app's backend

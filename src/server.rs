@@ -5,10 +5,12 @@
 //! connect to `GET /v1/{app_id}/realtime/{user_id}` with a user token (`Authorization: Bearer`
 //! or `?token=`), checked before the websocket is accepted; the connection then carries the
 //! protocol frames described in `PROTOCOL.md`, one JSON text message each.
-//! `GET /health` answers `ok`.
+//! `GET /health` answers `ok`. An app's own backend uses the REST API under `/v1/{app_id}/…`
+//! (users, conversations, participants, messages) with the app secret or an app token.
 
 mod auth;
 mod connection;
+mod rest;
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -24,7 +26,11 @@ use dashmap::DashMap;
 use serde::Deserialize;
 use tokio::{net::TcpListener, sync::watch};
 
-pub use self::auth::{AppCredentials, AuthError, mint_user_token};
+pub use self::{
+    auth::{AppCredentials, AuthError, mint_user_token},
+    rest::MAX_LIST,
+};
+pub use crate::engine::backend::{MAX_MESSAGE_BATCH, MAX_USER_BATCH};
 use crate::{
     Durability, Engine, EngineError,
     model::UserId,
@@ -212,6 +218,7 @@ impl Server {
         let router = Router::new()
             .route("/health", get(|| async { "ok" }))
             .route("/v1/{app_id}/realtime/{user_id}", get(realtime))
+            .merge(rest::routes())
             .with_state(state);
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Server {

@@ -18,22 +18,22 @@ use crate::{
     protocol::{EntityKey, ErrorCode, ParticipantWrite, Request, Response},
 };
 
-fn invalid(reason: impl Into<String>) -> EngineError {
+pub(super) fn invalid(reason: impl Into<String>) -> EngineError {
     EngineError::rejected(ErrorCode::InvalidRequest, reason)
 }
 
-fn not_found(reason: impl Into<String>) -> EngineError {
+pub(super) fn not_found(reason: impl Into<String>) -> EngineError {
     EngineError::rejected(ErrorCode::NotFound, reason)
 }
 
-fn not_participant(conversation: &ConversationId) -> EngineError {
+pub(super) fn not_participant(conversation: &ConversationId) -> EngineError {
     EngineError::rejected(
         ErrorCode::NotAParticipant,
         format!("you are not a participant of conversation {conversation}"),
     )
 }
 
-fn forbidden(reason: impl Into<String>) -> EngineError {
+pub(super) fn forbidden(reason: impl Into<String>) -> EngineError {
     EngineError::rejected(ErrorCode::Forbidden, reason)
 }
 
@@ -119,7 +119,7 @@ pub(super) fn write(
     }
 }
 
-fn set_user(
+pub(super) fn set_user(
     state: &mut State,
     id: &UserId,
     params: UserParams,
@@ -171,7 +171,7 @@ fn set_user(
     Ok((Response::Ack, vec![Event::UserChanged { user: id.clone() }]))
 }
 
-fn require_user(storage: &dyn Storage, user: &UserId) -> EngineResult<()> {
+pub(super) fn require_user(storage: &dyn Storage, user: &UserId) -> EngineResult<()> {
     match storage.user(user)? {
         Some(_) => Ok(()),
         None => Err(not_found(format!(
@@ -188,13 +188,44 @@ fn set_conversation(
     create_only: bool,
 ) -> EngineResult<(Response, Vec<Event>)> {
     require_user(state.storage(), me)?;
-    let old = state.storage().conversation(id)?;
+    let exists = state.storage().conversation(id)?.is_some();
     let mine = state.storage().participant(id, me)?;
-    if create_only && old.is_some() && mine.is_some() {
+    if create_only && exists && mine.is_some() {
         return Ok((Response::Ack, Vec::new()));
     }
     let now = state.now();
-    let mut events = Vec::new();
+    let participant = ParticipantParams {
+        access: params.access.clone(),
+        notify: params.notify.clone(),
+    };
+    let mut events = upsert_conversation(state, id, params, create_only, now)?;
+    let mode = if create_only {
+        ParticipantWrite::Create
+    } else {
+        ParticipantWrite::Upsert
+    };
+    events.extend(write_participant(
+        state,
+        id,
+        me,
+        participant,
+        mode,
+        now,
+        mine,
+    )?);
+    Ok((Response::Ack, events))
+}
+
+/// Creates a conversation, or (unless `create_only`) patches its shared fields; `access` and
+/// `notify` of `params` are not used here.
+pub(super) fn upsert_conversation(
+    state: &mut State,
+    id: &ConversationId,
+    params: ConversationParams,
+    create_only: bool,
+    now: i64,
+) -> EngineResult<Vec<Event>> {
+    let old = state.storage().conversation(id)?;
     let conversation = match (old.clone(), create_only) {
         (Some(old), true) => old,
         (Some(mut conversation), false) => {
@@ -216,35 +247,17 @@ fn set_conversation(
             last_message_id: None,
         },
     };
-    if old.as_ref() != Some(&conversation) {
-        state.storage_mut().put_conversation(conversation)?;
-        events.push(Event::ConversationChanged {
-            conversation: id.clone(),
-        });
+    if old.as_ref() == Some(&conversation) {
+        return Ok(Vec::new());
     }
-    let participant = ParticipantParams {
-        access: params.access,
-        notify: params.notify,
-    };
-    let mode = if create_only {
-        ParticipantWrite::Create
-    } else {
-        ParticipantWrite::Upsert
-    };
-    events.extend(write_participant(
-        state,
-        id,
-        me,
-        participant,
-        mode,
-        now,
-        mine,
-    )?);
-    Ok((Response::Ack, events))
+    state.storage_mut().put_conversation(conversation)?;
+    Ok(vec![Event::ConversationChanged {
+        conversation: id.clone(),
+    }])
 }
 
 /// Adds or updates a participant; returns the events (none if nothing changed).
-fn write_participant(
+pub(super) fn write_participant(
     state: &mut State,
     conversation: &ConversationId,
     user: &UserId,
@@ -361,14 +374,17 @@ fn mark(
 }
 
 /// Checks a message body: exactly one valid block, within the size limit.
-fn check_content(content: &[SendContentBlock]) -> EngineResult<String> {
+pub(super) fn check_content(
+    content: &[SendContentBlock],
+    allow_links: bool,
+) -> EngineResult<String> {
     let [block] = content else {
         return Err(invalid(format!(
             "a message must have exactly one content block, got {}",
             content.len()
         )));
     };
-    validate_send(block, false).map_err(|e| invalid(e.to_string()))?;
+    validate_send(block, allow_links).map_err(|e| invalid(e.to_string()))?;
     if let SendContentBlock::File { file_token } = block {
         return Err(invalid(format!(
             "unknown file token {:?}",
@@ -409,7 +425,7 @@ fn send(
     if let Some(existing) = storage.idempotent_send(me, &message.idempotency_key)? {
         return Ok((Response::Sent { message: existing }, Vec::new()));
     }
-    let plaintext = check_content(&message.content)?;
+    let plaintext = check_content(&message.content, false)?;
     if let Some(referenced) = &message.referenced_message {
         match storage.message(referenced)? {
             Some((m, _)) if &m.conversation_id == conversation => {
@@ -445,7 +461,7 @@ fn send(
 }
 
 /// Stores a new message and makes it its conversation's last message.
-fn insert_message(
+pub(super) fn insert_message(
     state: &mut State,
     mut record: MessageRecord,
 ) -> EngineResult<(MessageId, Vec<Event>)> {
@@ -486,7 +502,7 @@ pub(super) fn post_system_message(
     conversation: &ConversationId,
     content: Vec<SendContentBlock>,
 ) -> EngineResult<(Response, Vec<Event>)> {
-    let plaintext = check_content(&content)?;
+    let plaintext = check_content(&content, false)?;
     let record = MessageRecord {
         id: MessageId::new("pending"),
         conversation_id: conversation.clone(),
@@ -546,7 +562,7 @@ fn edit_message(
     };
     let mut message = old.clone();
     if let Some(content) = params.content {
-        message.plaintext = check_content(&content)?;
+        message.plaintext = check_content(&content, false)?;
         message.content = content_to_blocks(&content);
     }
     apply_custom(params.custom, &mut message.custom);

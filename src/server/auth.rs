@@ -4,12 +4,13 @@
 //! signed with the app secret:
 //!
 //! - a **user token** (`tokenType: "user"`) lets a chat client act as the user named in `sub`;
-//! - an **app token** (`tokenType: "app"`) will let a backend call the REST API (not served
-//!   yet).
+//! - an **app token** (`tokenType: "app"`) lets a backend call the REST API.
 //!
 //! Both carry `iss` = the app id and an `exp` claim (seconds since the Unix epoch). `exp` is
 //! required unless the app was configured with [`AppCredentials::require_exp`] set to `false`;
-//! if it is present it is always checked. `nbf` is checked when present.
+//! if it is present it is always checked. `nbf` is checked when present. The REST API also
+//! accepts the raw app secret as a bearer token (legacy); [`secret_matches`] compares it in
+//! constant time.
 //!
 //! Verification pins the algorithm to HS256: `alg: none`, other HMAC sizes and asymmetric
 //! algorithms are refused before any key is used.
@@ -34,6 +35,9 @@ const ALGORITHM: Algorithm = Algorithm::HS256;
 
 /// The `tokenType` claim of a user token.
 const USER_TOKEN_TYPE: &str = "user";
+
+/// The `tokenType` claim of an app (REST API) token.
+const APP_TOKEN_TYPE: &str = "app";
 
 /// The shortest app secret [`AppCredentials::parse`] accepts, in bytes.
 const MIN_SECRET_LEN: usize = 16;
@@ -207,6 +211,29 @@ pub(crate) fn verify_user_token(
         user_id: user_id.to_owned(),
         expires_at: expires_at(&claims)?,
     })
+}
+
+/// Verifies an app (REST API) token: the same rules as [`verify_user_token`] but with
+/// `tokenType` = `"app"` and no `sub` check.
+pub(crate) fn verify_app_token(app: &AppCredentials, token: &str) -> Result<(), AuthError> {
+    verify(app, token, APP_TOKEN_TYPE, None).map(|_| ())
+}
+
+/// Whether `candidate` is the app secret (the legacy raw-secret bearer form of the REST API).
+///
+/// The comparison takes the same time whatever the position of the first differing byte; only
+/// the length is leaked. An empty secret never matches.
+pub(crate) fn secret_matches(app: &AppCredentials, candidate: &str) -> bool {
+    let secret = app.secret.as_bytes();
+    let candidate = candidate.as_bytes();
+    if secret.is_empty() || secret.len() != candidate.len() {
+        return false;
+    }
+    let diff = secret
+        .iter()
+        .zip(candidate)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    std::hint::black_box(diff) == 0
 }
 
 /// Mints an HS256 user token for `user_id`, valid for `ttl_seconds` from now.
@@ -829,6 +856,7 @@ mod tests {
             verify_user_token(&app(), "alice", ""),
             Err(AuthError::Missing)
         );
+        assert_eq!(verify_app_token(&app(), "  "), Err(AuthError::Missing));
     }
 
     /// Nothing verifies against credentials with an empty secret.
@@ -839,6 +867,56 @@ mod tests {
         let result = verify_user_token(&empty, "alice", &token);
         assert!(matches!(result, Err(AuthError::InvalidCredentials(_))));
         assert!(mint_user_token(&empty, "alice", 60).is_err());
+        assert!(!secret_matches(&empty, ""));
+    }
+
+    /// A valid app token verifies.
+    #[test]
+    fn accepts_app_token() {
+        assert_eq!(verify_app_token(&app(), &hs256(&app_claims())), Ok(()));
+    }
+
+    /// App tokens are refused when they are user tokens, expired, from another app or
+    /// signed with another secret.
+    #[test]
+    fn rejects_bad_app_tokens() {
+        let user = mint_user_token(&app(), "alice", 600).unwrap();
+        let expected = Err(AuthError::WrongTokenType { expected: "app" });
+        assert_eq!(verify_app_token(&app(), &user), expected);
+
+        let mut claims = app_claims();
+        claims["exp"] = json!(now_secs() - 60);
+        assert_eq!(
+            verify_app_token(&app(), &hs256(&claims)),
+            Err(AuthError::Expired)
+        );
+
+        let mut claims = app_claims();
+        claims["iss"] = json!("otherApp");
+        let expected = Err(AuthError::WrongIssuer {
+            expected: APP_ID.to_owned(),
+        });
+        assert_eq!(verify_app_token(&app(), &hs256(&claims)), expected);
+
+        let token = sign(Algorithm::HS256, &app_claims(), "another-secret-0123456789");
+        assert_eq!(verify_app_token(&app(), &token), Err(AuthError::Signature));
+
+        let mut claims = app_claims();
+        claims.as_object_mut().unwrap().remove("exp");
+        assert_eq!(
+            verify_app_token(&app(), &hs256(&claims)),
+            Err(AuthError::MissingExp)
+        );
+    }
+
+    /// The raw secret matches only itself.
+    #[test]
+    fn secret_comparison() {
+        assert!(secret_matches(&app(), SECRET));
+        assert!(!secret_matches(&app(), "sk_test_0123456789abcdefXYz"));
+        assert!(!secret_matches(&app(), "sk_test"));
+        assert!(!secret_matches(&app(), ""));
+        assert!(!secret_matches(&app(), &format!("{SECRET}x")));
     }
 
     /// `ID:SECRET` parses, splitting at the first colon.

@@ -7,6 +7,8 @@ mod errors;
 mod gc;
 mod oracle;
 mod propagation;
+#[cfg(feature = "server")]
+mod rest;
 mod seed;
 #[cfg(feature = "server")]
 mod server;

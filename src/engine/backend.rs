@@ -1,0 +1,323 @@
+//! What an app's backend may do through the REST API: the same rules as users' commands where
+//! they are about data (users must exist, content must be valid, idempotency), none of the
+//! participant checks that guard one user's view.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    EngineResult, Event, State,
+    commands::{
+        check_content, forbidden, insert_message, invalid, not_found, not_participant,
+        require_user, set_user, upsert_conversation, write_participant,
+    },
+    storage::StoredParticipant,
+};
+use crate::{
+    model::{
+        Access, ConversationId, ConversationRecord, Custom, MessageId, MessageRecord, MessageType,
+        Notify, Origin, SendContentBlock, UserId, UserSnapshot, content_to_blocks, parse_markup,
+    },
+    params::{ConversationParams, ParticipantParams, UserParams},
+    protocol::ParticipantWrite,
+};
+
+/// The most users one batch may upsert.
+pub const MAX_USER_BATCH: usize = 100;
+/// The most messages one REST post may carry.
+pub const MAX_MESSAGE_BATCH: usize = 10;
+
+/// Upserts users, all or nothing.
+pub(crate) fn put_users(
+    state: &mut State,
+    users: Vec<(UserId, UserParams)>,
+) -> EngineResult<((), Vec<Event>)> {
+    if users.len() > MAX_USER_BATCH {
+        return Err(invalid(format!(
+            "at most {MAX_USER_BATCH} users per batch, got {}",
+            users.len()
+        )));
+    }
+    let mut events = Vec::new();
+    for (id, params) in users {
+        events.extend(set_user(state, &id, params, false)?.1);
+    }
+    Ok(((), events))
+}
+
+/// A user as the REST API shows it: the public fields and the private ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RestUser {
+    #[serde(flatten)]
+    pub(crate) public: UserSnapshot,
+    pub(crate) email: Vec<String>,
+    pub(crate) phone: Vec<String>,
+}
+
+pub(crate) fn get_user(state: &State, id: &UserId) -> EngineResult<Option<RestUser>> {
+    Ok(state.storage().user(id)?.map(|u| RestUser {
+        public: u.public,
+        email: u.email,
+        phone: u.phone,
+    }))
+}
+
+/// Creates or patches a conversation and adds the listed participants (it never removes any).
+pub(crate) fn put_conversation(
+    state: &mut State,
+    id: &ConversationId,
+    params: ConversationParams,
+    participants: Vec<UserId>,
+) -> EngineResult<((), Vec<Event>)> {
+    for user in &participants {
+        require_user(state.storage(), user)?;
+    }
+    let now = state.now();
+    let mut events = upsert_conversation(state, id, params, false, now)?;
+    for user in participants {
+        let old = state.storage().participant(id, &user)?;
+        let create = ParticipantWrite::Create;
+        events.extend(write_participant(
+            state,
+            id,
+            &user,
+            ParticipantParams::new(),
+            create,
+            now,
+            old,
+        )?);
+    }
+    Ok(((), events))
+}
+
+/// One participant as the REST API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RestParticipant {
+    pub(crate) access: Access,
+    pub(crate) notify: Notify,
+    pub(crate) joined_at: i64,
+}
+
+/// A conversation as the REST API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RestConversation {
+    #[serde(flatten)]
+    pub(crate) record: ConversationRecord,
+    pub(crate) participants: std::collections::BTreeMap<UserId, RestParticipant>,
+    pub(crate) last_message: Option<MessageRecord>,
+}
+
+pub(crate) fn get_conversation(
+    state: &State,
+    id: &ConversationId,
+) -> EngineResult<Option<RestConversation>> {
+    let storage = state.storage();
+    let Some(record) = storage.conversation(id)? else {
+        return Ok(None);
+    };
+    let participants = storage
+        .participants(id)?
+        .into_iter()
+        .map(|p: StoredParticipant| {
+            let r = p.record;
+            (
+                r.user_id,
+                RestParticipant {
+                    access: r.access,
+                    notify: r.notify,
+                    joined_at: r.joined_at,
+                },
+            )
+        })
+        .collect();
+    let last_message = match &record.last_message_id {
+        Some(m) => storage.message(m)?.map(|(m, _)| m),
+        None => None,
+    };
+    Ok(Some(RestConversation {
+        record,
+        participants,
+        last_message,
+    }))
+}
+
+/// Adds, overwrites (`Upsert`) or edits a participant.
+pub(crate) fn put_participant(
+    state: &mut State,
+    conversation: &ConversationId,
+    user: &UserId,
+    params: ParticipantParams,
+    mode: ParticipantWrite,
+) -> EngineResult<((), Vec<Event>)> {
+    if state.storage().conversation(conversation)?.is_none() {
+        return Err(not_found(format!(
+            "conversation {conversation} does not exist"
+        )));
+    }
+    require_user(state.storage(), user)?;
+    let old = state.storage().participant(conversation, user)?;
+    let now = state.now();
+    Ok((
+        (),
+        write_participant(state, conversation, user, params, mode, now, old)?,
+    ))
+}
+
+pub(crate) fn delete_participant(
+    state: &mut State,
+    conversation: &ConversationId,
+    user: &UserId,
+) -> EngineResult<((), Vec<Event>)> {
+    if state.storage().participant(conversation, user)?.is_none() {
+        return Ok(((), Vec::new()));
+    }
+    state.storage_mut().remove_participant(conversation, user)?;
+    let event = Event::ParticipantRemoved {
+        conversation: conversation.clone(),
+        user: user.clone(),
+    };
+    Ok(((), vec![event]))
+}
+
+/// A message posted by an app's backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RestMessage {
+    /// Markup text; backends may send links.
+    pub(crate) text: String,
+    /// Required for user messages; none for system messages.
+    #[serde(default)]
+    pub(crate) sender: Option<UserId>,
+    #[serde(rename = "type")]
+    pub(crate) message_type: MessageType,
+    #[serde(default)]
+    pub(crate) referenced_message_id: Option<MessageId>,
+    #[serde(default)]
+    pub(crate) custom: Custom,
+    #[serde(default)]
+    pub(crate) idempotency_key: Option<String>,
+}
+
+/// Posts up to [`MAX_MESSAGE_BATCH`] messages, all or nothing; returns their ids in order.
+pub(crate) fn post_messages(
+    state: &mut State,
+    conversation: &ConversationId,
+    messages: Vec<RestMessage>,
+) -> EngineResult<(Vec<MessageId>, Vec<Event>)> {
+    if messages.is_empty() || messages.len() > MAX_MESSAGE_BATCH {
+        return Err(invalid(format!(
+            "post 1 to {MAX_MESSAGE_BATCH} messages, got {}",
+            messages.len()
+        )));
+    }
+    let mut ids = Vec::new();
+    let mut events = Vec::new();
+    for message in messages {
+        let (id, more) = post_message(state, conversation, message)?;
+        ids.push(id);
+        events.extend(more);
+    }
+    Ok((ids, events))
+}
+
+fn post_message(
+    state: &mut State,
+    conversation: &ConversationId,
+    message: RestMessage,
+) -> EngineResult<(MessageId, Vec<Event>)> {
+    let sender = match (message.message_type, message.sender) {
+        (MessageType::UserMessage, Some(sender)) => {
+            if state
+                .storage()
+                .participant(conversation, &sender)?
+                .is_none()
+            {
+                return Err(not_participant(conversation));
+            }
+            Some(sender)
+        }
+        (MessageType::UserMessage, None) => return Err(invalid("a user message needs a sender")),
+        (MessageType::SystemMessage, Some(_)) => {
+            return Err(invalid("a system message has no sender"));
+        }
+        (MessageType::SystemMessage, None) => None,
+    };
+    if message.message_type == MessageType::SystemMessage && message.referenced_message_id.is_some()
+    {
+        return Err(forbidden("only user messages can reply"));
+    }
+    let scope = sender.clone().unwrap_or_else(|| UserId::new("\u{0}system"));
+    if let Some(key) = &message.idempotency_key {
+        if key.is_empty() || key.len() > 256 {
+            return Err(invalid("the idempotency key must be 1 to 256 bytes"));
+        }
+        if let Some(existing) = state.storage().idempotent_send(&scope, key)? {
+            return Ok((existing, Vec::new()));
+        }
+    }
+    let content = vec![SendContentBlock::Text {
+        children: parse_markup(&message.text),
+    }];
+    let plaintext = check_content(&content, true)?;
+    if let Some(referenced) = &message.referenced_message_id {
+        match state.storage().message(referenced)? {
+            Some((m, _)) if &m.conversation_id == conversation => {}
+            _ => {
+                return Err(not_found(format!(
+                    "referenced message {referenced} is not in conversation {conversation}"
+                )));
+            }
+        }
+    }
+    let record = MessageRecord {
+        id: MessageId::new("pending"),
+        conversation_id: conversation.clone(),
+        message_type: message.message_type,
+        sender_id: sender,
+        custom: message.custom,
+        created_at: 0,
+        edited_at: None,
+        referenced_message_id: message.referenced_message_id,
+        origin: Origin::Rest,
+        plaintext,
+        content: content_to_blocks(&content),
+    };
+    let (id, events) = insert_message(state, record)?;
+    if let Some(key) = &message.idempotency_key {
+        state.storage_mut().put_idempotent_send(&scope, key, &id)?;
+    }
+    Ok((id, events))
+}
+
+/// Messages of a conversation, newest first, after the message `starting_after` (exclusive).
+pub(crate) fn list_messages(
+    state: &State,
+    conversation: &ConversationId,
+    limit: usize,
+    starting_after: Option<&MessageId>,
+) -> EngineResult<Option<Vec<MessageRecord>>> {
+    let storage = state.storage();
+    if storage.conversation(conversation)?.is_none() {
+        return Ok(None);
+    }
+    let before = match starting_after {
+        Some(id) => match storage.message(id)? {
+            Some((m, pos)) if &m.conversation_id == conversation => Some(pos),
+            _ => {
+                return Err(invalid(format!(
+                    "startingAfter {id} is not a message of {conversation}"
+                )));
+            }
+        },
+        None => None,
+    };
+    Ok(Some(
+        storage
+            .messages_before(conversation, before, limit)?
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect(),
+    ))
+}

@@ -1,0 +1,372 @@
+//! The backend REST API: for an app's own server, authenticated with the app secret or an app
+//! token (`Authorization: Bearer …`). Success is 200 with a JSON body; errors carry the
+//! protocol's `{code, reasons}` body. Routes live under `/v1/{app_id}`.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, put},
+};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::json;
+
+use super::{AppEntry, ServerState, auth};
+use crate::{
+    EngineError,
+    engine::backend::{self, RestMessage},
+    model::{ConversationId, MessageId, UserId},
+    params::{ConversationParams, CustomPatch, ParticipantParams, Patch, UserParams},
+    protocol::{ErrorCode, ParticipantWrite, WireError},
+};
+
+/// The most messages one REST listing returns (`limit`); the default limit is 10.
+pub const MAX_LIST: usize = 100;
+
+pub(crate) fn routes() -> Router<Arc<ServerState>> {
+    Router::new()
+        .route("/v1/{app_id}/users", put(put_users))
+        .route("/v1/{app_id}/users/{user}", put(put_user).get(get_user))
+        .route(
+            "/v1/{app_id}/conversations/{conversation}",
+            put(put_conversation).get(get_conversation),
+        )
+        .route(
+            "/v1/{app_id}/conversations/{conversation}/participants/{user}",
+            put(put_participant)
+                .patch(patch_participant)
+                .delete(delete_participant),
+        )
+        .route(
+            "/v1/{app_id}/conversations/{conversation}/messages",
+            get(list_messages).post(post_messages),
+        )
+}
+
+type Reply = Result<Response, Refusal>;
+
+/// A refused request: its status and the protocol's error body.
+pub(crate) struct Refusal {
+    status: StatusCode,
+    error: WireError,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.error)).into_response()
+    }
+}
+
+fn reject(status: StatusCode, code: ErrorCode, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        error: WireError {
+            code,
+            reasons: vec![reason.into()],
+        },
+    }
+}
+
+/// The app, if the request carries its secret or a valid app token.
+fn authorize(
+    state: &ServerState,
+    app_id: &str,
+    headers: &HeaderMap,
+) -> Result<Arc<AppEntry>, Refusal> {
+    let Some(app) = state.apps.get(app_id).cloned() else {
+        return Err(reject(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("the app ID {app_id} does not exist"),
+        ));
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(bearer) = bearer else {
+        return Err(reject(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            auth::AuthError::Missing.to_string(),
+        ));
+    };
+    if auth::secret_matches(&app.credentials, bearer) {
+        return Ok(app);
+    }
+    match auth::verify_app_token(&app.credentials, bearer) {
+        Ok(()) => Ok(app),
+        Err(error) => Err(reject(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            error.to_string(),
+        )),
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|error| {
+        reject(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            format!("invalid body: {error}"),
+        )
+    })
+}
+
+fn id<T>(parsed: Result<T, crate::InvalidId>) -> Result<T, Refusal> {
+    parsed.map_err(|error| {
+        reject(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            error.to_string(),
+        )
+    })
+}
+
+fn failed(error: EngineError) -> Refusal {
+    let wire = error.into_wire();
+    let status = match wire.code {
+        ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::NotAParticipant | ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::LimitExceeded => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    Refusal {
+        status,
+        error: wire,
+    }
+}
+
+fn ok(body: serde_json::Value) -> Reply {
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+fn found<T: serde::Serialize>(value: Option<T>, what: String) -> Reply {
+    match value {
+        Some(value) => Ok((StatusCode::OK, Json(value)).into_response()),
+        None => Err(reject(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("{what} does not exist"),
+        )),
+    }
+}
+
+async fn put_user(
+    State(state): State<Arc<ServerState>>,
+    Path((app_id, user)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let app = authorize(&state, &app_id, &headers)?;
+    let user = id(UserId::try_new(user))?;
+    let params: UserParams = parse(&body)?;
+    app.engine
+        .backend_write(|s| backend::put_users(s, vec![(user, params)]))
+        .map_err(failed)?;
+    ok(json!({}))
+}
+
+/// Upserts up to 100 users (`{"id": {fields…}, …}`), all or nothing.
+async fn put_users(
+    State(state): State<Arc<ServerState>>,
+    Path(app_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let app = authorize(&state, &app_id, &headers)?;
+    let users: BTreeMap<String, UserParams> = parse(&body)?;
+    let users = users
+        .into_iter()
+        .map(|(user, params)| Ok((id(UserId::try_new(user))?, params)))
+        .collect::<Result<Vec<_>, Refusal>>()?;
+    app.engine
+        .backend_write(|s| backend::put_users(s, users))
+        .map_err(failed)?;
+    ok(json!({}))
+}
+
+async fn get_user(
+    State(state): State<Arc<ServerState>>,
+    Path((app_id, user)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Reply {
+    let app = authorize(&state, &app_id, &headers)?;
+    let user = id(UserId::try_new(user))?;
+    let found_user = app
+        .engine
+        .backend_read(|s| backend::get_user(s, &user))
+        .map_err(failed)?;
+    found(found_user, format!("user {user}"))
+}
+
+/// The body of `PUT /conversations/{id}`: its fields with patch semantics, and participants to
+/// add (never removes any).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConversationBody {
+    #[serde(default)]
+    participants: Vec<UserId>,
+    #[serde(default)]
+    subject: Patch<String>,
+    #[serde(default)]
+    photo_url: Patch<String>,
+    #[serde(default)]
+    welcome_messages: Patch<Vec<String>>,
+    #[serde(default)]
+    custom: Patch<CustomPatch>,
+}
+
+async fn put_conversation(
+    State(state): State<Arc<ServerState>>,
+    Path((app_id, conversation)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let app = authorize(&state, &app_id, &headers)?;
+    let conversation = id(ConversationId::try_new(conversation))?;
+    let body: ConversationBody = parse(&body)?;
+    let mut params = ConversationParams::new();
+    params.subject = body.subject;
+    params.photo_url = body.photo_url;
+    params.welcome_messages = body.welcome_messages;
+    params.custom = body.custom;
+    app.engine
+        .backend_write(|s| backend::put_conversation(s, &conversation, params, body.participants))
+        .map_err(failed)?;
+    ok(json!({}))
+}
+
+async fn get_conversation(
+    State(state): State<Arc<ServerState>>,
+    Path((app_id, conversation)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Reply {
+    let app = authorize(&state, &app_id, &headers)?;
+    let conversation = id(ConversationId::try_new(conversation))?;
+    let value = app
+        .engine
+        .backend_read(|s| backend::get_conversation(s, &conversation))
+        .map_err(failed)?;
+    found(value, format!("conversation {conversation}"))
+}
+
+async fn participant_write(
+    state: Arc<ServerState>,
+    (app_id, conversation, user): (String, String, String),
+    headers: HeaderMap,
+    body: Bytes,
+    mode: Option<ParticipantWrite>,
+) -> Reply {
+    let app = authorize(&state, &app_id, &headers)?;
+    let conversation = id(ConversationId::try_new(conversation))?;
+    let user = id(UserId::try_new(user))?;
+    let result = match mode {
+        Some(mode) => {
+            let params: ParticipantParams = if body.is_empty() {
+                ParticipantParams::new()
+            } else {
+                parse(&body)?
+            };
+            app.engine
+                .backend_write(|s| backend::put_participant(s, &conversation, &user, params, mode))
+        }
+        None => app
+            .engine
+            .backend_write(|s| backend::delete_participant(s, &conversation, &user)),
+    };
+    result.map_err(failed)?;
+    ok(json!({}))
+}
+
+/// Joins (or overwrites) a participant; defaults ReadWrite and notify on.
+async fn put_participant(
+    State(state): State<Arc<ServerState>>,
+    Path(path): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    participant_write(state, path, headers, body, Some(ParticipantWrite::Upsert)).await
+}
+
+/// Edits an existing participant's given fields.
+async fn patch_participant(
+    State(state): State<Arc<ServerState>>,
+    Path(path): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    participant_write(state, path, headers, body, Some(ParticipantWrite::Edit)).await
+}
+
+async fn delete_participant(
+    State(state): State<Arc<ServerState>>,
+    Path(path): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Reply {
+    participant_write(state, path, headers, Bytes::new(), None).await
+}
+
+/// Posts up to 10 user or system messages, all or nothing; answers `[{"id": …}, …]`.
+async fn post_messages(
+    State(state): State<Arc<ServerState>>,
+    Path((app_id, conversation)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let app = authorize(&state, &app_id, &headers)?;
+    let conversation = id(ConversationId::try_new(conversation))?;
+    let messages: Vec<RestMessage> = parse(&body)?;
+    let ids = app
+        .engine
+        .backend_write(|s| backend::post_messages(s, &conversation, messages))
+        .map_err(failed)?;
+    let ids: Vec<_> = ids.into_iter().map(|id| json!({ "id": id })).collect();
+    ok(json!(ids))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    limit: Option<usize>,
+    starting_after: Option<String>,
+}
+
+/// Lists messages newest first: `limit` (1..=100, default 10), `startingAfter` a message id.
+async fn list_messages(
+    State(state): State<Arc<ServerState>>,
+    Path((app_id, conversation)): Path<(String, String)>,
+    Query(query): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Reply {
+    let app = authorize(&state, &app_id, &headers)?;
+    let conversation = id(ConversationId::try_new(conversation))?;
+    let limit = query.limit.unwrap_or(10);
+    if !(1..=MAX_LIST).contains(&limit) {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            format!("limit must be 1 to {MAX_LIST}"),
+        ));
+    }
+    let after = query
+        .starting_after
+        .as_deref()
+        .map(|m| id(MessageId::try_new(m)))
+        .transpose()?;
+    let messages = app
+        .engine
+        .backend_read(|s| backend::list_messages(s, &conversation, limit, after.as_ref()))
+        .map_err(failed)?;
+    let messages = found(messages, format!("conversation {conversation}"))?;
+    Ok(messages)
+}

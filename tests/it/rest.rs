@@ -1,0 +1,377 @@
+//! The backend REST API of `talkstore-server`: app authentication, patch semantics, batches that
+//! are all or nothing, messages with idempotency keys, and live sessions seeing REST writes.
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use talkstore::{SessionOptions, get_talk_session, server::mint_user_token};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{app, server::Running, settle};
+
+/// One HTTP/1.1 request; returns the status and the JSON body.
+async fn http(
+    running: &Running,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut stream = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = auth
+        .map(|a| format!("Authorization: Bearer {a}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} /v1/{}{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        running.credentials.id,
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn app_token(running: &Running, exp_offset: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims =
+        json!({"tokenType": "app", "iss": running.credentials.id, "exp": now + exp_offset});
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(running.credentials.secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// The secret and app tokens authenticate; anything else is 401 with a reason.
+#[tokio::test]
+async fn rest_requires_the_app_secret_or_an_app_token() {
+    let running = Running::start(&app()).await;
+    let secret = running.credentials.secret.clone();
+    let user = json!({"name": "Alice"});
+    assert_eq!(
+        http(
+            &running,
+            "PUT",
+            "/users/alice",
+            Some(&secret),
+            Some(user.clone())
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        http(
+            &running,
+            "PUT",
+            "/users/alice",
+            Some(&app_token(&running, 30)),
+            Some(user.clone())
+        )
+        .await
+        .0,
+        200
+    );
+    let user_token = mint_user_token(&running.credentials, "alice", 600).unwrap();
+    for bad in [
+        None,
+        Some("nope"),
+        Some(user_token.as_str()),
+        Some(&app_token(&running, -120)),
+    ] {
+        let (status, body) = http(&running, "PUT", "/users/alice", bad, Some(user.clone())).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("UNAUTHORIZED")),
+            "{bad:?}: {body}"
+        );
+    }
+}
+
+/// Users: patch semantics, private fields only through REST, batches all or nothing, 404s.
+#[tokio::test]
+async fn users() {
+    let running = Running::start(&app()).await;
+    let s = Some(running.credentials.secret.clone());
+    let s = s.as_deref();
+    let (status, body) = http(&running, "PUT", "/users/bob", s, Some(json!({"role": "x"}))).await;
+    assert_eq!(status, 400, "a new user needs a name: {body}");
+    assert!(
+        body["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("name is required")
+    );
+    assert_eq!(
+        http(
+            &running,
+            "PUT",
+            "/users/bob",
+            s,
+            Some(json!({"name": "Bob", "email": ["b@x.io"], "custom": {"a": "1"}}))
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        http(
+            &running,
+            "PUT",
+            "/users/bob",
+            s,
+            Some(json!({"custom": {"a": null, "b": "2"}}))
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, bob) = http(&running, "GET", "/users/bob", s, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (bob["name"].as_str(), &bob["custom"], &bob["email"]),
+        (Some("Bob"), &json!({"b": "2"}), &json!(["b@x.io"]))
+    );
+    assert_eq!(http(&running, "GET", "/users/nobody", s, None).await.0, 404);
+    // All or nothing: the second user lacks a name, so neither is created.
+    let batch = json!({"carol": {"name": "Carol"}, "dave": {"role": "x"}});
+    assert_eq!(http(&running, "PUT", "/users", s, Some(batch)).await.0, 400);
+    assert_eq!(http(&running, "GET", "/users/carol", s, None).await.0, 404);
+    let too_many: serde_json::Map<String, Value> = (0..101)
+        .map(|i| (format!("u{i}"), json!({"name": "x"})))
+        .collect();
+    assert_eq!(
+        http(&running, "PUT", "/users", s, Some(Value::Object(too_many)))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        http(&running, "PUT", "/users/bob", s, Some(json!({"nmae": "x"})))
+            .await
+            .0,
+        400
+    );
+}
+
+/// Conversations, participants and messages through REST reach a live session at once;
+/// idempotency keys make retried posts safe; system messages have no sender.
+#[tokio::test]
+async fn conversations_participants_and_messages() {
+    let running = Running::start(&app()).await;
+    let s = Some(running.credentials.secret.clone());
+    let s = s.as_deref();
+    for user in ["alice", "bob"] {
+        assert_eq!(
+            http(
+                &running,
+                "PUT",
+                &format!("/users/{user}"),
+                s,
+                Some(json!({"name": user}))
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    let (status, body) = http(
+        &running,
+        "PUT",
+        "/conversations/c",
+        s,
+        Some(json!({"participants": ["alice", "ghost"]})),
+    )
+    .await;
+    assert_eq!(status, 404, "participants must exist: {body}");
+    assert_eq!(
+        http(
+            &running,
+            "PUT",
+            "/conversations/c",
+            s,
+            Some(json!({"participants": ["alice"], "subject": "Hi"}))
+        )
+        .await
+        .0,
+        200
+    );
+
+    let token = mint_user_token(&running.credentials, "alice", 600).unwrap();
+    let alice = get_talk_session(
+        SessionOptions::new(&running.credentials.id, "alice")
+            .url(format!("ws://{}", running.addr))
+            .token(token),
+    )
+    .unwrap();
+    let window = alice.conversation("c").unwrap().subscribe_messages(None);
+    window.connected().await.unwrap();
+
+    assert_eq!(
+        http(
+            &running,
+            "PUT",
+            "/conversations/c/participants/bob",
+            s,
+            Some(json!({"access": "Read"}))
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        http(
+            &running,
+            "PATCH",
+            "/conversations/c/participants/bob",
+            s,
+            Some(json!({"notify": false}))
+        )
+        .await
+        .0,
+        200
+    );
+    let (_, conversation) = http(&running, "GET", "/conversations/c", s, None).await;
+    assert_eq!(conversation["subject"], "Hi");
+    assert_eq!(conversation["participants"]["bob"]["access"], "Read");
+    assert_eq!(conversation["participants"]["bob"]["notify"], false);
+
+    let post = json!([
+        {"type": "UserMessage", "sender": "alice", "text": "from *REST*", "idempotencyKey": "k1"},
+        {"type": "SystemMessage", "text": "Bob joined"}
+    ]);
+    let (status, ids) = http(
+        &running,
+        "POST",
+        "/conversations/c/messages",
+        s,
+        Some(post.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{ids}");
+    // A retry with the same key does not duplicate the first message.
+    let (_, again) = http(
+        &running,
+        "POST",
+        "/conversations/c/messages",
+        s,
+        Some(json!([post[0]])),
+    )
+    .await;
+    assert_eq!(again[0]["id"], ids[0]["id"]);
+    settle(std::slice::from_ref(&alice)).await;
+    let seen = window.latest().unwrap().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        (seen[0].plaintext.as_str(), seen[0].sender.is_none()),
+        ("Bob joined", true)
+    );
+    assert_eq!(seen[1].plaintext, "from REST");
+
+    // Bad posts: a sender who is not a participant, a system message with a sender, 11 messages.
+    for (body, status) in [
+        (
+            json!([{"type": "UserMessage", "sender": "nobody", "text": "x"}]),
+            403,
+        ),
+        (
+            json!([{"type": "SystemMessage", "sender": "alice", "text": "x"}]),
+            400,
+        ),
+        (
+            json!(
+                (0..11)
+                    .map(|_| json!({"type": "SystemMessage", "text": "x"}))
+                    .collect::<Vec<_>>()
+            ),
+            400,
+        ),
+        (
+            json!([{"type": "UserMessage", "sender": "alice", "text": ""}]),
+            400,
+        ),
+    ] {
+        assert_eq!(
+            http(
+                &running,
+                "POST",
+                "/conversations/c/messages",
+                s,
+                Some(body.clone())
+            )
+            .await
+            .0,
+            status,
+            "{body}"
+        );
+    }
+    let (status, listed) = http(
+        &running,
+        "GET",
+        "/conversations/c/messages?limit=1",
+        s,
+        None,
+    )
+    .await;
+    assert_eq!((status, listed.as_array().unwrap().len()), (200, 1));
+    let first = listed[0]["id"].as_str().unwrap().to_owned();
+    let (_, older) = http(
+        &running,
+        "GET",
+        &format!("/conversations/c/messages?startingAfter={first}"),
+        s,
+        None,
+    )
+    .await;
+    assert_eq!(older[0]["id"], ids[0]["id"]);
+    assert_eq!(
+        http(
+            &running,
+            "GET",
+            "/conversations/c/messages?limit=101",
+            s,
+            None
+        )
+        .await
+        .0,
+        400
+    );
+
+    assert_eq!(
+        http(
+            &running,
+            "DELETE",
+            "/conversations/c/participants/alice",
+            s,
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    settle(std::slice::from_ref(&alice)).await;
+    assert_eq!(
+        window.latest().unwrap(),
+        None,
+        "a removed participant's window closes at once"
+    );
+    assert_eq!(
+        http(
+            &running,
+            "DELETE",
+            "/conversations/c/participants/alice",
+            s,
+            None
+        )
+        .await
+        .0,
+        200
+    );
+}
