@@ -486,3 +486,60 @@ async fn connections_per_user_are_limited() {
     }
     assert!(again.is_some(), "a closed connection frees its slot");
 }
+
+/// Token expiry: a session whose `on_need_token` supplies fresh tokens is asked ahead of expiry
+/// and keeps working past it; a session without the callback ends through `on_error` when the
+/// server closes its connection (code 4001, after the 10 s leeway). Takes ~14 s of real time:
+/// JWT expiry is wall-clock time.
+#[tokio::test]
+async fn tokens_are_refreshed_before_they_expire() {
+    let running = Running::start(&app()).await;
+    let credentials = running.credentials.clone();
+    let url = format!("ws://{}", running.addr);
+    let short = |user: &str| mint_user_token(&credentials, user, 3).unwrap();
+
+    let fresh = get_talk_session(
+        SessionOptions::new(&credentials.id, "fresh")
+            .url(&url)
+            .token(short("fresh")),
+    )
+    .unwrap();
+    let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
+    let (session, creds) = (fresh.clone(), credentials.clone());
+    fresh.on_need_token(move || {
+        session.set_token(mint_user_token(&creds, "fresh", 3600).unwrap());
+        let _ = asked_tx.send(());
+    });
+    let (fresh_errors_tx, mut fresh_errors) = tokio::sync::mpsc::unbounded_channel();
+    let _fresh_handle = fresh.on_error(move |e| drop(fresh_errors_tx.send(e)));
+    fresh
+        .current_user()
+        .set(UserParams::new().name("Fresh"))
+        .await
+        .unwrap();
+    let fresh_sub = fresh.current_user().subscribe();
+    fresh_sub.connected().await.unwrap();
+
+    let stale = get_talk_session(
+        SessionOptions::new(&credentials.id, "stale")
+            .url(&url)
+            .token(short("stale")),
+    )
+    .unwrap();
+    let (stale_tx, mut stale_errors) = tokio::sync::mpsc::unbounded_channel();
+    let _stale_handle = stale.on_error(move |e| drop(stale_tx.send(e)));
+    let stale_sub = stale.current_user().subscribe();
+    stale_sub.connected().await.unwrap();
+
+    asked.recv().await.expect("on_need_token ran before expiry");
+    let error = stale_errors.recv().await.expect("the stale session ended");
+    assert!(error.to_string().contains("expired"), "{error}");
+    // By now the first token is long expired, and the fresh session still works.
+    fresh
+        .current_user()
+        .set(UserParams::new().name("Still here"))
+        .await
+        .unwrap();
+    assert_eq!(fresh_sub.latest().unwrap().unwrap().name, "Still here");
+    assert!(fresh_errors.try_recv().is_err());
+}
