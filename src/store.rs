@@ -157,10 +157,11 @@ impl Lookup for Frame<'_> {
         }
         let mut inputs = Vec::new();
         let node = build(self, &mut inputs);
+        let inputs: Arc<[EntityKey]> = inputs.into();
+        deps.extend(inputs.iter().cloned());
         if let (Some(node), Some(mut entry)) = (&node, self.store.entities.get_mut(key)) {
-            entry.node = Some((node.clone(), inputs.clone().into(), self.frame));
+            entry.node = Some((node.clone(), inputs, self.frame));
         }
-        deps.extend(inputs);
         node
     }
 

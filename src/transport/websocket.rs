@@ -102,6 +102,13 @@ impl Websocket {
     }
 }
 
+impl Drop for Websocket {
+    /// Wakes the task so that it notices the session is gone and ends.
+    fn drop(&mut self) {
+        self.shared.wake.notify_one();
+    }
+}
+
 /// A jittered delay around `base`: between half and one and a half times it.
 fn jitter(base: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
