@@ -100,7 +100,8 @@ type Clock = Box<dyn Fn() -> Timestamp + Send>;
 
 struct Connection {
     feed: Feed,
-    outbox: mpsc::UnboundedSender<ServerFrame>,
+    /// Bounded: a connection that does not keep up is dropped (see [`State::flush`]).
+    outbox: mpsc::Sender<ServerFrame>,
     push_seq: u64,
 }
 
@@ -172,16 +173,26 @@ impl State {
                     (&frame, self.connections.get(&conn))
                 {
                     let result = Err(EngineError::Storage(error.clone()).into_wire());
-                    let _ = c.outbox.send(ServerFrame::Response { id: *id, result });
+                    let _ = c.outbox.try_send(ServerFrame::Response { id: *id, result });
                 }
             }
             self.connections.clear();
             return;
         }
+        let mut overflowed = Vec::new();
         for (conn, frame) in frames {
             if let Some(connection) = self.connections.get(&conn) {
                 // A closed outbox means the connection is going away; disconnect cleans up.
-                let _ = connection.outbox.send(frame);
+                if let Err(mpsc::error::TrySendError::Full(_)) = connection.outbox.try_send(frame) {
+                    overflowed.push(conn);
+                }
+            }
+        }
+        // A reader too slow for its queue is dropped: its receiver ends, and it resynchronizes
+        // when it reconnects. Nothing it missed is lost, and nobody else waits for it.
+        for conn in overflowed {
+            if self.connections.remove(&conn).is_some() {
+                tracing::info!(conn, "dropped a connection whose outbound queue was full");
             }
         }
     }
@@ -323,9 +334,15 @@ impl Engine {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Opens a connection acting as `user`; frames for it arrive on the returned receiver.
-    pub(crate) fn connect(&self, user: UserId) -> (ConnId, mpsc::UnboundedReceiver<ServerFrame>) {
-        let (outbox, inbox) = mpsc::unbounded_channel();
+    /// Opens a connection acting as `user`; frames for it arrive on the returned receiver,
+    /// which holds at most `queue` frames: a connection that falls further behind is dropped
+    /// (its receiver ends).
+    pub(crate) fn connect(
+        &self,
+        user: UserId,
+        queue: usize,
+    ) -> (ConnId, mpsc::Receiver<ServerFrame>) {
+        let (outbox, inbox) = mpsc::channel(queue.max(1));
         let mut state = self.lock();
         let id = state.next_conn;
         state.next_conn += 1;
@@ -480,5 +497,62 @@ impl Request {
                 | Request::GetParticipant { .. }
                 | Request::GetMessage { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{params::UserParams, protocol::Target};
+
+    fn frame(id: u64, request: Request) -> ClientFrame {
+        ClientFrame { id, request }
+    }
+
+    /// A connection that does not drain its bounded queue is dropped when it overflows; the
+    /// others carry on.
+    #[test]
+    fn slow_connections_are_dropped() {
+        let engine = Engine::new();
+        let u = UserId::new("u");
+        let (slow, mut slow_rx) = engine.connect(u.clone(), 2);
+        let (fast, mut fast_rx) = engine.connect(u.clone(), 100);
+        let target = Target::User { id: u.clone() };
+        // A window push and the response fill the slow queue.
+        engine.handle(
+            slow,
+            frame(
+                1,
+                Request::Subscribe {
+                    sub: 1,
+                    target,
+                    restore: None,
+                },
+            ),
+        );
+        let mut params = UserParams::new().name("U");
+        for id in 1..=3 {
+            let request = Request::SetUser {
+                user: u.clone(),
+                params: params.clone(),
+                create_only: false,
+            };
+            engine.handle(fast, frame(id, request));
+            params = UserParams::new().name(format!("U{id}"));
+        }
+        let mut slow_frames = 0;
+        while slow_rx.try_recv().is_ok() {
+            slow_frames += 1;
+        }
+        assert_eq!(slow_frames, 2);
+        assert!(matches!(
+            slow_rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        let mut fast_responses = 0;
+        while let Ok(frame) = fast_rx.try_recv() {
+            fast_responses += usize::from(matches!(frame, ServerFrame::Response { .. }));
+        }
+        assert_eq!(fast_responses, 3);
     }
 }

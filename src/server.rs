@@ -48,7 +48,8 @@ pub struct Limits {
     /// code 1009. The default is 256 KiB.
     pub max_message_bytes: usize,
     /// Frames queued for one connection before it counts as a slow reader and is closed with
-    /// code 1008 (it resumes when it reconnects). The default is 1,024.
+    /// code 1008 (it resynchronizes when it reconnects). A single write that takes over 10 s
+    /// also ends the connection. The default is 1,024.
     pub outbound_queue: usize,
     /// Requests per second per connection (a burst of the same size is allowed); more are
     /// answered with `RATE_LIMITED`, which sessions retry after a delay. The default is 100.

@@ -428,7 +428,7 @@ fn error_to_wire(error: &Error) -> WireError {
 }
 
 /// Applies server frames in order, each as one batch.
-async fn pump(session: Weak<SessionInner>, mut inbox: mpsc::UnboundedReceiver<ServerFrame>) {
+async fn pump(session: Weak<SessionInner>, mut inbox: mpsc::Receiver<ServerFrame>) {
     while let Some(frame) = inbox.recv().await {
         let Some(session) = session.upgrade() else {
             break;

@@ -14,6 +14,10 @@ use crate::{
     protocol::{ClientFrame, ServerFrame},
 };
 
+/// How many frames an embedded session's pump may fall behind before the engine drops it. The
+/// pump applies frames as fast as they come, so only a stalled runtime gets there.
+const EMBEDDED_QUEUE: usize = 1 << 16;
+
 /// The in-process transport: frames go straight to an [`Engine`].
 ///
 /// In debug builds every frame makes a round trip through JSON, so that every test of the
@@ -25,11 +29,8 @@ pub(crate) struct Embedded {
 
 impl Embedded {
     /// Connects to `engine` as `user`; server frames arrive on the receiver.
-    pub(crate) fn connect(
-        engine: Engine,
-        user: UserId,
-    ) -> (Self, mpsc::UnboundedReceiver<ServerFrame>) {
-        let (conn, inbox) = engine.connect(user);
+    pub(crate) fn connect(engine: Engine, user: UserId) -> (Self, mpsc::Receiver<ServerFrame>) {
+        let (conn, inbox) = engine.connect(user, EMBEDDED_QUEUE);
         (Embedded { engine, conn }, inbox)
     }
 

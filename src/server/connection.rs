@@ -87,6 +87,20 @@ fn until(expires_at: Option<u64>) -> Option<Duration> {
     expires_at.map(|at| Duration::from_secs(at.saturating_sub(now) + auth::LEEWAY_SECONDS))
 }
 
+/// How long one websocket write may take before the reader counts as gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes one message; false if the connection is broken or the reader stopped reading.
+async fn send(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    message: Message,
+) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
 /// Answers the frames the engine must not see (a new token); empty passes the frame on.
 /// A good token is acknowledged and followed by a new hello carrying its expiry.
 fn intercept(
@@ -133,7 +147,9 @@ pub(crate) async fn run(
     user: UserId,
     mut expires_at: Option<u64>,
 ) {
-    let (conn, mut inbox) = app.engine.connect(user.clone());
+    let (conn, mut inbox) = app
+        .engine
+        .connect(user.clone(), state.limits.outbound_queue);
     let (mut sink, mut stream) = socket.split();
     let mut shutdown = state.shutdown.clone();
     let mut limit = RateLimit::new(state.limits.requests_per_second);
@@ -141,7 +157,7 @@ pub(crate) async fn run(
         protocol: PROTOCOL_VERSION,
         expires_at,
     };
-    let mut open = sink.send(text(&hello)).await.is_ok();
+    let mut open = send(&mut sink, text(&hello)).await;
     tracing::debug!(%user, conn, "connection open");
     while open {
         let expiry = until(expires_at);
@@ -174,12 +190,12 @@ pub(crate) async fn run(
                         }
                     };
                     for reply in replies {
-                        open = open && sink.send(text(&reply)).await.is_ok();
+                        open = open && send(&mut sink, text(&reply)).await;
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
                     let reply = error_frame(ErrorCode::InvalidRequest, "binary frames are not supported; send JSON text");
-                    open = sink.send(text(&reply)).await.is_ok();
+                    open = send(&mut sink, text(&reply)).await;
                 }
                 Some(Ok(Message::Close(_))) | None => open = false,
                 Some(Ok(_)) => {}
@@ -191,28 +207,25 @@ pub(crate) async fn run(
                         1002
                     };
                                         tracing::debug!(%user, %message, code, "closing a connection after a read error");
-                    let _ = sink.send(closing(code, "message too large or malformed")).await;
+                    send(&mut sink, closing(code, "message too large or malformed")).await;
                     open = false;
                 }
             },
             frame = inbox.recv() => match frame {
-                Some(frame) => {
-                    if inbox.len() >= state.limits.outbound_queue {
-                        tracing::info!(%user, "closing a slow connection");
-                        let _ = sink.send(closing(close::POLICY, "outbound queue full; reconnect to resume")).await;
-                        open = false;
-                    } else {
-                        open = sink.send(text(&frame)).await.is_ok();
-                    }
+                Some(frame) => open = send(&mut sink, text(&frame)).await,
+                // The engine dropped this connection: its queue was full (a slow reader).
+                None => {
+                    tracing::info!(%user, "closing a slow connection");
+                    send(&mut sink, closing(close::POLICY, "outbound queue full; reconnect to resume")).await;
+                    open = false;
                 }
-                None => open = false,
             },
             () = expired => {
-                let _ = sink.send(closing(close::TOKEN_EXPIRED, "token expired")).await;
+                send(&mut sink, closing(close::TOKEN_EXPIRED, "token expired")).await;
                 open = false;
             }
             _ = shutdown.changed() => {
-                let _ = sink.send(closing(close::GOING_AWAY, "server shutting down")).await;
+                send(&mut sink, closing(close::GOING_AWAY, "server shutting down")).await;
                 open = false;
             }
         }
