@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     EngineResult, Event, State,
     commands::{
-        check_content, forbidden, insert_message, invalid, not_found, not_participant,
-        require_user, set_user, upsert_conversation, write_participant,
+        apply_edit, check_content, forbidden, insert_message, invalid, not_found, not_participant,
+        remove_message, require_user, set_user, upsert_conversation, write_participant,
     },
     storage::StoredParticipant,
 };
@@ -17,7 +17,7 @@ use crate::{
         Access, ConversationId, ConversationRecord, Custom, MessageId, MessageRecord, MessageType,
         Notify, Origin, SendContentBlock, UserId, UserSnapshot, content_to_blocks, parse_markup,
     },
-    params::{ConversationParams, ParticipantParams, UserParams},
+    params::{ConversationParams, EditParams, ParticipantParams, UserParams},
     protocol::ParticipantWrite,
 };
 
@@ -320,4 +320,71 @@ pub(crate) fn list_messages(
             .map(|(m, _)| m)
             .collect(),
     ))
+}
+
+/// Edits any message of a conversation (a backend may send links).
+pub(crate) fn edit_message(
+    state: &mut State,
+    conversation: &ConversationId,
+    id: &MessageId,
+    params: EditParams,
+) -> EngineResult<((), Vec<Event>)> {
+    match state.storage().message(id)? {
+        Some((old, pos)) if &old.conversation_id == conversation => {
+            Ok(((), apply_edit(state, old, pos, params, true)?))
+        }
+        _ => Err(not_found(format!(
+            "message {id} does not exist in {conversation}"
+        ))),
+    }
+}
+
+/// Deletes any message of a conversation; succeeds if it is already gone.
+pub(crate) fn delete_message(
+    state: &mut State,
+    conversation: &ConversationId,
+    id: &MessageId,
+) -> EngineResult<((), Vec<Event>)> {
+    match state.storage().message(id)? {
+        Some((m, _)) if &m.conversation_id == conversation => {
+            Ok(((), remove_message(state, conversation, id)?))
+        }
+        _ => Ok(((), Vec::new())),
+    }
+}
+
+/// Deletes a conversation with its participants and messages, irrevocably; succeeds if it is
+/// already gone. Every participant's live views of it end at once.
+pub(crate) fn delete_conversation(
+    state: &mut State,
+    conversation: &ConversationId,
+) -> EngineResult<((), Vec<Event>)> {
+    if state.storage().conversation(conversation)?.is_none() {
+        return Ok(((), Vec::new()));
+    }
+    let mut events = Vec::new();
+    for participant in state.storage().participants(conversation)? {
+        let user = participant.record.user_id;
+        state
+            .storage_mut()
+            .remove_participant(conversation, &user)?;
+        events.push(Event::ParticipantRemoved {
+            conversation: conversation.clone(),
+            user,
+        });
+    }
+    loop {
+        let page = state.storage().messages_before(conversation, None, 256)?;
+        if page.is_empty() {
+            break;
+        }
+        for (message, _) in page {
+            state.storage_mut().remove_message(&message.id)?;
+        }
+    }
+    state.storage_mut().remove_conversation(conversation)?;
+    events.push(Event::ConversationChanged {
+        conversation: conversation.clone(),
+    });
+    Ok(((), events))
 }

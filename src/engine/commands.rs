@@ -560,22 +560,33 @@ fn edit_message(
             "message {id} does not exist in {conversation}"
         )));
     };
+    Ok((Response::Ack, apply_edit(state, old, pos, params, false)?))
+}
+
+/// Replaces a message's body and patches its custom fields.
+pub(super) fn apply_edit(
+    state: &mut State,
+    old: MessageRecord,
+    pos: MessagePos,
+    params: EditParams,
+    allow_links: bool,
+) -> EngineResult<Vec<Event>> {
     let mut message = old.clone();
     if let Some(content) = params.content {
-        message.plaintext = check_content(&content, false)?;
+        message.plaintext = check_content(&content, allow_links)?;
         message.content = content_to_blocks(&content);
     }
     apply_custom(params.custom, &mut message.custom);
     if message == old {
-        return Ok((Response::Ack, Vec::new()));
+        return Ok(Vec::new());
     }
     message.edited_at = Some(state.now());
-    state.storage_mut().put_message(message, pos)?;
     let event = Event::MessageChanged {
-        conversation: conversation.clone(),
-        message: id.clone(),
+        conversation: message.conversation_id.clone(),
+        message: message.id.clone(),
     };
-    Ok((Response::Ack, vec![event]))
+    state.storage_mut().put_message(message, pos)?;
+    Ok(vec![event])
 }
 
 fn delete_message(
@@ -587,6 +598,15 @@ fn delete_message(
     if own_message(state.storage(), me, conversation, id)?.is_none() {
         return Ok((Response::Ack, Vec::new()));
     }
+    Ok((Response::Ack, remove_message(state, conversation, id)?))
+}
+
+/// Deletes a message and, if it was the last one, points its conversation at the one before.
+pub(super) fn remove_message(
+    state: &mut State,
+    conversation: &ConversationId,
+    id: &MessageId,
+) -> EngineResult<Vec<Event>> {
     state.storage_mut().remove_message(id)?;
     let mut events = vec![Event::MessageDeleted {
         conversation: conversation.clone(),
@@ -602,5 +622,5 @@ fn delete_message(
             conversation: conversation.clone(),
         });
     }
-    Ok((Response::Ack, events))
+    Ok(events)
 }

@@ -119,6 +119,12 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    fn remove_conversation(&mut self, id: &ConversationId) -> StorageResult<()> {
+        let old = self.conversations.remove(id);
+        self.undo.push(Undo::Conversation(id.clone(), old));
+        Ok(())
+    }
+
     fn participant(
         &self,
         conversation: &ConversationId,

@@ -266,6 +266,10 @@ impl Storage for SqliteStorage {
         )
     }
 
+    fn remove_conversation(&mut self, id: &ConversationId) -> StorageResult<()> {
+        self.write("DELETE FROM conversations WHERE id = ?1", [id.as_str()])
+    }
+
     fn participant(
         &self,
         conversation: &ConversationId,

@@ -20,7 +20,7 @@ use crate::{
     EngineError,
     engine::backend::{self, RestMessage},
     model::{ConversationId, MessageId, UserId},
-    params::{ConversationParams, CustomPatch, ParticipantParams, Patch, UserParams},
+    params::{ConversationParams, CustomPatch, EditParams, ParticipantParams, Patch, UserParams},
     protocol::{ErrorCode, ParticipantWrite, WireError},
 };
 
@@ -33,7 +33,13 @@ pub(crate) fn routes() -> Router<Arc<ServerState>> {
         .route("/v1/{app_id}/users/{user}", put(put_user).get(get_user))
         .route(
             "/v1/{app_id}/conversations/{conversation}",
-            put(put_conversation).get(get_conversation),
+            put(put_conversation)
+                .get(get_conversation)
+                .delete(delete_conversation),
+        )
+        .route(
+            "/v1/{app_id}/conversations/{conversation}/messages/{message}",
+            put(edit_message).delete(delete_message),
         )
         .route(
             "/v1/{app_id}/conversations/{conversation}/participants/{user}",
@@ -369,4 +375,65 @@ async fn list_messages(
         .map_err(failed)?;
     let messages = found(messages, format!("conversation {conversation}"))?;
     Ok(messages)
+}
+
+/// Deletes a conversation with its participants and messages.
+async fn delete_conversation(
+    State(state): State<Arc<ServerState>>,
+    Path((app_id, conversation)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Reply {
+    let app = authorize(&state, &app_id, &headers)?;
+    let conversation = id(ConversationId::try_new(conversation))?;
+    app.engine
+        .backend_write(|s| backend::delete_conversation(s, &conversation))
+        .map_err(failed)?;
+    ok(json!({}))
+}
+
+/// The body of a message edit: new markup text and/or a custom-field patch.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EditBody {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    custom: Patch<CustomPatch>,
+}
+
+/// Edits any message.
+async fn edit_message(
+    State(state): State<Arc<ServerState>>,
+    Path((app_id, conversation, message)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let app = authorize(&state, &app_id, &headers)?;
+    let conversation = id(ConversationId::try_new(conversation))?;
+    let message = id(MessageId::try_new(message))?;
+    let body: EditBody = parse(&body)?;
+    let mut params = match body.text {
+        Some(text) => EditParams::text(text),
+        None => EditParams::default(),
+    };
+    params.custom = body.custom;
+    app.engine
+        .backend_write(|s| backend::edit_message(s, &conversation, &message, params))
+        .map_err(failed)?;
+    ok(json!({}))
+}
+
+/// Deletes any message; succeeds if it is already gone.
+async fn delete_message(
+    State(state): State<Arc<ServerState>>,
+    Path((app_id, conversation, message)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Reply {
+    let app = authorize(&state, &app_id, &headers)?;
+    let conversation = id(ConversationId::try_new(conversation))?;
+    let message = id(MessageId::try_new(message))?;
+    app.engine
+        .backend_write(|s| backend::delete_message(s, &conversation, &message))
+        .map_err(failed)?;
+    ok(json!({}))
 }

@@ -375,3 +375,174 @@ async fn conversations_participants_and_messages() {
         200
     );
 }
+
+/// The backend may edit and delete any message and delete whole conversations; live sessions
+/// follow at once; without credentials every route is refused.
+#[tokio::test]
+async fn backend_edits_deletes_and_authorization() {
+    let running = Running::start(&app()).await;
+    let secret = running.credentials.secret.clone();
+    let s = Some(secret.as_str());
+    assert_eq!(
+        http(
+            &running,
+            "PUT",
+            "/users/alice",
+            s,
+            Some(json!({"name": "Alice"}))
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        http(
+            &running,
+            "PUT",
+            "/conversations/c",
+            s,
+            Some(json!({"participants": ["alice"]}))
+        )
+        .await
+        .0,
+        200
+    );
+    let token = mint_user_token(&running.credentials, "alice", 600).unwrap();
+    let alice = get_talk_session(
+        SessionOptions::new(&running.credentials.id, "alice")
+            .url(format!("ws://{}", running.addr))
+            .token(token),
+    )
+    .unwrap();
+    let mine = alice
+        .conversation("c")
+        .unwrap()
+        .send("mine")
+        .await
+        .unwrap()
+        .id()
+        .to_string();
+    let window = alice.conversation("c").unwrap().subscribe_messages(None);
+    window.connected().await.unwrap();
+    let list = alice.subscribe_conversations(None);
+    assert_eq!(list.connected().await.unwrap().len(), 1);
+
+    // Without credentials, every route is refused and nothing changes.
+    let routes: Vec<(&str, String, Option<Value>)> = vec![
+        ("GET", "/users/alice".into(), None),
+        (
+            "PUT",
+            "/users/alice".into(),
+            Some(json!({"name": "Mallory"})),
+        ),
+        ("GET", "/conversations/c".into(), None),
+        (
+            "PUT",
+            "/conversations/c".into(),
+            Some(json!({"subject": "pwned"})),
+        ),
+        ("PUT", "/conversations/c/participants/alice".into(), None),
+        (
+            "POST",
+            "/conversations/c/messages".into(),
+            Some(json!([{"type": "SystemMessage", "text": "x"}])),
+        ),
+        ("GET", "/conversations/c/messages".into(), None),
+        (
+            "PUT",
+            format!("/conversations/c/messages/{mine}"),
+            Some(json!({"text": "pwned"})),
+        ),
+        ("DELETE", format!("/conversations/c/messages/{mine}"), None),
+        ("DELETE", "/conversations/c".into(), None),
+    ];
+    for (method, path, body) in &routes {
+        let (status, reply) = http(&running, method, path, None, body.clone()).await;
+        assert_eq!(status, 401, "{method} {path}");
+        assert!(
+            !reply.to_string().contains("mine"),
+            "a refusal leaks data: {reply}"
+        );
+    }
+    settle(std::slice::from_ref(&alice)).await;
+    assert_eq!(window.latest().unwrap().unwrap()[0].plaintext, "mine");
+
+    // With the secret: edit (links allowed for backends), delete, delete the conversation.
+    let edit = json!({"text": "edited by the backend", "custom": {"k": "v"}});
+    assert_eq!(
+        http(
+            &running,
+            "PUT",
+            &format!("/conversations/c/messages/{mine}"),
+            s,
+            Some(edit)
+        )
+        .await
+        .0,
+        200
+    );
+    settle(std::slice::from_ref(&alice)).await;
+    let edited = window.latest().unwrap().unwrap()[0].clone();
+    assert_eq!(
+        (edited.plaintext.as_str(), edited.edited_at.is_some()),
+        ("edited by the backend", true)
+    );
+    assert_eq!(
+        http(
+            &running,
+            "PUT",
+            "/conversations/c/messages/nope",
+            s,
+            Some(json!({"text": "x"}))
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        http(
+            &running,
+            "DELETE",
+            &format!("/conversations/c/messages/{mine}"),
+            s,
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        http(
+            &running,
+            "DELETE",
+            &format!("/conversations/c/messages/{mine}"),
+            s,
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    settle(std::slice::from_ref(&alice)).await;
+    assert!(window.latest().unwrap().unwrap().is_empty());
+
+    assert_eq!(
+        http(&running, "DELETE", "/conversations/c", s, None)
+            .await
+            .0,
+        200
+    );
+    settle(std::slice::from_ref(&alice)).await;
+    assert_eq!(window.latest().unwrap(), None);
+    assert!(list.latest().unwrap().is_empty());
+    assert_eq!(
+        http(&running, "GET", "/conversations/c", s, None).await.0,
+        404
+    );
+    assert_eq!(
+        http(&running, "DELETE", "/conversations/c", s, None)
+            .await
+            .0,
+        200
+    );
+}
