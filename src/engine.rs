@@ -6,6 +6,7 @@
 //! under one lock, is validated completely before it writes, commits its writes and its events
 //! together, and then every connection's feed turns the events into one push.
 
+#[cfg(feature = "server")]
 pub(crate) mod backend;
 mod commands;
 mod feed;
@@ -415,6 +416,7 @@ impl Engine {
 
     /// Runs an app backend's write (the REST API): committed, published and flushed before it
     /// returns.
+    #[cfg(feature = "server")]
     pub(crate) fn backend_write<T>(
         &self,
         command: impl FnOnce(&mut State) -> EngineResult<(T, Vec<Event>)>,
@@ -429,6 +431,7 @@ impl Engine {
     }
 
     /// Runs an app backend's read (the REST API).
+    #[cfg(feature = "server")]
     pub(crate) fn backend_read<T>(
         &self,
         read: impl FnOnce(&State) -> EngineResult<T>,

@@ -15,8 +15,9 @@
 //!
 //! The session talks to an [`Engine`], which holds the data and enforces the rules
 //! (permissions, read state, idempotent sends). By default each app id gets a process-wide
-//! in-memory engine: no set-up at all. The engine speaks the same protocol a websocket server
-//! will.
+//! in-memory engine: no set-up at all. [`Engine::open`] keeps the data in SQLite, and
+//! `talkstore-server` serves the same engine to many users over a websocket:
+//! [`SessionOptions::url`] connects to it, and the same app code works against both.
 //!
 //! # Quick start
 //!
@@ -62,15 +63,14 @@
 //!
 //! | Name | Description | Default? |
 //! |---|---|---|
-//! | `embedded` | The in-process engine ([`Engine`]). Required until the websocket transport lands. | yes |
-//! | `websocket` | Reserved for the websocket client transport of `talkstore-server`. | yes |
-//! | `leptos` | Reserved for the leptos_reactive 0.6 adapter. | no |
+//! | `embedded` | The in-process engine ([`Engine`]); sessions without a URL use it. Required for now. | yes |
+//! | `websocket` | The websocket client transport: [`SessionOptions::url`]. | yes |
 //! | `sqlite` | Persistent storage in a bundled SQLite: [`Engine::open`]. | no |
-//! | `server` | [`server`]: the `talkstore-server` binary and library (axum, JWT, SQLite). | no |
+//! | `server` | [`server`]: the `talkstore-server` binary and library (axum, JWT, SQLite, REST). | no |
 //! | `bench-internals` | Exposes store fixtures to the benchmarks. Not a stable API. | no |
 
 #[cfg(not(feature = "embedded"))]
-compile_error!("talkstore needs the `embedded` feature until the websocket transport lands");
+compile_error!("talkstore needs the `embedded` feature: sessions fall back to the engine");
 
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]

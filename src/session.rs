@@ -28,7 +28,7 @@ use crate::{
     engine::Engine,
     model::{ConversationFilter, ConversationId, ConversationSnapshot, UserId},
     protocol::{
-        ClientFrame, ErrorCode, Record, Request, Response, Restore, ServerFrame, SubId, Target,
+        ClientFrame, ErrorCode, Record, Request, Response, ServerFrame, SubId, Target,
         WireError,
     },
     store::{self, Bundle, Node, Store, StoreStats},
@@ -616,7 +616,7 @@ impl crate::transport::Peer for SessionInner {
         for (sub, target) in lock(&self.subs).iter() {
             pending.insert(*sub, Pending::Subscribe(*sub));
             let (len, oldest) = self.store.window(*sub);
-            let restore = Some(Restore {
+            let restore = Some(crate::protocol::Restore {
                 len: len as u32,
                 oldest,
             });
