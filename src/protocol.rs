@@ -14,6 +14,7 @@ use crate::model::{
 use crate::params::{ConversationParams, EditParams, ParticipantParams, UserParams, WireSend};
 
 /// The protocol version, sent in [`ServerFrame::Hello`]; bumped on incompatible changes.
+#[cfg(feature = "server")]
 pub(crate) const PROTOCOL_VERSION: u32 = 1;
 
 /// Identifies a subscription within one connection; chosen by the client.

@@ -119,6 +119,7 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    #[cfg(feature = "server")]
     fn remove_conversation(&mut self, id: &ConversationId) -> StorageResult<()> {
         let old = self.conversations.remove(id);
         self.undo.push(Undo::Conversation(id.clone(), old));

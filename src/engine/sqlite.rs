@@ -266,6 +266,7 @@ impl Storage for SqliteStorage {
         )
     }
 
+    #[cfg(feature = "server")]
     fn remove_conversation(&mut self, id: &ConversationId) -> StorageResult<()> {
         self.write("DELETE FROM conversations WHERE id = ?1", [id.as_str()])
     }

@@ -105,6 +105,7 @@ pub(crate) trait Storage: Send {
     fn conversation(&self, id: &ConversationId) -> StorageResult<Option<ConversationRecord>>;
     fn put_conversation(&mut self, conversation: ConversationRecord) -> StorageResult<()>;
     /// Removes a conversation record (its participants and messages are removed separately).
+    #[cfg(feature = "server")]
     fn remove_conversation(&mut self, id: &ConversationId) -> StorageResult<()>;
 
     fn participant(
