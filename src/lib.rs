@@ -65,6 +65,7 @@
 //! |---|---|---|
 //! | `embedded` | The in-process engine ([`Engine`]); sessions without a URL use it. Required for now. | yes |
 //! | `websocket` | The websocket client transport: [`SessionOptions::url`]. | yes |
+//! | `leptos` | leptos_reactive 0.6 signals: `Subscription::to_leptos_signal`. | no |
 //! | `sqlite` | Persistent storage in a bundled SQLite: [`Engine::open`]. | no |
 //! | `server` | [`server`]: the `talkstore-server` binary and library (axum, JWT, SQLite, REST). | no |
 //! | `bench-internals` | Exposes store fixtures to the benchmarks. Not a stable API. | no |
@@ -72,6 +73,7 @@
 #[cfg(not(feature = "embedded"))]
 compile_error!("talkstore needs the `embedded` feature: sessions fall back to the engine");
 
+mod adapters;
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench;

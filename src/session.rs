@@ -28,8 +28,7 @@ use crate::{
     engine::Engine,
     model::{ConversationFilter, ConversationId, ConversationSnapshot, UserId},
     protocol::{
-        ClientFrame, ErrorCode, Record, Request, Response, ServerFrame, SubId, Target,
-        WireError,
+        ClientFrame, ErrorCode, Record, Request, Response, ServerFrame, SubId, Target, WireError,
     },
     store::{self, Bundle, Node, Store, StoreStats},
     transport::{Embedded, wire_round_trip},

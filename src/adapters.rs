@@ -1,0 +1,5 @@
+//! Bridges from subscriptions to UI frameworks' signals. Each adapter only moves values from a
+//! subscription's futures-signals signal into the framework's own signal type.
+
+#[cfg(feature = "leptos")]
+mod leptos;
