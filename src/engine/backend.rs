@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::{
     EngineResult, Event, State,
     commands::{
-        apply_edit, check_content, forbidden, insert_message, invalid, not_found, not_participant,
-        remove_message, require_user, set_user, upsert_conversation, write_participant,
+        apply_edit, check_content, check_reference, forbidden, insert_message, invalid, not_found,
+        not_participant, remove_message, require_user, set_user, upsert_conversation,
+        write_participant,
     },
     storage::StoredParticipant,
 };
@@ -262,14 +263,7 @@ fn post_message(
     }];
     let plaintext = check_content(&content, true)?;
     if let Some(referenced) = &message.referenced_message_id {
-        match state.storage().message(referenced)? {
-            Some((m, _)) if &m.conversation_id == conversation => {}
-            _ => {
-                return Err(not_found(format!(
-                    "referenced message {referenced} is not in conversation {conversation}"
-                )));
-            }
-        }
+        check_reference(state.storage(), conversation, referenced)?;
     }
     let record = MessageRecord {
         id: MessageId::new("pending"),

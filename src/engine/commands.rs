@@ -427,18 +427,7 @@ fn send(
     }
     let plaintext = check_content(&message.content, false)?;
     if let Some(referenced) = &message.referenced_message {
-        match storage.message(referenced)? {
-            Some((m, _)) if &m.conversation_id == conversation => {
-                if m.message_type != MessageType::UserMessage {
-                    return Err(invalid("only user messages can be replied to"));
-                }
-            }
-            _ => {
-                return Err(not_found(format!(
-                    "referenced message {referenced} is not in conversation {conversation}"
-                )));
-            }
-        }
+        check_reference(storage, conversation, referenced)?;
     }
     let record = MessageRecord {
         id: MessageId::new("pending"),
@@ -458,6 +447,26 @@ fn send(
         .storage_mut()
         .put_idempotent_send(me, &message.idempotency_key, &id)?;
     Ok((Response::Sent { message: id }, events))
+}
+
+/// A reply must reference a user message of the same conversation.
+pub(super) fn check_reference(
+    storage: &dyn Storage,
+    conversation: &ConversationId,
+    referenced: &MessageId,
+) -> EngineResult<()> {
+    match storage.message(referenced)? {
+        Some((m, _)) if &m.conversation_id == conversation => {
+            if m.message_type == MessageType::UserMessage {
+                Ok(())
+            } else {
+                Err(invalid("only user messages can be replied to"))
+            }
+        }
+        _ => Err(not_found(format!(
+            "referenced message {referenced} is not in conversation {conversation}"
+        ))),
+    }
 }
 
 /// Stores a new message and makes it its conversation's last message.
