@@ -3,8 +3,9 @@
 //! One [`Engine`] holds the data of one app. Sessions reach it through a transport (in process
 //! for the embedded engine, a websocket for `talkstore-server`); either way each session is a
 //! *connection* that sends [`ClientFrame`]s and receives [`ServerFrame`]s. Every command runs
-//! under one lock, is validated completely before it writes, commits its writes and its events
-//! together, and then every connection's feed turns the events into one push.
+//! under one lock and is validated completely before it writes; its writes and events are kept
+//! or discarded together (a savepoint), and every connection's feed turns the events into one
+//! push. Commands that queue behind the lock share one commit, and nothing is sent before it.
 
 #[cfg(feature = "server")]
 pub(crate) mod backend;
