@@ -327,16 +327,8 @@ async fn malformed_frames_are_answered_and_harmless() {
 /// retry, so a burst still completes.
 #[tokio::test]
 async fn rate_limits_are_typed_and_retried() {
-    let credentials = talkstore::server::AppCredentials::new(app(), "secret-0123456789abcdef");
-    let mut config = talkstore::server::ServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        crate::support::temp_dir("it-server").join(&credentials.id),
-        vec![credentials.clone()],
-    );
-    config.limits.requests_per_second = 20;
-    let server = talkstore::server::Server::bind(config).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    tokio::spawn(server.serve(std::future::pending()));
+    let running = Running::start_with(&app(), |limits| limits.requests_per_second = 20).await;
+    let (credentials, addr) = (running.credentials.clone(), running.addr);
     let token = mint_user_token(&credentials, "u", 600).unwrap();
     let mut request = format!("ws://{addr}/v1/{}/realtime/u", credentials.id)
         .into_client_request()
@@ -445,16 +437,8 @@ fn the_binary_serves_and_stops() {
 /// one makes room again.
 #[tokio::test]
 async fn connections_per_user_are_limited() {
-    let credentials = talkstore::server::AppCredentials::new(app(), "secret-0123456789abcdef");
-    let mut config = talkstore::server::ServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        crate::support::temp_dir("it-server").join(&credentials.id),
-        vec![credentials.clone()],
-    );
-    config.limits.connections_per_user = 2;
-    let server = talkstore::server::Server::bind(config).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    tokio::spawn(server.serve(std::future::pending()));
+    let running = Running::start_with(&app(), |limits| limits.connections_per_user = 2).await;
+    let (credentials, addr) = (running.credentials.clone(), running.addr);
     let token = mint_user_token(&credentials, "u", 600).unwrap();
     let url = format!("ws://{addr}/v1/{}/realtime/u", credentials.id);
     let connect = || async {

@@ -100,7 +100,7 @@ pub(crate) mod server {
 
     use talkstore::{
         SessionOptions,
-        server::{AppCredentials, Server, ServerConfig, mint_user_token},
+        server::{AppCredentials, Limits, Server, ServerConfig, mint_user_token},
     };
 
     /// A server running on the test's runtime until the test ends.
@@ -112,6 +112,12 @@ pub(crate) mod server {
 
     impl Running {
         pub(crate) async fn start(app: &str) -> Self {
+            // The shared suite is not about rate limits (`server.rs` tests those).
+            Self::start_with(app, |limits| limits.requests_per_second = 100_000).await
+        }
+
+        /// A server whose limits `configure` adjusts.
+        pub(crate) async fn start_with(app: &str, configure: impl FnOnce(&mut Limits)) -> Self {
             let credentials = AppCredentials::new(app, format!("secret-of-{app}-0123456789"));
             let data = super::temp_dir("it-server").join(app);
             let _ = std::fs::remove_dir_all(&data);
@@ -120,8 +126,7 @@ pub(crate) mod server {
                 data,
                 vec![credentials.clone()],
             );
-            // The shared suite is not about rate limits (`server.rs` tests those).
-            config.limits.requests_per_second = 100_000;
+            configure(&mut config.limits);
             let server = Server::bind(config).await.unwrap();
             let addr = server.local_addr().unwrap();
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
