@@ -415,9 +415,8 @@ impl Engine {
             .push((conn, ServerFrame::Response { id, result }));
     }
 
-    /// Runs an app backend's write (the REST API): committed, published and flushed before it
-    /// returns.
-    #[cfg(feature = "server")]
+    /// Runs an app backend's write (the REST API, system messages): committed, published and
+    /// flushed before it returns.
     pub(crate) fn backend_write<T>(
         &self,
         command: impl FnOnce(&mut State) -> EngineResult<(T, Vec<Event>)>,
@@ -452,25 +451,9 @@ impl Engine {
         conversation: &ConversationId,
         text: &str,
     ) -> Result<crate::model::MessageId, EngineError> {
-        let mut state = self.lock();
-        let written = state
-            .write(|state| commands::post_system_message(state, conversation, plain_text(text)));
-        let (response, events) = match written {
-            Ok(written) => written,
-            Err(error) => {
-                state.flush();
-                return Err(error);
-            }
-        };
-        state.publish(&events);
-        state.flush();
-        match response {
-            Response::Sent { message } => Ok(message),
-            _ => Err(EngineError::rejected(
-                ErrorCode::Internal,
-                "unexpected response",
-            )),
-        }
+        self.backend_write(|state| {
+            commands::post_system_message(state, conversation, plain_text(text))
+        })
     }
 }
 

@@ -371,7 +371,7 @@ impl SessionInner {
     }
 
     fn on_frame(&self, frame: ServerFrame) {
-        match wire_round_trip(frame) {
+        match frame {
             ServerFrame::Push { updates, .. } => store::run(self.store.apply(updates)),
             ServerFrame::Hello { .. } | ServerFrame::Error { .. } => {}
             ServerFrame::Response { id, result } => {
@@ -434,7 +434,8 @@ async fn pump(session: Weak<SessionInner>, mut inbox: mpsc::Receiver<ServerFrame
         let Some(session) = session.upgrade() else {
             break;
         };
-        session.on_frame(frame);
+        // Frames from a websocket were JSON already; in process, check they could have been.
+        session.on_frame(wire_round_trip(frame));
     }
 }
 

@@ -510,7 +510,7 @@ pub(super) fn post_system_message(
     state: &mut State,
     conversation: &ConversationId,
     content: Vec<SendContentBlock>,
-) -> EngineResult<(Response, Vec<Event>)> {
+) -> EngineResult<(MessageId, Vec<Event>)> {
     let plaintext = check_content(&content, false)?;
     let record = MessageRecord {
         id: MessageId::new("pending"),
@@ -525,8 +525,7 @@ pub(super) fn post_system_message(
         plaintext,
         content: content_to_blocks(&content),
     };
-    let (id, events) = insert_message(state, record)?;
-    Ok((Response::Sent { message: id }, events))
+    insert_message(state, record)
 }
 
 /// Finds a message of a conversation the sender may change: fails if `me` is not a

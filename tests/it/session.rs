@@ -5,7 +5,8 @@ use std::sync::Arc;
 use futures_signals::signal_vec::{SignalVecExt, VecDiff};
 use futures_util::StreamExt;
 use talkstore::{
-    Engine, Error, SessionOptions, SubscriptionState, TalkSession, UserParams, get_talk_session,
+    Engine, Error, ErrorCode, SessionOptions, SubscriptionState, TalkSession, UserParams,
+    get_talk_session,
 };
 
 use crate::support::{app, conversation, settle, users};
@@ -219,4 +220,38 @@ async fn handles_are_thread_safe() {
     let alice = sessions[0].clone();
     let handle = tokio::spawn(async move { alice.current_user().get().await.unwrap() });
     assert_eq!(handle.await.unwrap().unwrap().name, "Alice");
+}
+
+/// `Engine::post_system_message` posts a senderless system message that live windows show at
+/// once; an empty text or a missing conversation is refused.
+#[tokio::test]
+async fn system_messages_from_the_engine() {
+    let engine = Engine::new();
+    let alice =
+        get_talk_session(SessionOptions::new(app(), "alice").engine(engine.clone())).unwrap();
+    alice
+        .current_user()
+        .set(UserParams::new().name("Alice"))
+        .await
+        .unwrap();
+    conversation(&alice, "c", &[]).await;
+    let window = alice.conversation("c").unwrap().subscribe_messages(None);
+    window.connected().await.unwrap();
+    let c = talkstore::ConversationId::new("c");
+    let id = engine.post_system_message(&c, "Alice joined").unwrap();
+    settle(std::slice::from_ref(&alice)).await;
+    let shown = window.latest().unwrap().unwrap();
+    assert_eq!(shown[0].id, id);
+    assert_eq!(shown[0].message_type, talkstore::MessageType::SystemMessage);
+    assert!(shown[0].sender.is_none());
+    assert_eq!(shown[0].plaintext, "Alice joined");
+    assert!(engine.post_system_message(&c, "").is_err());
+    let missing = engine.post_system_message(&talkstore::ConversationId::new("nope"), "x");
+    assert!(matches!(
+        missing,
+        Err(talkstore::EngineError::Rejected {
+            code: ErrorCode::NotFound,
+            ..
+        })
+    ));
 }
