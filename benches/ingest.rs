@@ -15,7 +15,7 @@ use talkstore::{
     server::{AppCredentials, Server, ServerConfig, mint_user_token},
 };
 
-const MESSAGES: usize = 4_000;
+const MESSAGES: usize = 20_000;
 
 fn temp(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("talkstore-ingest-{}-{name}", std::process::id()));
@@ -142,7 +142,13 @@ fn main() {
         "senders", "messages/s", "p50 ms", "p99 ms", "ratio"
     );
     let mut best: Option<f64> = None;
-    for (run, senders) in [1, 4, 16, 64].into_iter().enumerate() {
+    // `--senders N` measures one load only (for profiling).
+    let args: Vec<String> = std::env::args().collect();
+    let loads = match args.iter().position(|a| a == "--senders") {
+        Some(at) => vec![args[at + 1].parse().expect("--senders N")],
+        None => vec![1, 4, 16, 64, 256],
+    };
+    for (run, senders) in loads.into_iter().enumerate() {
         let (rate, latencies) = runtime.block_on(server_run(senders, run));
         let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
         println!(

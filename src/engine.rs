@@ -5,7 +5,11 @@
 //! *connection* that sends [`ClientFrame`]s and receives [`ServerFrame`]s. Every command runs
 //! under one lock and is validated completely before it writes; its writes and events are kept
 //! or discarded together (a savepoint), and every connection's feed turns the events into one
-//! push. Commands that queue behind the lock share one commit, and nothing is sent before it.
+//! push.
+//!
+//! Nobody waits for the lock: a command is queued, and whichever thread holds the engine runs
+//! every queued command before it lets go (flat combining). Commands that queued meanwhile share
+//! one commit (group commit), and nothing is sent before it.
 
 #[cfg(feature = "server")]
 pub(crate) mod backend;
@@ -18,11 +22,8 @@ mod storage;
 mod view;
 
 use std::{
-    collections::HashMap,
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicUsize, Ordering},
-    },
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard, TryLockError},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -109,6 +110,12 @@ struct Connection {
 
 /// The most commands one commit covers.
 const MAX_BATCH: usize = 256;
+
+/// Work queued for the engine, run in order by whichever thread holds it.
+enum Command {
+    Frame(ConnId, Box<ClientFrame>),
+    Disconnect(ConnId),
+}
 
 pub(crate) struct State {
     storage: Box<dyn Storage>,
@@ -206,8 +213,9 @@ impl State {
         }
         let storage = &*self.storage;
         let epoch = storage.log_position().map_or(0, |(epoch, _)| epoch);
+        let touched = feed::touched_keys(events);
         for (id, connection) in &mut self.connections {
-            match connection.feed.on_events(storage, events) {
+            match connection.feed.on_events(storage, events, &touched) {
                 Ok(updates) => self.outgoing.extend(push(*id, connection, epoch, updates)),
                 Err(error) => tracing::error!(%error, "feed failed to compute a push"),
             }
@@ -256,8 +264,8 @@ fn push(
 #[derive(Clone)]
 pub struct Engine {
     state: Arc<Mutex<State>>,
-    /// Threads waiting for the engine: while any waits, a command leaves the commit to them.
-    waiting: Arc<AtomicUsize>,
+    /// Commands not run yet. Whoever releases `state` runs them first (see [`Engine::drain`]).
+    queue: Arc<Mutex<VecDeque<Command>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -324,16 +332,79 @@ impl Engine {
         };
         Engine {
             state: Arc::new(Mutex::new(state)),
-            waiting: Arc::default(),
+            queue: Arc::default(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    /// Runs `f` with the engine held, then the commands queued meanwhile.
+    fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         // A panic while holding the lock cannot leave half a command behind (writes roll back
         // or commit as a whole), so a poisoned lock is still consistent.
-        self.state
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let result = f(&mut state);
+        drop(state);
+        self.drain();
+        result
+    }
+
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Command>> {
+        self.queue
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues a command and runs the queue unless another thread holds the engine, in which
+    /// case that thread runs it before it lets go.
+    fn submit(&self, command: Command) {
+        self.queue().push_back(command);
+        self.drain();
+    }
+
+    /// Runs queued commands, up to [`MAX_BATCH`] per commit, until the queue is empty or
+    /// another thread holds the engine.
+    ///
+    /// No command is stranded: a thread that queues takes the queue lock after the holder
+    /// took it to find the queue empty, so it then finds the engine free (or held by a thread
+    /// that drains again when it lets go).
+    fn drain(&self) {
+        loop {
+            if self.queue().is_empty() {
+                return;
+            }
+            let mut state = match self.state.try_lock() {
+                Ok(state) => state,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            };
+            loop {
+                let batch: Vec<Command> = {
+                    let mut queue = self.queue();
+                    let n = queue.len().min(MAX_BATCH - state.batched);
+                    queue.drain(..n).collect()
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                for command in batch {
+                    match command {
+                        Command::Frame(conn, frame) => {
+                            self.run(&mut state, conn, *frame);
+                            state.batched += 1;
+                        }
+                        Command::Disconnect(conn) => {
+                            state.connections.remove(&conn);
+                        }
+                    }
+                }
+                if state.batched >= MAX_BATCH {
+                    state.flush();
+                }
+            }
+            state.flush();
+        }
     }
 
     /// Opens a connection acting as `user`; frames for it arrive on the returned receiver,
@@ -345,38 +416,33 @@ impl Engine {
         queue: usize,
     ) -> (ConnId, mpsc::Receiver<ServerFrame>) {
         let (outbox, inbox) = mpsc::channel(queue.max(1));
-        let mut state = self.lock();
-        let id = state.next_conn;
-        state.next_conn += 1;
-        state.connections.insert(
-            id,
-            Connection {
-                feed: Feed::new(user),
-                outbox,
-                push_seq: 0,
-            },
-        );
+        let id = self.with_state(|state| {
+            let id = state.next_conn;
+            state.next_conn += 1;
+            state.connections.insert(
+                id,
+                Connection {
+                    feed: Feed::new(user),
+                    outbox,
+                    push_seq: 0,
+                },
+            );
+            id
+        });
         (id, inbox)
     }
 
-    /// Closes a connection and drops its subscriptions.
+    /// Closes a connection and drops its subscriptions, after the frames it sent before.
     pub(crate) fn disconnect(&self, conn: ConnId) {
-        self.lock().connections.remove(&conn);
+        self.submit(Command::Disconnect(conn));
     }
 
-    /// Handles one frame from a connection. Its pushes are queued before its response, and
-    /// both are sent once its writes are committed. Commands that arrive while another holds
-    /// the engine share one commit (group commit).
+    /// Handles one frame from a connection, in order with its other frames. Its pushes are
+    /// queued before its response, and both are sent once its writes are committed. Never
+    /// waits for another thread: if one holds the engine, it runs this frame too, in the same
+    /// commit as its own (group commit).
     pub(crate) fn handle(&self, conn: ConnId, frame: ClientFrame) {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let mut state = self.lock();
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        self.run(&mut state, conn, frame);
-        state.batched += 1;
-        // The last command of a burst commits for all; a long burst commits every MAX_BATCH.
-        if self.waiting.load(Ordering::SeqCst) == 0 || state.batched >= MAX_BATCH {
-            state.flush();
-        }
+        self.submit(Command::Frame(conn, Box::new(frame)));
     }
 
     fn run(&self, state: &mut State, conn: ConnId, frame: ClientFrame) {
@@ -421,13 +487,14 @@ impl Engine {
         &self,
         command: impl FnOnce(&mut State) -> EngineResult<(T, Vec<Event>)>,
     ) -> EngineResult<T> {
-        let mut state = self.lock();
-        let result = state.write(command);
-        if let Ok((_, events)) = &result {
-            state.publish(events);
-        }
-        state.flush();
-        result.map(|(value, _)| value)
+        self.with_state(|state| {
+            let result = state.write(command);
+            if let Ok((_, events)) = &result {
+                state.publish(events);
+            }
+            state.flush();
+            result.map(|(value, _)| value)
+        })
     }
 
     /// Runs an app backend's read (the REST API).
@@ -436,7 +503,7 @@ impl Engine {
         &self,
         read: impl FnOnce(&State) -> EngineResult<T>,
     ) -> EngineResult<T> {
-        read(&self.lock())
+        self.with_state(|state| read(state))
     }
 
     /// Posts a system message (no sender, origin `rest`) to a conversation, as an app's backend

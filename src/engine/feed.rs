@@ -149,13 +149,17 @@ impl Feed {
         Vec::new()
     }
 
-    /// Computes the push for committed events.
+    /// Computes the push for committed events, which touched the keys `touched` (see
+    /// [`touched_keys`]).
     pub(crate) fn on_events(
         &mut self,
         storage: &dyn Storage,
         events: &[Event],
+        touched: &HashSet<EntityKey>,
     ) -> StorageResult<Vec<Update>> {
-        let touched = touched_keys(events);
+        if self.subs.is_empty() {
+            return Ok(Vec::new());
+        }
         let affected: Vec<SubId> = self
             .subs
             .iter()
@@ -171,7 +175,7 @@ impl Feed {
                 Err(EngineError::Rejected { .. }) => {}
             }
         }
-        self.send_records(collector, &touched, storage, &mut updates)?;
+        self.send_records(collector, touched, storage, &mut updates)?;
         Ok(updates)
     }
 
@@ -344,7 +348,7 @@ impl Feed {
 }
 
 /// The keys whose records the events may have changed.
-fn touched_keys(events: &[Event]) -> HashSet<EntityKey> {
+pub(crate) fn touched_keys(events: &[Event]) -> HashSet<EntityKey> {
     let mut keys = HashSet::new();
     for event in events {
         match event {

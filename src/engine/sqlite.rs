@@ -77,10 +77,22 @@ fn from_json<T: DeserializeOwned>(text: &str) -> StorageResult<T> {
     serde_json::from_str(text).map_err(|e| StorageError(format!("corrupt record: {e}")))
 }
 
+/// The counters every write reads, kept in memory: the last event's sequence number and the
+/// last message ordinal. The database holds the same values (they are written with the data).
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    seq: u64,
+    ordinal: u64,
+}
+
 pub(crate) struct SqliteStorage {
     conn: Connection,
     in_transaction: bool,
     epoch: u64,
+    counters: Counters,
+    /// The counters at the start of the open transaction and of the open savepoint.
+    at_begin: Counters,
+    at_savepoint: Counters,
 }
 
 impl SqliteStorage {
@@ -101,8 +113,12 @@ impl SqliteStorage {
             conn,
             in_transaction: false,
             epoch: 0,
+            counters: Counters::default(),
+            at_begin: Counters::default(),
+            at_savepoint: Counters::default(),
         };
         storage.migrate()?;
+        storage.counters = storage.stored_counters()?;
         storage.epoch = storage.meta("epoch")?.unwrap_or(0);
         if storage.epoch == 0 {
             // A new log: its epoch tells clients that sequence numbers restarted.
@@ -139,10 +155,22 @@ impl SqliteStorage {
         Ok(())
     }
 
+    fn stored_counters(&self) -> StorageResult<Counters> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(seq) FROM events", [], |row| row.get(0))
+            .map_err(db)?;
+        Ok(Counters {
+            seq: seq.unwrap_or(0) as u64,
+            ordinal: self.meta("ordinal")?.unwrap_or(0),
+        })
+    }
+
     fn begin(&mut self) -> StorageResult<()> {
         if !self.in_transaction {
             self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
             self.in_transaction = true;
+            self.at_begin = self.counters;
         }
         Ok(())
     }
@@ -423,15 +451,11 @@ impl Storage for SqliteStorage {
     }
 
     fn log_position(&self) -> StorageResult<(u64, u64)> {
-        let last: Option<i64> = self
-            .conn
-            .query_row("SELECT MAX(seq) FROM events", [], |row| row.get(0))
-            .map_err(db)?;
-        Ok((self.epoch, last.unwrap_or(0) as u64))
+        Ok((self.epoch, self.counters.seq))
     }
 
     fn append_events(&mut self, events: &[Event]) -> StorageResult<u64> {
-        let (_, first) = self.log_position()?;
+        let first = self.counters.seq;
         let mut seq = first;
         for event in events {
             seq += 1;
@@ -448,18 +472,22 @@ impl Storage for SqliteStorage {
                 [(seq - SQLITE_LOG_CAPACITY) as i64],
             )?;
         }
+        self.counters.seq = seq;
         Ok(seq)
     }
 
     fn next_ordinal(&mut self) -> StorageResult<u64> {
-        let next = self.meta("ordinal")?.unwrap_or(0) + 1;
+        let next = self.counters.ordinal + 1;
         self.set_meta("ordinal", next)?;
+        self.counters.ordinal = next;
         Ok(next)
     }
 
     fn savepoint(&mut self) -> StorageResult<()> {
         self.begin()?;
-        self.conn.execute_batch("SAVEPOINT command").map_err(db)
+        self.conn.execute_batch("SAVEPOINT command").map_err(db)?;
+        self.at_savepoint = self.counters;
+        Ok(())
     }
 
     fn release_savepoint(&mut self) -> StorageResult<()> {
@@ -467,6 +495,7 @@ impl Storage for SqliteStorage {
     }
 
     fn rollback_to_savepoint(&mut self) {
+        self.counters = self.at_savepoint;
         if let Err(error) = self
             .conn
             .execute_batch("ROLLBACK TO command; RELEASE command")
@@ -485,6 +514,7 @@ impl Storage for SqliteStorage {
 
     fn rollback(&mut self) {
         if self.in_transaction {
+            self.counters = self.at_begin;
             if let Err(error) = self.conn.execute_batch("ROLLBACK") {
                 tracing::error!(%error, "rollback failed");
             }

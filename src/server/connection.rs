@@ -90,16 +90,36 @@ fn until(expires_at: Option<u64>) -> Option<Duration> {
 /// How long one websocket write may take before the reader counts as gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
 /// Writes one message; false if the connection is broken or the reader stopped reading.
-async fn send(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    message: Message,
-) -> bool {
+async fn send(sink: &mut Sink, message: Message) -> bool {
     matches!(
         tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await,
         Ok(Ok(()))
     )
 }
+
+/// Writes `first` and every other frame already queued behind it (at most [`MAX_WRITE_BATCH`])
+/// with one flush; false like [`send`].
+async fn send_queued(
+    sink: &mut Sink,
+    first: ServerFrame,
+    inbox: &mut tokio::sync::mpsc::Receiver<ServerFrame>,
+) -> bool {
+    let write = async {
+        sink.feed(text(&first)).await?;
+        for _ in 1..MAX_WRITE_BATCH {
+            let Ok(frame) = inbox.try_recv() else { break };
+            sink.feed(text(&frame)).await?;
+        }
+        sink.flush().await
+    };
+    matches!(tokio::time::timeout(SEND_TIMEOUT, write).await, Ok(Ok(())))
+}
+
+/// The most frames written with one flush.
+const MAX_WRITE_BATCH: usize = 64;
 
 /// Answers the frames the engine must not see (a new token); empty passes the frame on.
 /// A good token is acknowledged and followed by a new hello carrying its expiry.
@@ -212,7 +232,7 @@ pub(crate) async fn run(
                 }
             },
             frame = inbox.recv() => match frame {
-                Some(frame) => open = send(&mut sink, text(&frame)).await,
+                                Some(frame) => open = send_queued(&mut sink, frame, &mut inbox).await,
                 // The engine dropped this connection: its queue was full (a slow reader).
                 None => {
                     tracing::info!(%user, "closing a slow connection");

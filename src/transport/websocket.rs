@@ -275,9 +275,18 @@ async fn serve<P: Peer>(shared: &Shared, peer: &Weak<P>, socket: Socket) -> Ende
                     Some(Err(_)) | None => return Ended::Retry,
                 }
             }
-            message = outbox.recv() => {
+                        message = outbox.recv() => {
                 let Some(message) = message else { return Ended::Retry };
-                if sink.send(message).await.is_err() {
+                                // What is queued goes out with one flush (up to 64 frames).
+                let mut write = sink.feed(message).await;
+                for _ in 1..64 {
+                    let Ok(message) = outbox.try_recv() else { break };
+                    if write.is_err() {
+                        break;
+                    }
+                    write = sink.feed(message).await;
+                }
+                if write.is_err() || sink.flush().await.is_err() {
                     return Ended::Retry;
                 }
             }
