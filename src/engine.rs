@@ -105,7 +105,6 @@ struct Connection {
     feed: Feed,
     /// Bounded: a connection that does not keep up is dropped (see [`State::flush`]).
     outbox: mpsc::Sender<ServerFrame>,
-    push_seq: u64,
 }
 
 /// The most commands one commit covers.
@@ -212,32 +211,30 @@ impl State {
             return;
         }
         let storage = &*self.storage;
-        let epoch = storage.log_position().map_or(0, |(epoch, _)| epoch);
+        let Ok(position) = storage.log_position() else {
+            return;
+        };
         let touched = feed::touched_keys(events);
         for (id, connection) in &mut self.connections {
             match connection.feed.on_events(storage, events, &touched) {
-                Ok(updates) => self.outgoing.extend(push(*id, connection, epoch, updates)),
+                Ok(updates) => self.outgoing.extend(push(*id, position, updates)),
                 Err(error) => tracing::error!(%error, "feed failed to compute a push"),
             }
         }
     }
 }
 
-/// A push of `updates` to a connection, numbered; `None` if there is nothing to push.
+/// A push of `updates` to a connection, stamped with the log `position` (epoch, sequence
+/// number) it brings the client to; `None` if there is nothing to push.
 fn push(
     id: ConnId,
-    connection: &mut Connection,
-    epoch: u64,
+    (epoch, seq): (u64, u64),
     updates: Vec<Update>,
 ) -> Option<(ConnId, ServerFrame)> {
-    if updates.is_empty() {
-        return None;
-    }
-    connection.push_seq += 1;
-    Some((
+    (!updates.is_empty()).then_some((
         id,
         ServerFrame::Push {
-            seq: connection.push_seq,
+            seq,
             epoch,
             updates,
         },
@@ -289,7 +286,10 @@ impl Engine {
     /// Creates an empty in-memory engine reading time from `clock` (milliseconds since the
     /// Unix epoch). Timestamps the engine assigns are still strictly increasing.
     pub fn with_clock(clock: impl Fn() -> Timestamp + Send + 'static) -> Self {
-        Self::with_storage(Box::new(MemoryStorage::new(1)), Box::new(clock))
+        Self::with_storage(
+            Box::new(MemoryStorage::new(storage::new_epoch())),
+            Box::new(clock),
+        )
     }
 
     /// Opens a persistent engine on the SQLite database at `path` (created if missing), with
@@ -424,7 +424,6 @@ impl Engine {
                 Connection {
                     feed: Feed::new(user),
                     outbox,
-                    push_seq: 0,
                 },
             );
             id
@@ -531,14 +530,12 @@ fn feed_op(
     op: impl FnOnce(&mut Feed, &dyn Storage) -> EngineResult<Vec<Update>>,
 ) -> EngineResult<Response> {
     let storage = &*state.storage;
-    let epoch = storage.log_position()?.0;
+    let position = storage.log_position()?;
     let Some(connection) = state.connections.get_mut(&conn) else {
         return Ok(Response::Ack);
     };
     let updates = op(&mut connection.feed, storage)?;
-    state
-        .outgoing
-        .extend(push(conn, connection, epoch, updates));
+    state.outgoing.extend(push(conn, position, updates));
     Ok(Response::Ack)
 }
 
@@ -557,10 +554,139 @@ impl Request {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{params::UserParams, protocol::Target};
+    use crate::{
+        model::ConversationId,
+        params::UserParams,
+        protocol::{EntityKey, Target},
+    };
 
     fn frame(id: u64, request: Request) -> ClientFrame {
         ClientFrame { id, request }
+    }
+
+    fn send(engine: &Engine, conn: ConnId, id: u64, text: &str) {
+        let message = crate::params::WireSend {
+            content: plain_text(text),
+            custom: Default::default(),
+            referenced_message: None,
+            idempotency_key: format!("k{id}"),
+        };
+        let conversation = ConversationId::new("c");
+        engine.handle(
+            conn,
+            frame(
+                id,
+                Request::Send {
+                    conversation,
+                    message,
+                },
+            ),
+        );
+    }
+
+    /// Subscribes to the messages of `c` on a new connection of `u`; returns the keys of the
+    /// records it was sent, what it held afterwards (every key sent), and the log position.
+    fn subscribe(
+        engine: &Engine,
+        restore: Option<crate::protocol::Restore>,
+    ) -> (Vec<EntityKey>, crate::protocol::Position) {
+        let (conn, mut rx) = engine.connect(UserId::new("u"), 100);
+        let target = Target::Messages {
+            conversation: ConversationId::new("c"),
+            filter: None,
+        };
+        engine.handle(
+            conn,
+            frame(
+                100,
+                Request::Subscribe {
+                    sub: 1,
+                    target,
+                    restore,
+                },
+            ),
+        );
+        let (mut sent, mut position) = (Vec::new(), None);
+        while let Ok(frame) = rx.try_recv() {
+            if let ServerFrame::Push {
+                updates,
+                epoch,
+                seq,
+            } = frame
+            {
+                position = Some(crate::protocol::Position { epoch, seq });
+                for update in updates {
+                    match update {
+                        Update::Upsert { record } => sent.push(record.key()),
+                        Update::Remove { key } => sent.push(key),
+                        Update::Window { .. } | Update::Failed { .. } => {}
+                    }
+                }
+            }
+        }
+        engine.disconnect(conn);
+        (sent, position.expect("a push"))
+    }
+
+    /// A client that resumes gets only the records changed since its position; with another
+    /// epoch, or a position the log no longer reaches, it gets everything again.
+    #[test]
+    fn resume_sends_only_what_changed() {
+        let engine = Engine::new();
+        let (conn, _rx) = engine.connect(UserId::new("u"), 20_000);
+        let user = Request::SetUser {
+            user: UserId::new("u"),
+            params: UserParams::new().name("U"),
+            create_only: false,
+        };
+        engine.handle(conn, frame(1, user));
+        let conversation = Request::SetConversation {
+            conversation: ConversationId::new("c"),
+            params: Default::default(),
+            create_only: false,
+        };
+        engine.handle(conn, frame(2, conversation));
+        for id in 3..13 {
+            send(&engine, conn, id, "hello");
+        }
+        let (held, since) = subscribe(&engine, None);
+        // Ten messages and their sender.
+        assert_eq!(held.len(), 11, "{held:?}");
+        send(&engine, conn, 13, "new");
+        let restore = |since: crate::protocol::Position| crate::protocol::Restore {
+            len: 10,
+            oldest: None,
+            since: Some(since),
+            held: held.clone(),
+        };
+        let (resumed, _) = subscribe(&engine, Some(restore(since)));
+        let new = EntityKey::message(&crate::model::MessageId::new("msg_11"));
+        assert_eq!(resumed, vec![new]);
+        let me = EntityKey::user(&UserId::new("u"));
+        // Another epoch: everything again.
+        let other = crate::protocol::Position {
+            epoch: since.epoch + 1,
+            ..since
+        };
+        let (resynced, _) = subscribe(&engine, Some(restore(other)));
+        assert!(
+            resynced.len() == 11 && resynced.contains(&me),
+            "{resynced:?}"
+        );
+        // A log that no longer reaches back: everything again.
+        for id in 0..feed::MAX_RESUME_EVENTS {
+            let user = Request::SetUser {
+                user: UserId::new("v"),
+                params: UserParams::new().name(format!("V{id}")),
+                create_only: false,
+            };
+            engine.handle(conn, frame(1_000 + id, user));
+        }
+        let (resynced, _) = subscribe(&engine, Some(restore(since)));
+        assert!(
+            resynced.len() == 11 && resynced.contains(&me),
+            "{resynced:?}"
+        );
     }
 
     /// A connection that does not drain its bounded queue is dropped when it overflows; the

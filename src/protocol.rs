@@ -281,12 +281,34 @@ impl Request {
     }
 }
 
-/// The window a client held before a reconnect: at least `len` items, and every item down to
-/// `oldest` if it still exists.
+/// What a client held of a subscription before a reconnect.
+///
+/// The window: at least `len` items, and every item down to `oldest` if it still exists.
+///
+/// Resume: `held` lists the keys the subscription's snapshot read when the client had applied
+/// every push up to `since`. The engine does not send those records again unless an event after
+/// `since` touched them; if it cannot tell (another epoch, or the log no longer reaches back),
+/// it sends everything.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct Restore {
     pub(crate) len: u32,
     pub(crate) oldest: Option<EntityKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) since: Option<Position>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) held: Vec<EntityKey>,
+}
+
+/// The most keys a [`Restore`] may list as held; the engine ignores a longer list (and sends
+/// every record), and clients send none rather than more.
+pub(crate) const MAX_HELD_KEYS: usize = 2_000;
+
+/// A point in an engine's event log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Position {
+    pub(crate) epoch: u64,
+    pub(crate) seq: u64,
 }
 
 /// How `SetParticipant` treats an existing or missing participant.
@@ -418,8 +440,10 @@ pub(crate) enum ServerFrame {
         id: u64,
         result: Result<Response, WireError>,
     },
-    /// Changes committed by the engine as one batch; apply atomically. `seq` increases by one
-    /// per push on a connection; `epoch` changes when the log restarts.
+    /// Changes committed by the engine as one batch; apply atomically. `seq` is the position
+    /// in the engine's event log that the push brings the client to: it never decreases on a
+    /// connection, and may skip numbers (events this connection does not see). `epoch`
+    /// changes when the log restarts.
     Push {
         seq: u64,
         epoch: u64,

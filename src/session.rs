@@ -28,7 +28,8 @@ use crate::{
     engine::Engine,
     model::{ConversationFilter, ConversationId, ConversationSnapshot, UserId},
     protocol::{
-        ClientFrame, ErrorCode, Record, Request, Response, ServerFrame, SubId, Target, WireError,
+        ClientFrame, ErrorCode, Position, Record, Request, Response, ServerFrame, SubId, Target,
+        WireError,
     },
     store::{self, Bundle, Node, Store, StoreStats},
     transport::{Embedded, wire_round_trip},
@@ -147,6 +148,7 @@ pub fn get_talk_session(options: SessionOptions) -> Result<TalkSession, Error> {
         link: OnceLock::new(),
         pending: Mutex::new(HashMap::new()),
         subs: Mutex::new(HashMap::new()),
+        position: Mutex::new(None),
         next_id: AtomicU64::new(1),
         token: Mutex::new(options.token),
         on_need_token: Mutex::new(None),
@@ -228,6 +230,8 @@ pub(crate) struct SessionInner {
     pending: Mutex<HashMap<u64, Pending>>,
     /// Live subscriptions, to subscribe again on a new connection.
     subs: Mutex<HashMap<SubId, Target>>,
+    /// The log position of the last push applied: a new connection resumes from it.
+    position: Mutex<Option<Position>>,
     next_id: AtomicU64,
     token: Mutex<Option<String>>,
     on_need_token: Mutex<Option<Callback>>,
@@ -372,7 +376,14 @@ impl SessionInner {
 
     fn on_frame(&self, frame: ServerFrame) {
         match frame {
-            ServerFrame::Push { updates, .. } => store::run(self.store.apply(updates)),
+            ServerFrame::Push {
+                updates,
+                epoch,
+                seq,
+            } => {
+                store::run(self.store.apply(updates));
+                *lock(&self.position) = Some(Position { epoch, seq });
+            }
             ServerFrame::Hello { .. } | ServerFrame::Error { .. } => {}
             ServerFrame::Response { id, result } => {
                 let Some(pending) = lock(&self.pending).remove(&id) else {
@@ -615,17 +626,13 @@ impl crate::transport::Peer for SessionInner {
             }
         }
         let mut frames = Vec::new();
+        let since = *lock(&self.position);
         for (sub, target) in lock(&self.subs).iter() {
             pending.insert(*sub, Pending::Subscribe(*sub));
-            let (len, oldest) = self.store.window(*sub);
-            let restore = Some(crate::protocol::Restore {
-                len: len as u32,
-                oldest,
-            });
             let request = Request::Subscribe {
                 sub: *sub,
                 target: target.clone(),
-                restore,
+                restore: Some(self.store.restore(*sub, since)),
             };
             frames.push(ClientFrame { id: *sub, request });
         }

@@ -30,7 +30,7 @@ use self::assemble::Lookup;
 pub(crate) use self::assemble::{Bundle, Node, Rec, node};
 use crate::{
     model::UserId,
-    protocol::{EntityKey, SubId, Update, WireError},
+    protocol::{EntityKey, MAX_HELD_KEYS, Position, Restore, SubId, Update, WireError},
 };
 
 /// Where a subscription's snapshots go. Implemented by the session's typed subscriptions.
@@ -208,16 +208,32 @@ impl Store {
         }
     }
 
-    /// The length and oldest row of a subscription's window, to restore it on a new
-    /// connection.
+    /// What a subscription holds, to restore it on a new connection: its window's length and
+    /// oldest row, and the keys its snapshot reads, current as of the log position `since`
+    /// (none if they are more than [`MAX_HELD_KEYS`]).
     #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
-    pub(crate) fn window(&self, sub: SubId) -> (usize, Option<EntityKey>) {
+    pub(crate) fn restore(&self, sub: SubId, since: Option<Position>) -> Restore {
         let inner = self.lock();
-        let rows = inner.subs.get(&sub).and_then(|s| s.rows.as_ref());
-        (
-            rows.map_or(0, Vec::len),
-            rows.and_then(|rows| rows.last().cloned()),
-        )
+        let Some(s) = inner.subs.get(&sub) else {
+            return Restore {
+                len: 0,
+                oldest: None,
+                since: None,
+                held: Vec::new(),
+            };
+        };
+        let rows = s.rows.as_ref();
+        let held = if s.keys.len() <= MAX_HELD_KEYS {
+            s.keys.keys().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        Restore {
+            len: rows.map_or(0, Vec::len) as u32,
+            oldest: rows.and_then(|rows| rows.last().cloned()),
+            since,
+            held,
+        }
     }
 
     /// Forgets a subscription and evicts the records only it read.

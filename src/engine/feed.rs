@@ -15,11 +15,25 @@ use super::{
 };
 use crate::{
     model::{ConversationFacts, MessageFacts, UserId},
-    protocol::{EntityKey, ErrorCode, Record, Restore, SubId, Target, Update},
+    protocol::{
+        EntityKey, ErrorCode, MAX_HELD_KEYS, Position, Record, Restore, SubId, Target, Update,
+    },
 };
 
 /// The largest window length a subscribe may ask to restore; larger asks are clamped.
 const MAX_RESTORED_WINDOW: usize = 10_000;
+
+/// The most events a resume reads from the log; a client further behind gets every record of
+/// its subscriptions again (a resync).
+pub(crate) const MAX_RESUME_EVENTS: u64 = 10_000;
+
+/// The keys touched by the events after a log position, kept while a client resumes so that
+/// each resumed subscription reads only the events that are new since the previous one.
+struct Touched {
+    since: Position,
+    upto: u64,
+    keys: HashSet<EntityKey>,
+}
 
 /// Where a window ends. Items at or above the bound (in window order) are in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +69,7 @@ pub(crate) struct Feed {
     subs: HashMap<SubId, FeedSub>,
     /// The last record sent per needed key, with the number of subscriptions needing it.
     known: HashMap<EntityKey, (Option<Record>, usize)>,
+    resume: Option<Touched>,
 }
 
 impl Feed {
@@ -63,6 +78,7 @@ impl Feed {
             me,
             subs: HashMap::new(),
             known: HashMap::new(),
+            resume: None,
         }
     }
 
@@ -89,12 +105,20 @@ impl Feed {
                 format!("at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection"),
             ));
         }
-        let bound = match restore {
-            None => Bound::First(target.paging().first),
-            Some(Restore { len, oldest }) => Bound::Restore {
-                len: (len as usize).min(MAX_RESTORED_WINDOW),
+        let (bound, unchanged) = match restore {
+            None => (Bound::First(target.paging().first), HashSet::new()),
+            Some(Restore {
+                len,
                 oldest,
-            },
+                since,
+                held,
+            }) => {
+                let bound = Bound::Restore {
+                    len: (len as usize).min(MAX_RESTORED_WINDOW),
+                    oldest,
+                };
+                (bound, self.unchanged(storage, since, held)?)
+            }
         };
         self.subs.insert(
             sub,
@@ -108,8 +132,55 @@ impl Feed {
         let mut updates = Vec::new();
         let mut collector = Collector::default();
         self.recompute(storage, sub, 0, &mut collector, &mut updates)?;
-        self.send_records(collector, &HashSet::new(), storage, &mut updates)?;
+        self.send_records(
+            collector,
+            &HashSet::new(),
+            &unchanged,
+            storage,
+            &mut updates,
+        )?;
         Ok(updates)
+    }
+
+    /// The keys of `held` (what a reconnecting client holds, current as of `since`) that no
+    /// event after `since` touched: the client's copies of those are current. Empty when that
+    /// cannot be told: no `since`, another epoch, a log that no longer reaches back, more than
+    /// [`MAX_RESUME_EVENTS`] events or [`MAX_HELD_KEYS`] keys.
+    fn unchanged(
+        &mut self,
+        storage: &dyn Storage,
+        since: Option<Position>,
+        held: Vec<EntityKey>,
+    ) -> StorageResult<HashSet<EntityKey>> {
+        let (epoch, now) = storage.log_position()?;
+        let Some(since) = since.filter(|since| {
+            since.epoch == epoch
+                && since.seq <= now
+                && now - since.seq <= MAX_RESUME_EVENTS
+                && held.len() <= MAX_HELD_KEYS
+        }) else {
+            return Ok(HashSet::new());
+        };
+        let mut touched = match self.resume.take() {
+            Some(touched) if touched.since == since => touched,
+            _ => Touched {
+                since,
+                upto: since.seq,
+                keys: HashSet::new(),
+            },
+        };
+        // Only the events after those already read for this position.
+        let Some(events) = storage.events_after(touched.upto)? else {
+            return Ok(HashSet::new());
+        };
+        touched.keys.extend(touched_keys(&events));
+        touched.upto = now;
+        let unchanged = held
+            .into_iter()
+            .filter(|key| !touched.keys.contains(key))
+            .collect();
+        self.resume = Some(touched);
+        Ok(unchanged)
     }
 
     pub(crate) fn load_more(
@@ -138,7 +209,13 @@ impl Feed {
         let mut updates = Vec::new();
         let mut collector = Collector::default();
         self.recompute(storage, sub, count, &mut collector, &mut updates)?;
-        self.send_records(collector, &HashSet::new(), storage, &mut updates)?;
+        self.send_records(
+            collector,
+            &HashSet::new(),
+            &HashSet::new(),
+            storage,
+            &mut updates,
+        )?;
         Ok(updates)
     }
 
@@ -175,7 +252,7 @@ impl Feed {
                 Err(EngineError::Rejected { .. }) => {}
             }
         }
-        self.send_records(collector, touched, storage, &mut updates)?;
+        self.send_records(collector, touched, &HashSet::new(), storage, &mut updates)?;
         Ok(updates)
     }
 
@@ -307,11 +384,13 @@ impl Feed {
     }
 
     /// Sends every needed record that the client lacks or has in an older version: those just
-    /// collected, and those touched by events.
+    /// collected, and those touched by events. The client holds the `unchanged` ones current
+    /// (see [`Feed::unchanged`]): they are not sent.
     fn send_records(
         &mut self,
         collector: Collector,
         touched: &HashSet<EntityKey>,
+        unchanged: &HashSet<EntityKey>,
         storage: &dyn Storage,
         updates: &mut Vec<Update>,
     ) -> StorageResult<()> {
@@ -333,6 +412,10 @@ impl Feed {
                 continue;
             };
             if *sent == current {
+                continue;
+            }
+            if sent.is_none() && unchanged.contains(&key) {
+                *sent = current;
                 continue;
             }
             match &current {

@@ -256,6 +256,17 @@ impl Storage for MemoryStorage {
         Ok((self.epoch, self.last_seq))
     }
 
+    fn events_after(&self, after: u64) -> StorageResult<Option<Vec<Event>>> {
+        let first = self.log.front().map_or(self.last_seq + 1, |(seq, _)| *seq);
+        if after + 1 < first || after > self.last_seq {
+            return Ok(None);
+        }
+        let skip = (after + 1 - first) as usize;
+        Ok(Some(
+            self.log.iter().skip(skip).map(|(_, e)| e.clone()).collect(),
+        ))
+    }
+
     fn append_events(&mut self, events: &[Event]) -> StorageResult<u64> {
         self.undo.push(Undo::Log {
             last_seq: self.last_seq,

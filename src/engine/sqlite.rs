@@ -15,6 +15,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::storage::{
     Event, MessagePos, Storage, StorageError, StorageResult, StoredParticipant, StoredUser,
+    new_epoch,
 };
 use crate::model::{
     ConversationId, ConversationRecord, MessageId, MessageRecord, MessageType, Timestamp, UserId,
@@ -122,10 +123,7 @@ impl SqliteStorage {
         storage.epoch = storage.meta("epoch")?.unwrap_or(0);
         if storage.epoch == 0 {
             // A new log: its epoch tells clients that sequence numbers restarted.
-            let epoch = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-                .max(1);
+            let epoch = new_epoch();
             storage.set_meta("epoch", epoch)?;
             storage.commit()?;
             storage.epoch = epoch;
@@ -452,6 +450,17 @@ impl Storage for SqliteStorage {
 
     fn log_position(&self) -> StorageResult<(u64, u64)> {
         Ok((self.epoch, self.counters.seq))
+    }
+
+    fn events_after(&self, after: u64) -> StorageResult<Option<Vec<Event>>> {
+        let events: Vec<Event> = self.all(
+            "SELECT data FROM events WHERE seq > ?1 ORDER BY seq",
+            [after as i64],
+        )?;
+        // Sequence numbers have no gaps: the log reaches back iff it returned all of them.
+        let complete =
+            after <= self.counters.seq && events.len() as u64 == self.counters.seq - after;
+        Ok(complete.then_some(events))
     }
 
     fn append_events(&mut self, events: &[Event]) -> StorageResult<u64> {

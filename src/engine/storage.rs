@@ -14,6 +14,15 @@ pub struct StorageError(pub String);
 
 pub(crate) type StorageResult<T> = Result<T, StorageError>;
 
+/// A new log epoch: the current time in nanoseconds, so that a log started again (a new
+/// database, a restarted in-memory engine) never reuses its predecessor's epoch.
+pub(crate) fn new_epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        .max(1)
+}
+
 /// A user with the fields the Data API never reveals.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredUser {
@@ -154,6 +163,9 @@ pub(crate) trait Storage: Send {
 
     /// The log's epoch and last sequence number (0 when empty).
     fn log_position(&self) -> StorageResult<(u64, u64)>;
+    /// The events after sequence number `after`, oldest first, or `None` if the log no longer
+    /// holds all of them.
+    fn events_after(&self, after: u64) -> StorageResult<Option<Vec<Event>>>;
     /// Appends events with consecutive sequence numbers after the last one.
     fn append_events(&mut self, events: &[Event]) -> StorageResult<u64>;
     /// The highest message ordinal handed out so far.

@@ -12,6 +12,8 @@ use talkstore::{
     server::{AppCredentials, mint_user_token},
 };
 
+use futures_util::StreamExt;
+
 use crate::support::{app, proxy::Proxy, server::Running, settle};
 
 fn session(
@@ -162,6 +164,85 @@ fn crash_runs() -> usize {
 /// Concurrent senders record every acknowledged message while the server is killed with
 /// SIGKILL at random times and restarted: every acknowledged message is there exactly once, in
 /// each sender's order, and the database passes `PRAGMA integrity_check`.
+/// After a dropped connection a session resumes from the last push it applied: the server
+/// sends the records changed meanwhile, not the whole subscription again, and the window ends
+/// up equal to the server's.
+#[tokio::test]
+async fn reconnects_resume_instead_of_resending_everything() {
+    let running = Running::start(&app()).await;
+    let app_id = running.credentials.id.clone();
+    let proxy = Proxy::start(running.addr).await;
+    let alice = session(&app_id, &running.credentials, proxy.addr, "alice");
+    let bob = session(&app_id, &running.credentials, running.addr, "bob");
+    for s in [&alice, &bob] {
+        let me = s.current_user();
+        me.set(UserParams::new().name(me.id().as_str()))
+            .await
+            .unwrap();
+    }
+    let chat = alice.conversation("resume").unwrap();
+    chat.set(ConversationParams::new()).await.unwrap();
+    chat.participant("bob")
+        .unwrap()
+        .set(ParticipantParams::new())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(
+            bob.conversation("resume")
+                .unwrap()
+                .send(format!("message {i}: {}", "x".repeat(200)))
+                .await
+                .unwrap()
+                .id()
+                .to_string(),
+        );
+    }
+    let before = proxy.downstream();
+    let window = chat.subscribe_messages(None);
+    window.connected().await.unwrap();
+    let subscribing = proxy.downstream() - before;
+
+    proxy.cut();
+    let edited = ids[10].clone();
+    bob.conversation("resume")
+        .unwrap()
+        .message(&edited)
+        .unwrap()
+        .edit("edited")
+        .await
+        .unwrap();
+    let after_cut = proxy.downstream();
+    let mut snapshots = window.stream();
+    let converged = async {
+        while let Some(snapshot) = snapshots.next().await {
+            if snapshot.is_some_and(|s| s.iter().any(|m| m.plaintext == "edited")) {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), converged)
+        .await
+        .expect("the edit arrives");
+    let resuming = proxy.downstream() - after_cut;
+    assert!(
+        resuming * 4 < subscribing,
+        "resuming took {resuming} bytes, subscribing {subscribing}"
+    );
+    let observer = bob.conversation("resume").unwrap().subscribe_messages(None);
+    observer.connected().await.unwrap();
+    let texts = |s: &talkstore::MessageListSubscription| {
+        s.latest()
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(|m| (m.id.to_string(), m.plaintext.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(texts(&window), texts(&observer));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_sigkill() {
     let app_id = app().replace(['.'], "-");

@@ -254,16 +254,40 @@ impl<T: Clone + Send + Sync + 'static> Counter<T> {
 pub(crate) mod proxy {
     use std::{
         net::SocketAddr,
-        sync::{Arc, Mutex},
+        sync::{
+            Arc, Mutex,
+            atomic::{AtomicU64, Ordering},
+        },
     };
 
-    use tokio::{net::TcpListener, task::AbortHandle};
+    use tokio::{
+        io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+        net::TcpListener,
+        task::AbortHandle,
+    };
 
     #[derive(Clone)]
     pub(crate) struct Proxy {
         pub(crate) addr: SocketAddr,
         target: Arc<Mutex<SocketAddr>>,
         connections: Arc<Mutex<Vec<AbortHandle>>>,
+        /// Bytes passed from the server to clients.
+        downstream: Arc<AtomicU64>,
+    }
+
+    /// Copies `from` to `to` until either ends, counting the bytes.
+    async fn copy(
+        mut from: impl AsyncRead + Unpin,
+        mut to: impl AsyncWrite + Unpin,
+        count: &AtomicU64,
+    ) {
+        let mut buffer = vec![0; 16 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buffer).await {
+            if to.write_all(&buffer[..n]).await.is_err() {
+                return;
+            }
+            count.fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 
     impl Proxy {
@@ -273,17 +297,24 @@ pub(crate) mod proxy {
                 addr: listener.local_addr().unwrap(),
                 target: Arc::new(Mutex::new(target)),
                 connections: Arc::default(),
+                downstream: Arc::default(),
             };
             let accepting = proxy.clone();
             tokio::spawn(async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
                     inbound.set_nodelay(true).unwrap();
                     let target = *accepting.target.lock().unwrap();
+                    let downstream = accepting.downstream.clone();
                     let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        if let Ok(outbound) = tokio::net::TcpStream::connect(target).await {
                             outbound.set_nodelay(true).unwrap();
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            let (client_read, client_write) = inbound.split();
+                            let (server_read, server_write) = outbound.into_split();
+                            let upstream = AtomicU64::new(0);
+                            tokio::select! {
+                                () = copy(client_read, server_write, &upstream) => {}
+                                () = copy(server_read, client_write, &downstream) => {}
+                            }
                         }
                     });
                     accepting
@@ -301,6 +332,11 @@ pub(crate) mod proxy {
             for connection in self.connections.lock().unwrap().drain(..) {
                 connection.abort();
             }
+        }
+
+        /// Bytes passed from the server to clients so far.
+        pub(crate) fn downstream(&self) -> u64 {
+            self.downstream.load(Ordering::Relaxed)
         }
 
         pub(crate) fn retarget(&self, target: SocketAddr) {
