@@ -564,6 +564,28 @@ mod tests {
         ClientFrame { id, request }
     }
 
+    /// User `u` in conversation `c` with `messages` messages, on a connection with room for
+    /// 20,000 frames.
+    pub(super) fn chat(engine: &Engine, messages: u64) -> (ConnId, mpsc::Receiver<ServerFrame>) {
+        let (conn, rx) = engine.connect(UserId::new("u"), 20_000);
+        let user = Request::SetUser {
+            user: UserId::new("u"),
+            params: UserParams::new().name("U"),
+            create_only: false,
+        };
+        engine.handle(conn, frame(1, user));
+        let conversation = Request::SetConversation {
+            conversation: ConversationId::new("c"),
+            params: Default::default(),
+            create_only: false,
+        };
+        engine.handle(conn, frame(2, conversation));
+        for id in 3..3 + messages {
+            send(engine, conn, id, "hello");
+        }
+        (conn, rx)
+    }
+
     fn send(engine: &Engine, conn: ConnId, id: u64, text: &str) {
         let message = crate::params::WireSend {
             content: plain_text(text),
@@ -633,22 +655,7 @@ mod tests {
     #[test]
     fn resume_sends_only_what_changed() {
         let engine = Engine::new();
-        let (conn, _rx) = engine.connect(UserId::new("u"), 20_000);
-        let user = Request::SetUser {
-            user: UserId::new("u"),
-            params: UserParams::new().name("U"),
-            create_only: false,
-        };
-        engine.handle(conn, frame(1, user));
-        let conversation = Request::SetConversation {
-            conversation: ConversationId::new("c"),
-            params: Default::default(),
-            create_only: false,
-        };
-        engine.handle(conn, frame(2, conversation));
-        for id in 3..13 {
-            send(&engine, conn, id, "hello");
-        }
+        let (conn, _rx) = chat(&engine, 10);
         let (held, since) = subscribe(&engine, None);
         // Ten messages and their sender.
         assert_eq!(held.len(), 11, "{held:?}");

@@ -334,7 +334,8 @@ impl Feed {
         let Some(feed_sub) = self.subs.get_mut(&sub) else {
             return Ok(());
         };
-        let items = list(storage, &self.me, &feed_sub.target)?;
+        let reach = Reach::of(&feed_sub.bound, extra);
+        let items = list(storage, &self.me, &feed_sub.target, &reach)?;
         let (items, loaded_all) = match items {
             None => (None, true),
             Some(items) => {
@@ -511,12 +512,51 @@ fn closure(
     }
 }
 
-/// Every item a target can show, in window order (greatest key first), or `None` if the root
-/// is missing or hidden from `me`.
+/// How much of a long list a window needs: the items it holds, `extra` more, and one beyond
+/// them, which tells whether anything is left ([`window`] counts on it).
+struct Reach {
+    /// Every item at or above this key, if the bound is one, and then `count` more.
+    from: Option<SortKey>,
+    /// Without `from`, at least this many items in all (`usize::MAX`: every item).
+    count: usize,
+}
+
+impl Reach {
+    fn of(bound: &Bound, extra: usize) -> Self {
+        let (from, count) = match bound {
+            Bound::First(n) => (None, *n),
+            // A restore wants every item down to `oldest`, which is found by reading.
+            Bound::Restore {
+                oldest: Some(_), ..
+            }
+            | Bound::All => (None, usize::MAX),
+            Bound::Restore { len, oldest: None } => (None, *len),
+            Bound::From(key) => (Some(key.clone()), 0),
+        };
+        Reach {
+            from,
+            count: count.saturating_add(extra).saturating_add(1),
+        }
+    }
+
+    /// Whether `items` (a prefix of the list, in window order) reach far enough.
+    fn reached(&self, items: &[(SortKey, EntityKey)]) -> bool {
+        let counted = match &self.from {
+            Some(from) => items.len() - items.partition_point(|(k, _)| k >= from),
+            None => items.len(),
+        };
+        counted >= self.count
+    }
+}
+
+/// The items a target can show, in window order (greatest key first), or `None` if the root
+/// is missing or hidden from `me`. Message lists are read only as far as `reach`; other lists
+/// (a user's conversations, a conversation's participants) are read whole.
 fn list(
     storage: &dyn Storage,
     me: &UserId,
     target: &Target,
+    reach: &Reach,
 ) -> StorageResult<Option<Vec<(SortKey, EntityKey)>>> {
     let single = |key: EntityKey, visible: bool| {
         Some(if visible {
@@ -615,7 +655,8 @@ fn list(
             let mut items = Vec::new();
             let mut before: Option<MessagePos> = None;
             loop {
-                let page = storage.messages_before(conversation, before, 256)?;
+                let page =
+                    storage.messages_before(conversation, before, reach.count.clamp(32, 256))?;
                 let Some((_, last)) = page.last() else { break };
                 before = Some(*last);
                 for (message, pos) in page {
@@ -639,6 +680,9 @@ fn list(
                         let key = SortKey(pos.created_at, pos.ordinal, String::new());
                         items.push((key, EntityKey::message(&message.id)));
                     }
+                }
+                if reach.reached(&items) {
+                    break;
                 }
             }
             Some(items)
@@ -692,6 +736,47 @@ mod tests {
                 (SortKey(i, 0, id.to_string()), EntityKey::conversation(&id))
             })
             .collect()
+    }
+
+    /// A message window reads only as far down the list as it needs, and cuts out the same
+    /// window as from the whole list, for every kind of bound and growth.
+    #[test]
+    fn message_windows_read_only_what_they_need() {
+        let engine = crate::engine::Engine::new();
+        let _chat = crate::engine::tests::chat(&engine, 100);
+        engine.with_state(|state| {
+            let me = UserId::new("u");
+            let target = Target::Messages {
+                conversation: ConversationId::new("c"),
+                filter: None,
+            };
+            let everything = Reach {
+                from: None,
+                count: usize::MAX,
+            };
+            let all = list(state.storage(), &me, &target, &everything)
+                .unwrap()
+                .unwrap();
+            assert_eq!(all.len(), 100);
+            let mut bounds: Vec<Bound> = [1, 30, 99, 100, 200].map(Bound::First).to_vec();
+            bounds.extend([0, 29, 50, 98, 99].map(|at| Bound::From(all[at].0.clone())));
+            bounds.push(Bound::All);
+            for bound in bounds {
+                for extra in [0, 1, 30, 100] {
+                    let reach = Reach::of(&bound, extra);
+                    let some = list(state.storage(), &me, &target, &reach)
+                        .unwrap()
+                        .unwrap();
+                    if bound == Bound::First(30) && extra == 0 {
+                        assert!(some.len() < 100, "read {} items", some.len());
+                    }
+                    let (mut a, mut b) = (bound.clone(), bound.clone());
+                    let expected = window(all.clone(), &mut a, extra);
+                    assert_eq!(window(some, &mut b, extra), expected, "{bound:?} + {extra}");
+                    assert_eq!(a, b);
+                }
+            }
+        });
     }
 
     /// A window keeps its bound: new items above it join, load_more moves it, and it reports
