@@ -289,7 +289,7 @@ impl Request {
 /// every push up to `since`. The engine does not send those records again unless an event after
 /// `since` touched them; if it cannot tell (another epoch, or the log no longer reaches back),
 /// it sends everything.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Restore {
     pub(crate) len: u32,

@@ -215,12 +215,7 @@ impl Store {
     pub(crate) fn restore(&self, sub: SubId, since: Option<Position>) -> Restore {
         let inner = self.lock();
         let Some(s) = inner.subs.get(&sub) else {
-            return Restore {
-                len: 0,
-                oldest: None,
-                since: None,
-                held: Vec::new(),
-            };
+            return Restore::default();
         };
         let rows = s.rows.as_ref();
         let held = if s.keys.len() <= MAX_HELD_KEYS {

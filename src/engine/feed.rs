@@ -132,13 +132,15 @@ impl Feed {
         let mut updates = Vec::new();
         let mut collector = Collector::default();
         self.recompute(storage, sub, 0, &mut collector, &mut updates)?;
-        self.send_records(
-            collector,
-            &HashSet::new(),
-            &unchanged,
-            storage,
-            &mut updates,
-        )?;
+        // The client holds these current: count them as sent.
+        for key in &unchanged {
+            if let (Some((sent @ None, _)), Some(record)) =
+                (self.known.get_mut(key), collector.records.get(key))
+            {
+                *sent = Some(record.clone());
+            }
+        }
+        self.send_records(collector, &HashSet::new(), storage, &mut updates)?;
         Ok(updates)
     }
 
@@ -209,13 +211,7 @@ impl Feed {
         let mut updates = Vec::new();
         let mut collector = Collector::default();
         self.recompute(storage, sub, count, &mut collector, &mut updates)?;
-        self.send_records(
-            collector,
-            &HashSet::new(),
-            &HashSet::new(),
-            storage,
-            &mut updates,
-        )?;
+        self.send_records(collector, &HashSet::new(), storage, &mut updates)?;
         Ok(updates)
     }
 
@@ -252,7 +248,7 @@ impl Feed {
                 Err(EngineError::Rejected { .. }) => {}
             }
         }
-        self.send_records(collector, touched, &HashSet::new(), storage, &mut updates)?;
+        self.send_records(collector, touched, storage, &mut updates)?;
         Ok(updates)
     }
 
@@ -385,13 +381,11 @@ impl Feed {
     }
 
     /// Sends every needed record that the client lacks or has in an older version: those just
-    /// collected, and those touched by events. The client holds the `unchanged` ones current
-    /// (see [`Feed::unchanged`]): they are not sent.
+    /// collected, and those touched by events.
     fn send_records(
         &mut self,
         collector: Collector,
         touched: &HashSet<EntityKey>,
-        unchanged: &HashSet<EntityKey>,
         storage: &dyn Storage,
         updates: &mut Vec<Update>,
     ) -> StorageResult<()> {
@@ -415,10 +409,7 @@ impl Feed {
             if *sent == current {
                 continue;
             }
-            if sent.is_none() && unchanged.contains(&key) {
-                *sent = current;
-                continue;
-            }
+
             match &current {
                 Some(record) => updates.push(Update::Upsert {
                     record: record.clone(),

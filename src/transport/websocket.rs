@@ -279,11 +279,11 @@ async fn serve<P: Peer>(shared: &Shared, peer: &Weak<P>, socket: Socket) -> Ende
                 let Some(message) = message else { return Ended::Retry };
                                 // What is queued goes out with one flush (up to 64 frames).
                 let mut write = sink.feed(message).await;
-                for _ in 1..64 {
-                    let Ok(message) = outbox.try_recv() else { break };
+                                for _ in 1..64 {
                     if write.is_err() {
                         break;
                     }
+                    let Ok(message) = outbox.try_recv() else { break };
                     write = sink.feed(message).await;
                 }
                 if write.is_err() || sink.flush().await.is_err() {

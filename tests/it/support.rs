@@ -275,18 +275,20 @@ pub(crate) mod proxy {
         downstream: Arc<AtomicU64>,
     }
 
-    /// Copies `from` to `to` until either ends, counting the bytes.
+    /// Copies `from` to `to` until either ends, counting the bytes if asked.
     async fn copy(
         mut from: impl AsyncRead + Unpin,
         mut to: impl AsyncWrite + Unpin,
-        count: &AtomicU64,
+        count: Option<&AtomicU64>,
     ) {
         let mut buffer = vec![0; 16 * 1024];
         while let Ok(n @ 1..) = from.read(&mut buffer).await {
             if to.write_all(&buffer[..n]).await.is_err() {
                 return;
             }
-            count.fetch_add(n as u64, Ordering::Relaxed);
+            if let Some(count) = count {
+                count.fetch_add(n as u64, Ordering::Relaxed);
+            }
         }
     }
 
@@ -310,10 +312,9 @@ pub(crate) mod proxy {
                             outbound.set_nodelay(true).unwrap();
                             let (client_read, client_write) = inbound.split();
                             let (server_read, server_write) = outbound.into_split();
-                            let upstream = AtomicU64::new(0);
                             tokio::select! {
-                                () = copy(client_read, server_write, &upstream) => {}
-                                () = copy(server_read, client_write, &downstream) => {}
+                                () = copy(client_read, server_write, None) => {}
+                                () = copy(server_read, client_write, Some(&downstream)) => {}
                             }
                         }
                     });
