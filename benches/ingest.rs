@@ -10,12 +10,30 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
 use talkstore::{
-    ConversationParams, SessionOptions, UserParams, get_talk_session,
+    ConversationParams, SessionOptions, TalkSession, UserParams, get_talk_session,
     server::{AppCredentials, Server, ServerConfig, mint_user_token},
 };
 
-const MESSAGES: usize = 20_000;
+/// Messages per load: 20,000, or `--messages N`.
+static MESSAGES: std::sync::LazyLock<usize> =
+    std::sync::LazyLock::new(|| arg("--messages").unwrap_or(20_000));
+
+/// The number after `name` on the command line.
+fn arg(name: &str) -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == name)?;
+    Some(
+        args.get(at + 1)?
+            .parse()
+            .expect("a number after the option"),
+    )
+}
+
+/// Sends in flight per connection in the pipelined loads.
+const DEPTH: usize = 32;
 
 fn temp(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("talkstore-ingest-{}-{name}", std::process::id()));
@@ -28,9 +46,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
-/// Sends `MESSAGES` messages from `senders` concurrent sessions; returns messages/s and the
-/// sorted ack latencies.
-async fn server_run(senders: usize, run: usize) -> (f64, Vec<Duration>) {
+/// A server on loopback with `senders` users, each in its own conversation `c{n}`; returns
+/// its address, its credentials and one session per sender.
+async fn server_with_senders(
+    senders: usize,
+    run: usize,
+) -> (std::net::SocketAddr, AppCredentials, Vec<TalkSession>) {
     let app = format!("ingest{run}");
     let credentials = AppCredentials::new(&app, "ingest-secret-0123456789");
     let mut config = ServerConfig::new(
@@ -65,7 +86,20 @@ async fn server_run(senders: usize, run: usize) -> (f64, Vec<Duration>) {
             .unwrap();
         sessions.push(session);
     }
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(MESSAGES)));
+    (addr, credentials, sessions)
+}
+
+/// Messages/s and sorted ack latencies of one load.
+struct Load {
+    rate: f64,
+    latencies: Vec<Duration>,
+}
+
+/// Sends `MESSAGES` messages from `senders` concurrent sessions, each waiting for one
+/// acknowledgement before it sends the next.
+async fn session_run(senders: usize, run: usize) -> Load {
+    let (_, _, sessions) = server_with_senders(senders, run).await;
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(*MESSAGES)));
     let start = Instant::now();
     let tasks: Vec<_> = sessions
         .iter()
@@ -74,7 +108,7 @@ async fn server_run(senders: usize, run: usize) -> (f64, Vec<Duration>) {
             let chat = session.conversation(format!("c{n}")).unwrap();
             let latencies = latencies.clone();
             tokio::spawn(async move {
-                for i in 0..MESSAGES / senders {
+                for i in 0..*MESSAGES / senders {
                     let sent = Instant::now();
                     chat.send(format!("message {i}")).await.unwrap();
                     latencies.lock().unwrap().push(sent.elapsed());
@@ -85,10 +119,107 @@ async fn server_run(senders: usize, run: usize) -> (f64, Vec<Duration>) {
     for task in tasks {
         task.await.unwrap();
     }
+    finish(start, &latencies)
+}
+
+fn finish(start: Instant, latencies: &Mutex<Vec<Duration>>) -> Load {
     let elapsed = start.elapsed();
     let mut latencies = latencies.lock().unwrap().clone();
     latencies.sort();
-    (latencies.len() as f64 / elapsed.as_secs_f64(), latencies)
+    Load {
+        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+        latencies,
+    }
+}
+
+/// Sends `MESSAGES` messages over `connections` raw websocket connections (one per sender),
+/// keeping `depth` sends in flight on each, as a client that does not wait for one
+/// acknowledgement before the next send would. The load generator is a bare tungstenite client
+/// on its own thread, so that it costs the server as little CPU as possible.
+async fn pipelined_run(connections: usize, depth: usize, run: usize) -> Load {
+    let (addr, credentials, sessions) = server_with_senders(connections, run).await;
+    drop(sessions);
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(*MESSAGES)));
+    let app = credentials.id.clone();
+    let generator = {
+        let latencies = latencies.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let mut sockets = Vec::new();
+                for n in 0..connections {
+                    let user = format!("u{n}");
+                    let token = mint_user_token(&credentials, &user, 3600).unwrap();
+                    let mut request = format!("ws://{addr}/v1/{app}/realtime/{user}")
+                        .into_client_request()
+                        .unwrap();
+                    request
+                        .headers_mut()
+                        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+                    let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+                    sockets.push(socket);
+                }
+                let start = Instant::now();
+                let tasks: Vec<_> = sockets
+                    .into_iter()
+                    .enumerate()
+                    .map(|(n, socket)| {
+                        tokio::spawn(pipeline(socket, n, *MESSAGES / connections, depth))
+                    })
+                    .collect();
+                for task in tasks {
+                    latencies.lock().unwrap().extend(task.await.unwrap());
+                }
+                start
+            })
+        })
+    };
+    let start = tokio::task::spawn_blocking(move || generator.join().unwrap())
+        .await
+        .unwrap();
+    finish(start, &latencies)
+}
+
+/// One pipelined sender: sends `count` messages to `c{n}` with at most `depth` unacknowledged;
+/// returns the ack latencies.
+async fn pipeline(
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    n: usize,
+    count: usize,
+    depth: usize,
+) -> Vec<Duration> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut sink, mut stream) = socket.split();
+    let mut in_flight = std::collections::VecDeque::with_capacity(depth);
+    let mut latencies = Vec::with_capacity(count);
+    let mut sent = 0;
+    while latencies.len() < count {
+        while sent < count && in_flight.len() < depth {
+            let frame = format!(
+                r#"{{"id":{sent},"op":"send","conversation":"c{n}","message":{{"content":[{{"type":"text","children":["message {sent}"]}}],"custom":{{}},"referencedMessage":null,"idempotencyKey":"k{sent}"}}}}"#
+            );
+            sink.feed(Message::text(frame)).await.unwrap();
+            in_flight.push_back(Instant::now());
+            sent += 1;
+        }
+        sink.flush().await.unwrap();
+        match stream.next().await {
+            Some(Ok(Message::Text(text))) if text.starts_with(r#"{"type":"response""#) => {
+                assert!(text.contains(r#""Ok""#), "send failed: {text}");
+                let at = in_flight.pop_front().expect("a response to a send");
+                latencies.push(at.elapsed());
+            }
+            Some(Ok(_)) => {}
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+    latencies
 }
 
 /// The same sends on the embedded engine with SQLite storage: no network, one sender.
@@ -104,10 +235,10 @@ async fn embedded_run() -> f64 {
     let chat = session.conversation("c").unwrap();
     chat.set(ConversationParams::new()).await.unwrap();
     let start = Instant::now();
-    for i in 0..MESSAGES {
+    for i in 0..*MESSAGES {
         chat.send(format!("message {i}")).await.unwrap();
     }
-    MESSAGES as f64 / start.elapsed().as_secs_f64()
+    *MESSAGES as f64 / start.elapsed().as_secs_f64()
 }
 
 fn main() {
@@ -128,39 +259,60 @@ fn main() {
     raw.sort_by(f64::total_cmp);
     let raw = raw[1];
     println!("raw rusqlite, 100 messages per transaction: {raw:.0} messages/s (median of 3)");
-    let embedded = runtime.block_on(embedded_run());
-    if std::env::args().any(|a| a == "--embedded-only") {
-        println!("embedded: {embedded:.0} messages/s");
-        return;
-    }
-    println!(
-        "embedded engine + SQLite, 1 sender, no network: {embedded:.0} messages/s ({:.2}x raw)",
-        embedded / raw
-    );
-    println!(
-        "{:>8} {:>14} {:>10} {:>10} {:>8}",
-        "senders", "messages/s", "p50 ms", "p99 ms", "ratio"
-    );
-    let mut best: Option<f64> = None;
-    // `--senders N` measures one load only (for profiling).
-    let args: Vec<String> = std::env::args().collect();
-    let loads = match args.iter().position(|a| a == "--senders") {
-        Some(at) => vec![args[at + 1].parse().expect("--senders N")],
-        None => vec![1, 4, 16, 64, 256],
-    };
-    for (run, senders) in loads.into_iter().enumerate() {
-        let (rate, latencies) = runtime.block_on(server_run(senders, run));
-        let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
-        println!(
-            "{senders:>8} {rate:>14.0} {:>10.2} {:>10.2} {:>7.2}x",
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3,
-            rate / raw
-        );
-        if p99 <= Duration::from_millis(10) {
-            best = Some(best.map_or(rate, |b: f64| b.max(rate)));
+    // For profiling: `--senders N` measures one session load only, `--pipelined N` one
+    // pipelined load, and either skips the embedded run.
+    let (sessions, pipelined) = match (arg("--senders"), arg("--pipelined")) {
+        (None, None) => {
+            let embedded = runtime.block_on(embedded_run());
+            println!(
+                "embedded engine + SQLite, 1 sender, no network: {embedded:.0} messages/s ({:.2}x raw)",
+                embedded / raw
+            );
+            (vec![1, 4, 16, 64, 256], vec![1, 4, 16, 64])
         }
-    }
+        (senders, connections) => (Vec::from_iter(senders), Vec::from_iter(connections)),
+    };
+    let mut best: Option<f64> = None;
+    let mut run = 0;
+    let mut report = |title: &str, loads: Vec<(usize, Load)>| {
+        if loads.is_empty() {
+            return;
+        }
+        println!("{title}");
+        println!(
+            "{:>8} {:>14} {:>10} {:>10} {:>8}",
+            "senders", "messages/s", "p50 ms", "p99 ms", "ratio"
+        );
+        for (senders, Load { rate, latencies }) in loads {
+            let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+            println!(
+                "{senders:>8} {rate:>14.0} {:>10.2} {:>10.2} {:>7.2}x",
+                p50.as_secs_f64() * 1e3,
+                p99.as_secs_f64() * 1e3,
+                rate / raw
+            );
+            if p99 <= Duration::from_millis(10) {
+                best = Some(best.map_or(rate, |b: f64| b.max(rate)));
+            }
+        }
+    };
+    let mut measure = |senders: usize, load: &dyn Fn(usize) -> Load| {
+        run += 1;
+        (senders, load(run))
+    };
+    let loads = sessions
+        .into_iter()
+        .map(|n| measure(n, &|run| runtime.block_on(session_run(n, run))))
+        .collect();
+    report("sessions, one send in flight each:", loads);
+    let loads = pipelined
+        .into_iter()
+        .map(|n| measure(n, &|run| runtime.block_on(pipelined_run(n, DEPTH, run))))
+        .collect();
+    report(
+        &format!("raw websocket clients, {DEPTH} sends in flight each:"),
+        loads,
+    );
     match best {
         Some(rate) => println!(
             "best at ack p99 <= 10 ms: {rate:.0} messages/s = {:.2}x raw",

@@ -4,7 +4,7 @@
 //! for the embedded engine, a websocket for `talkstore-server`); either way each session is a
 //! *connection* that sends [`ClientFrame`]s and receives [`ServerFrame`]s. Every command runs
 //! under one lock and is validated completely before it writes; its writes and events are kept
-//! or discarded together (a savepoint), and every connection's feed turns the events into one
+//! or discarded together, and every connection's feed turns the events into one
 //! push.
 //!
 //! Nobody waits for the lock: a command is queued, and whichever thread holds the engine runs
@@ -127,6 +127,8 @@ pub(crate) struct State {
     outgoing: Vec<(ConnId, ServerFrame)>,
     /// Commands in the open batch.
     batched: usize,
+    /// Why the open batch cannot commit, if it cannot.
+    failed: Option<StorageError>,
 }
 
 impl State {
@@ -148,33 +150,52 @@ impl State {
 
     /// Runs a write inside the open batch: its writes and events are kept together, or, if it
     /// fails, none of them. They become durable with the batch's commit ([`State::flush`]).
+    ///
+    /// Commands of a batch validate before they write, so one fails after writing only if
+    /// storage failed; if the storage cannot undo that command alone, the whole batch fails.
+    /// (An app backend's write runs alone in its batch, so it may fail anywhere.)
     fn write<T>(
         &mut self,
         command: impl FnOnce(&mut State) -> EngineResult<(T, Vec<Event>)>,
     ) -> EngineResult<(T, Vec<Event>)> {
-        self.storage.savepoint()?;
+        self.storage.begin_command();
         let result = command(self).and_then(|(response, events)| {
             if !events.is_empty() {
                 self.storage.append_events(&events)?;
             }
-            self.storage.release_savepoint()?;
             Ok((response, events))
         });
-        if result.is_err() {
-            self.storage.rollback_to_savepoint();
+        if let Err(error) = &result
+            && !self.storage.undo_command()
+        {
+            debug_assert!(
+                matches!(error, EngineError::Storage(_)),
+                "a command was refused after it wrote: {error}"
+            );
+            if self.failed.is_none() {
+                self.failed = Some(match error {
+                    EngineError::Storage(error) => error.clone(),
+                    EngineError::Rejected { reason, .. } => StorageError(reason.clone()),
+                });
+            }
         }
         result
     }
 
     /// Commits the open batch (group commit: one commit for every command that queued behind
-    /// the lock meanwhile), then sends its frames. If the commit fails, the batch's writes are
-    /// gone: its requests are answered with `INTERNAL` and every connection is closed, so that
-    /// clients resynchronize instead of trusting pushes of lost writes.
+    /// the lock meanwhile), then sends its frames. If the commit fails, or a command of the
+    /// batch failed in a way that could not be undone alone, the batch's writes are gone: its
+    /// requests are answered with `INTERNAL` and every connection is closed, so that clients
+    /// resynchronize instead of trusting pushes of lost writes.
     fn flush(&mut self) {
         self.batched = 0;
         let frames = std::mem::take(&mut self.outgoing);
-        if let Err(error) = self.storage.commit() {
-            tracing::error!(%error, "commit failed; closing every connection");
+        let committed = match self.failed.take() {
+            Some(error) => Err(error),
+            None => self.storage.commit(),
+        };
+        if let Err(error) = committed {
+            tracing::error!(%error, "a batch of writes failed; closing every connection");
             self.storage.rollback();
             for (conn, frame) in frames {
                 if let (ServerFrame::Response { id, .. }, Some(c)) =
@@ -329,6 +350,7 @@ impl Engine {
             next_conn: 1,
             outgoing: Vec::new(),
             batched: 0,
+            failed: None,
         };
         Engine {
             state: Arc::new(Mutex::new(state)),
@@ -648,6 +670,57 @@ mod tests {
         }
         engine.disconnect(conn);
         (sent, position.expect("a push"))
+    }
+
+    /// The answers among the frames queued for a connection: (request id, ok?).
+    fn answers(rx: &mut mpsc::Receiver<ServerFrame>) -> Vec<(u64, bool)> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|frame| match frame {
+                ServerFrame::Response { id, result } => Some((id, result.is_ok())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A command that fails in storage is undone alone when it is the first of its batch to
+    /// write; after another command's writes, the batch is lost as a whole: every request is
+    /// answered with an error and every connection closed, and none of its writes is kept.
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_storage_failure_fails_its_batch_when_it_cannot_be_undone_alone() {
+        let dir = std::env::temp_dir().join(format!("talkstore-batch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("engine.sqlite");
+        let engine = Engine::open(&path).unwrap();
+        let (conn, mut rx) = chat(&engine, 0);
+        answers(&mut rx);
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.data LIKE '%boom%'
+                 BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
+            )
+            .unwrap();
+        let kept = || {
+            let page = engine.with_state(|s| {
+                s.storage()
+                    .messages_before(&ConversationId::new("c"), None, 10)
+            });
+            page.unwrap().len()
+        };
+        send(&engine, conn, 10, "boom");
+        send(&engine, conn, 11, "fine");
+        assert_eq!(answers(&mut rx), [(10, false), (11, true)]);
+        assert_eq!(kept(), 1);
+        engine.with_state(|_| {
+            send(&engine, conn, 12, "fine");
+            send(&engine, conn, 13, "boom");
+        });
+        assert_eq!(answers(&mut rx), [(12, false), (13, false)]);
+        assert!(rx.is_closed(), "the connection is closed");
+        assert_eq!(kept(), 1, "the batch's first send is gone too");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A client that resumes gets only the records changed since its position; with another

@@ -37,8 +37,8 @@ pub(crate) struct MemoryStorage {
     last_seq: u64,
     ordinal: u64,
     undo: Vec<Undo>,
-    /// Undo-log lengths at each open savepoint.
-    savepoints: Vec<usize>,
+    /// The undo log's length when the current command began.
+    command_start: usize,
 }
 
 impl MemoryStorage {
@@ -285,24 +285,22 @@ impl Storage for MemoryStorage {
         Ok(self.ordinal)
     }
 
-    fn savepoint(&mut self) -> StorageResult<()> {
-        self.savepoints.push(self.undo.len());
-        Ok(())
+    fn begin_command(&mut self) {
+        self.command_start = self.undo.len();
     }
 
-    fn release_savepoint(&mut self) -> StorageResult<()> {
-        self.savepoints.pop();
-        Ok(())
-    }
-
-    fn rollback_to_savepoint(&mut self) {
-        let mark = self.savepoints.pop().unwrap_or(0);
-        self.undo_to(mark);
+    fn undo_command(&mut self) -> bool {
+        // The same rule as SQLite's, so that both storages behave alike.
+        if self.command_start > 0 && self.undo.len() > self.command_start {
+            return false;
+        }
+        self.undo_to(self.command_start);
+        true
     }
 
     fn commit(&mut self) -> StorageResult<()> {
         self.undo.clear();
-        self.savepoints.clear();
+        self.command_start = 0;
         while self.log.len() > MEMORY_LOG_CAPACITY {
             self.log.pop_front();
         }
@@ -310,8 +308,8 @@ impl Storage for MemoryStorage {
     }
 
     fn rollback(&mut self) {
-        self.savepoints.clear();
         self.undo_to(0);
+        self.command_start = 0;
     }
 }
 
@@ -403,38 +401,35 @@ mod tests {
         assert_eq!(s.log_position().unwrap(), (1, 0));
     }
 
-    /// A failed command inside a batch undoes only its own writes.
+    /// A failed command is undone alone if it wrote nothing or wrote first in its batch;
+    /// otherwise only the whole batch can be rolled back.
     #[test]
-    fn savepoints_scope_rollbacks_to_one_command() {
+    fn commands_are_undone_alone_only_when_first_to_write() {
         let mut s = MemoryStorage::new(1);
-        s.savepoint().unwrap();
-        s.put_message(
-            message("m1", "c", 5),
-            MessagePos {
-                created_at: 5,
-                ordinal: 1,
-            },
-        )
-        .unwrap();
-        s.release_savepoint().unwrap();
-        s.savepoint().unwrap();
-        s.put_message(
-            message("m2", "c", 6),
-            MessagePos {
-                created_at: 6,
-                ordinal: 2,
-            },
-        )
-        .unwrap();
-        s.rollback_to_savepoint();
+        let put = |s: &mut MemoryStorage, id: &str, at: i64| {
+            s.begin_command();
+            let pos = MessagePos {
+                created_at: at,
+                ordinal: at as u64,
+            };
+            s.put_message(message(id, "c", at), pos).unwrap();
+        };
+        let ids = |s: &MemoryStorage| {
+            let page = s.messages_before(&ConversationId::new("c"), None, 10);
+            let page = page.unwrap().into_iter().map(|(m, _)| m.id.to_string());
+            page.collect::<Vec<_>>()
+        };
+        put(&mut s, "m0", 4);
+        assert!(s.undo_command(), "the first command to write");
+        put(&mut s, "m1", 5);
+        s.begin_command();
+        assert!(s.undo_command(), "a command that wrote nothing");
+        put(&mut s, "m2", 6);
+        assert!(!s.undo_command(), "a command after another that wrote");
+        assert_eq!(ids(&s), ["m2", "m1"], "nothing was undone");
+        s.rollback();
         s.commit().unwrap();
-        let page = s
-            .messages_before(&ConversationId::new("c"), None, 10)
-            .unwrap();
-        assert_eq!(
-            page.iter().map(|(m, _)| m.id.as_str()).collect::<Vec<_>>(),
-            ["m1"]
-        );
+        assert!(ids(&s).is_empty());
     }
 
     /// Unread counts only other users' user messages strictly after the read mark.

@@ -91,9 +91,14 @@ pub(crate) struct SqliteStorage {
     in_transaction: bool,
     epoch: u64,
     counters: Counters,
-    /// The counters at the start of the open transaction and of the open savepoint.
+    /// The counters at the start of the open transaction and of the current command.
     at_begin: Counters,
-    at_savepoint: Counters,
+    at_command: Counters,
+    /// Rows written so far, when the open transaction began and when the current command
+    /// began.
+    writes: u64,
+    writes_at_begin: u64,
+    writes_at_command: u64,
 }
 
 impl SqliteStorage {
@@ -116,7 +121,10 @@ impl SqliteStorage {
             epoch: 0,
             counters: Counters::default(),
             at_begin: Counters::default(),
-            at_savepoint: Counters::default(),
+            at_command: Counters::default(),
+            writes: 0,
+            writes_at_begin: 0,
+            writes_at_command: 0,
         };
         storage.migrate()?;
         storage.counters = storage.stored_counters()?;
@@ -166,20 +174,27 @@ impl SqliteStorage {
 
     fn begin(&mut self) -> StorageResult<()> {
         if !self.in_transaction {
-            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+            self.run("BEGIN IMMEDIATE", [])?;
             self.in_transaction = true;
             self.at_begin = self.counters;
+            self.writes_at_begin = self.writes;
         }
         Ok(())
     }
 
-    fn write(&mut self, sql: &str, params: impl rusqlite::Params) -> StorageResult<()> {
-        self.begin()?;
+    /// Runs one statement, prepared once per connection.
+    fn run(&self, sql: &str, params: impl rusqlite::Params) -> StorageResult<usize> {
         self.conn
             .prepare_cached(sql)
             .map_err(db)?
             .execute(params)
-            .map_err(db)?;
+            .map_err(db)
+    }
+
+    fn write(&mut self, sql: &str, params: impl rusqlite::Params) -> StorageResult<()> {
+        self.begin()?;
+        self.writes += 1;
+        self.run(sql, params)?;
         Ok(())
     }
 
@@ -485,37 +500,37 @@ impl Storage for SqliteStorage {
         Ok(seq)
     }
 
+    /// The ordinal is kept in memory and written once per commit.
     fn next_ordinal(&mut self) -> StorageResult<u64> {
-        let next = self.counters.ordinal + 1;
-        self.set_meta("ordinal", next)?;
-        self.counters.ordinal = next;
-        Ok(next)
-    }
-
-    fn savepoint(&mut self) -> StorageResult<()> {
         self.begin()?;
-        self.conn.execute_batch("SAVEPOINT command").map_err(db)?;
-        self.at_savepoint = self.counters;
-        Ok(())
+        self.counters.ordinal += 1;
+        Ok(self.counters.ordinal)
     }
 
-    fn release_savepoint(&mut self) -> StorageResult<()> {
-        self.conn.execute_batch("RELEASE command").map_err(db)
+    fn begin_command(&mut self) {
+        self.at_command = self.counters;
+        self.writes_at_command = self.writes;
     }
 
-    fn rollback_to_savepoint(&mut self) {
-        self.counters = self.at_savepoint;
-        if let Err(error) = self
-            .conn
-            .execute_batch("ROLLBACK TO command; RELEASE command")
-        {
-            tracing::error!(%error, "rollback to savepoint failed");
+    fn undo_command(&mut self) -> bool {
+        if self.writes == self.writes_at_command {
+            self.counters = self.at_command;
+            true
+        } else if self.writes_at_command == self.writes_at_begin {
+            // The transaction holds this command's writes only.
+            self.rollback();
+            true
+        } else {
+            false
         }
     }
 
     fn commit(&mut self) -> StorageResult<()> {
         if self.in_transaction {
-            self.conn.execute_batch("COMMIT").map_err(db)?;
+            if self.counters.ordinal != self.at_begin.ordinal {
+                self.set_meta("ordinal", self.counters.ordinal)?;
+            }
+            self.run("COMMIT", [])?;
             self.in_transaction = false;
         }
         Ok(())
@@ -524,7 +539,7 @@ impl Storage for SqliteStorage {
     fn rollback(&mut self) {
         if self.in_transaction {
             self.counters = self.at_begin;
-            if let Err(error) = self.conn.execute_batch("ROLLBACK") {
+            if let Err(error) = self.run("ROLLBACK", []) {
                 tracing::error!(%error, "rollback failed");
             }
             self.in_transaction = false;
