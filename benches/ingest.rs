@@ -32,8 +32,8 @@ fn arg(name: &str) -> Option<usize> {
     )
 }
 
-/// Sends in flight per connection in the pipelined loads.
-const DEPTH: usize = 32;
+/// Sends in flight per connection in the pipelined loads: 8, or `--depth N`.
+static DEPTH: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| arg("--depth").unwrap_or(8));
 
 fn temp(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("talkstore-ingest-{}-{name}", std::process::id()));
@@ -307,10 +307,10 @@ fn main() {
     report("sessions, one send in flight each:", loads);
     let loads = pipelined
         .into_iter()
-        .map(|n| measure(n, &|run| runtime.block_on(pipelined_run(n, DEPTH, run))))
+        .map(|n| measure(n, &|run| runtime.block_on(pipelined_run(n, *DEPTH, run))))
         .collect();
     report(
-        &format!("raw websocket clients, {DEPTH} sends in flight each:"),
+        &format!("raw websocket clients, {} sends in flight each:", *DEPTH),
         loads,
     );
     match best {

@@ -702,12 +702,21 @@ mod tests {
                  BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
             )
             .unwrap();
+        // The messages kept, and whether the conversation's last message is the newest of them
+        // (SQLite storage caches conversations: a rollback must not leave a stale one).
         let kept = || {
-            let page = engine.with_state(|s| {
-                s.storage()
-                    .messages_before(&ConversationId::new("c"), None, 10)
-            });
-            page.unwrap().len()
+            engine.with_state(|s| {
+                let c = ConversationId::new("c");
+                let page = s.storage().messages_before(&c, None, 10).unwrap();
+                let last = s
+                    .storage()
+                    .conversation(&c)
+                    .unwrap()
+                    .unwrap()
+                    .last_message_id;
+                assert_eq!(last.as_ref(), page.first().map(|(m, _)| &m.id));
+                page.len()
+            })
         };
         send(&engine, conn, 10, "boom");
         send(&engine, conn, 11, "fine");

@@ -8,7 +8,7 @@
 //! power loss can roll back the last commits); [`Durability::Full`] survives power loss at
 //! several times the commit cost.
 
-use std::path::Path;
+use std::{cell::RefCell, collections::HashMap, hash::Hash, path::Path};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Serialize, de::DeserializeOwned};
@@ -23,6 +23,45 @@ use crate::model::{
 
 /// How many events the log keeps. Older ones are deleted; clients that need them resynchronize.
 pub(crate) const SQLITE_LOG_CAPACITY: u64 = 100_000;
+
+/// The most records each of [`SqliteStorage`]'s caches holds; a full cache is emptied.
+const CACHE_CAPACITY: usize = 10_000;
+
+/// Records recently read or written, kept in step with the database (every write goes through
+/// it), so that the reads every send makes (its conversation, the sender's participant) skip
+/// SQLite and JSON. `None` caches an absent record. Emptied on rollback.
+struct Cache<K, V>(RefCell<HashMap<K, Option<V>>>);
+
+impl<K: Eq + Hash, V: Clone> Cache<K, V> {
+    fn new() -> Self {
+        Self(RefCell::new(HashMap::new()))
+    }
+
+    fn get_or_load(
+        &self,
+        key: K,
+        load: impl FnOnce() -> StorageResult<Option<V>>,
+    ) -> StorageResult<Option<V>> {
+        if let Some(value) = self.0.borrow().get(&key) {
+            return Ok(value.clone());
+        }
+        let value = load()?;
+        self.put(key, value.clone());
+        Ok(value)
+    }
+
+    fn put(&self, key: K, value: Option<V>) {
+        let mut map = self.0.borrow_mut();
+        if map.len() >= CACHE_CAPACITY {
+            map.clear();
+        }
+        map.insert(key, value);
+    }
+
+    fn clear(&self) {
+        self.0.borrow_mut().clear();
+    }
+}
 
 /// How hard SQLite works to keep committed data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,6 +138,8 @@ pub(crate) struct SqliteStorage {
     writes: u64,
     writes_at_begin: u64,
     writes_at_command: u64,
+    conversations: Cache<ConversationId, ConversationRecord>,
+    participants: Cache<(ConversationId, UserId), StoredParticipant>,
 }
 
 impl SqliteStorage {
@@ -125,6 +166,8 @@ impl SqliteStorage {
             writes: 0,
             writes_at_begin: 0,
             writes_at_command: 0,
+            conversations: Cache::new(),
+            participants: Cache::new(),
         };
         storage.migrate()?;
         storage.counters = storage.stored_counters()?;
@@ -292,10 +335,12 @@ impl Storage for SqliteStorage {
     }
 
     fn conversation(&self, id: &ConversationId) -> StorageResult<Option<ConversationRecord>> {
-        self.one(
-            "SELECT data FROM conversations WHERE id = ?1",
-            [id.as_str()],
-        )
+        self.conversations.get_or_load(id.clone(), || {
+            self.one(
+                "SELECT data FROM conversations WHERE id = ?1",
+                [id.as_str()],
+            )
+        })
     }
 
     fn put_conversation(&mut self, conversation: ConversationRecord) -> StorageResult<()> {
@@ -304,12 +349,17 @@ impl Storage for SqliteStorage {
             "INSERT INTO conversations (id, data) VALUES (?1, ?2)
              ON CONFLICT (id) DO UPDATE SET data = excluded.data",
             params![conversation.id.as_str(), data],
-        )
+        )?;
+        self.conversations
+            .put(conversation.id.clone(), Some(conversation));
+        Ok(())
     }
 
     #[cfg(feature = "server")]
     fn remove_conversation(&mut self, id: &ConversationId) -> StorageResult<()> {
-        self.write("DELETE FROM conversations WHERE id = ?1", [id.as_str()])
+        self.write("DELETE FROM conversations WHERE id = ?1", [id.as_str()])?;
+        self.conversations.put(id.clone(), None);
+        Ok(())
     }
 
     fn participant(
@@ -317,10 +367,13 @@ impl Storage for SqliteStorage {
         conversation: &ConversationId,
         user: &UserId,
     ) -> StorageResult<Option<StoredParticipant>> {
-        self.one(
-            "SELECT data FROM participants WHERE conversation = ?1 AND user = ?2",
-            [conversation.as_str(), user.as_str()],
-        )
+        let key = (conversation.clone(), user.clone());
+        self.participants.get_or_load(key, || {
+            self.one(
+                "SELECT data FROM participants WHERE conversation = ?1 AND user = ?2",
+                [conversation.as_str(), user.as_str()],
+            )
+        })
     }
 
     fn put_participant(&mut self, participant: StoredParticipant) -> StorageResult<()> {
@@ -334,7 +387,10 @@ impl Storage for SqliteStorage {
                 record.user_id.as_str(),
                 data
             ],
-        )
+        )?;
+        let key = (record.conversation_id.clone(), record.user_id.clone());
+        self.participants.put(key, Some(participant));
+        Ok(())
     }
 
     fn remove_participant(
@@ -345,7 +401,10 @@ impl Storage for SqliteStorage {
         self.write(
             "DELETE FROM participants WHERE conversation = ?1 AND user = ?2",
             [conversation.as_str(), user.as_str()],
-        )
+        )?;
+        self.participants
+            .put((conversation.clone(), user.clone()), None);
+        Ok(())
     }
 
     fn participants(&self, conversation: &ConversationId) -> StorageResult<Vec<StoredParticipant>> {
@@ -539,6 +598,8 @@ impl Storage for SqliteStorage {
     fn rollback(&mut self) {
         if self.in_transaction {
             self.counters = self.at_begin;
+            self.conversations.clear();
+            self.participants.clear();
             if let Err(error) = self.run("ROLLBACK", []) {
                 tracing::error!(%error, "rollback failed");
             }
