@@ -171,7 +171,8 @@ async fn pipelined_run(connections: usize, depth: usize, run: usize) -> Load {
                     })
                     .collect();
                 for task in tasks {
-                    latencies.lock().unwrap().extend(task.await.unwrap());
+                    let done = task.await.unwrap();
+                    latencies.lock().unwrap().extend(done);
                 }
                 start
             })
