@@ -23,7 +23,7 @@ mod view;
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard, TryLockError},
+    sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError, mpsc::SyncSender},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -281,9 +281,15 @@ fn push(
 /// ```
 #[derive(Clone)]
 pub struct Engine {
-    state: Arc<Mutex<State>>,
-    /// Commands not run yet. Whoever releases `state` runs them first (see [`Engine::drain`]).
-    queue: Arc<Mutex<VecDeque<Command>>>,
+    shared: Arc<Shared>,
+    /// Wakes the engine's own thread, once [`Engine::run_on_own_thread`] started it.
+    runner: Arc<OnceLock<SyncSender<()>>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Commands not run yet. Whoever releases `state` runs them first (see [`Shared::drain`]).
+    queue: Mutex<VecDeque<Command>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -353,9 +359,36 @@ impl Engine {
             failed: None,
         };
         Engine {
-            state: Arc::new(Mutex::new(state)),
-            queue: Arc::default(),
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                queue: Mutex::default(),
+            }),
+            runner: Arc::default(),
         }
+    }
+
+    /// From now on, runs queued commands on a thread of the engine's own instead of on the
+    /// threads that queue them: [`Engine::handle`] then returns at once, and an async runtime's
+    /// workers only do I/O while the engine works. The thread ends when the last handle to
+    /// the engine is dropped. Calling it again does nothing.
+    ///
+    /// # Errors
+    ///
+    /// If the thread cannot be started.
+    pub(crate) fn run_on_own_thread(&self) -> std::io::Result<()> {
+        let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
+        if self.runner.set(nudge).is_err() {
+            return Ok(());
+        }
+        let shared = self.shared.clone();
+        std::thread::Builder::new()
+            .name("talkstore-engine".into())
+            .spawn(move || {
+                while nudges.recv().is_ok() {
+                    shared.drain();
+                }
+            })?;
+        Ok(())
     }
 
     /// Runs `f` with the engine held, then the commands queued meanwhile.
@@ -363,26 +396,123 @@ impl Engine {
         // A panic while holding the lock cannot leave half a command behind (writes roll back
         // or commit as a whole), so a poisoned lock is still consistent.
         let mut state = self
+            .shared
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let result = f(&mut state);
         drop(state);
-        self.drain();
+        self.shared.drain();
         result
     }
 
+    /// Returns once every command queued so far has run and been committed. Blocks.
+    #[cfg(feature = "server")]
+    pub(crate) fn settle(&self) {
+        // Whoever holds the engine drains the queue before letting go, so each round either
+        // empties it or waits for the holder's batch.
+        while !self.shared.queue().is_empty() {
+            self.with_state(|_| ());
+        }
+        self.with_state(|_| ());
+    }
+
+    /// Queues a command and runs the queue, unless another thread holds the engine (it runs
+    /// the command before it lets go) or the engine runs on its own thread (which is woken).
+    fn submit(&self, command: Command) {
+        self.shared.queue().push_back(command);
+        match self.runner.get() {
+            // Full means the thread was woken already and has not started draining.
+            Some(nudge) => drop(nudge.try_send(())),
+            None => self.shared.drain(),
+        }
+    }
+
+    /// Opens a connection acting as `user`; frames for it arrive on the returned receiver,
+    /// which holds at most `queue` frames: a connection that falls further behind is dropped
+    /// (its receiver ends).
+    pub(crate) fn connect(
+        &self,
+        user: UserId,
+        queue: usize,
+    ) -> (ConnId, mpsc::Receiver<ServerFrame>) {
+        let (outbox, inbox) = mpsc::channel(queue.max(1));
+        let id = self.with_state(|state| {
+            let id = state.next_conn;
+            state.next_conn += 1;
+            state.connections.insert(
+                id,
+                Connection {
+                    feed: Feed::new(user),
+                    outbox,
+                },
+            );
+            id
+        });
+        (id, inbox)
+    }
+
+    /// Closes a connection and drops its subscriptions, after the frames it sent before.
+    pub(crate) fn disconnect(&self, conn: ConnId) {
+        self.submit(Command::Disconnect(conn));
+    }
+
+    /// Handles one frame from a connection, in order with its other frames. Its pushes are
+    /// queued before its response, and both are sent once its writes are committed. Never
+    /// waits for another thread: if one holds the engine, it runs this frame too, in the same
+    /// commit as its own (group commit).
+    pub(crate) fn handle(&self, conn: ConnId, frame: ClientFrame) {
+        self.submit(Command::Frame(conn, Box::new(frame)));
+    }
+
+    /// Runs an app backend's write (the REST API, system messages): committed, published and
+    /// flushed before it returns.
+    pub(crate) fn backend_write<T>(
+        &self,
+        command: impl FnOnce(&mut State) -> EngineResult<(T, Vec<Event>)>,
+    ) -> EngineResult<T> {
+        self.with_state(|state| {
+            let result = state.write(command);
+            if let Ok((_, events)) = &result {
+                state.publish(events);
+            }
+            state.flush();
+            result.map(|(value, _)| value)
+        })
+    }
+
+    /// Runs an app backend's read (the REST API).
+    #[cfg(feature = "server")]
+    pub(crate) fn backend_read<T>(
+        &self,
+        read: impl FnOnce(&State) -> EngineResult<T>,
+    ) -> EngineResult<T> {
+        self.with_state(|state| read(state))
+    }
+
+    /// Posts a system message (no sender, origin `rest`) to a conversation, as an app's backend
+    /// would. Returns the new message's id.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorCode::NotFound`] if the conversation does not exist, [`ErrorCode::InvalidRequest`]
+    /// if `text` is empty.
+    pub fn post_system_message(
+        &self,
+        conversation: &ConversationId,
+        text: &str,
+    ) -> Result<crate::model::MessageId, EngineError> {
+        self.backend_write(|state| {
+            commands::post_system_message(state, conversation, plain_text(text))
+        })
+    }
+}
+
+impl Shared {
     fn queue(&self) -> MutexGuard<'_, VecDeque<Command>> {
         self.queue
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Queues a command and runs the queue unless another thread holds the engine, in which
-    /// case that thread runs it before it lets go.
-    fn submit(&self, command: Command) {
-        self.queue().push_back(command);
-        self.drain();
     }
 
     /// Runs queued commands, up to [`MAX_BATCH`] per commit, until the queue is empty or
@@ -429,43 +559,6 @@ impl Engine {
         }
     }
 
-    /// Opens a connection acting as `user`; frames for it arrive on the returned receiver,
-    /// which holds at most `queue` frames: a connection that falls further behind is dropped
-    /// (its receiver ends).
-    pub(crate) fn connect(
-        &self,
-        user: UserId,
-        queue: usize,
-    ) -> (ConnId, mpsc::Receiver<ServerFrame>) {
-        let (outbox, inbox) = mpsc::channel(queue.max(1));
-        let id = self.with_state(|state| {
-            let id = state.next_conn;
-            state.next_conn += 1;
-            state.connections.insert(
-                id,
-                Connection {
-                    feed: Feed::new(user),
-                    outbox,
-                },
-            );
-            id
-        });
-        (id, inbox)
-    }
-
-    /// Closes a connection and drops its subscriptions, after the frames it sent before.
-    pub(crate) fn disconnect(&self, conn: ConnId) {
-        self.submit(Command::Disconnect(conn));
-    }
-
-    /// Handles one frame from a connection, in order with its other frames. Its pushes are
-    /// queued before its response, and both are sent once its writes are committed. Never
-    /// waits for another thread: if one holds the engine, it runs this frame too, in the same
-    /// commit as its own (group commit).
-    pub(crate) fn handle(&self, conn: ConnId, frame: ClientFrame) {
-        self.submit(Command::Frame(conn, Box::new(frame)));
-    }
-
     fn run(&self, state: &mut State, conn: ConnId, frame: ClientFrame) {
         let Some(me) = state.connections.get(&conn).map(|c| c.feed.me().clone()) else {
             return;
@@ -500,48 +593,6 @@ impl Engine {
         state
             .outgoing
             .push((conn, ServerFrame::Response { id, result }));
-    }
-
-    /// Runs an app backend's write (the REST API, system messages): committed, published and
-    /// flushed before it returns.
-    pub(crate) fn backend_write<T>(
-        &self,
-        command: impl FnOnce(&mut State) -> EngineResult<(T, Vec<Event>)>,
-    ) -> EngineResult<T> {
-        self.with_state(|state| {
-            let result = state.write(command);
-            if let Ok((_, events)) = &result {
-                state.publish(events);
-            }
-            state.flush();
-            result.map(|(value, _)| value)
-        })
-    }
-
-    /// Runs an app backend's read (the REST API).
-    #[cfg(feature = "server")]
-    pub(crate) fn backend_read<T>(
-        &self,
-        read: impl FnOnce(&State) -> EngineResult<T>,
-    ) -> EngineResult<T> {
-        self.with_state(|state| read(state))
-    }
-
-    /// Posts a system message (no sender, origin `rest`) to a conversation, as an app's backend
-    /// would. Returns the new message's id.
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorCode::NotFound`] if the conversation does not exist, [`ErrorCode::InvalidRequest`]
-    /// if `text` is empty.
-    pub fn post_system_message(
-        &self,
-        conversation: &ConversationId,
-        text: &str,
-    ) -> Result<crate::model::MessageId, EngineError> {
-        self.backend_write(|state| {
-            commands::post_system_message(state, conversation, plain_text(text))
-        })
     }
 }
 

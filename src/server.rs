@@ -144,6 +144,7 @@ pub struct Server {
     listener: TcpListener,
     router: Router,
     shutdown: watch::Sender<bool>,
+    state: Arc<ServerState>,
 }
 
 impl std::fmt::Debug for Server {
@@ -190,6 +191,7 @@ impl Server {
                     source,
                 }
             })?;
+            engine.run_on_own_thread()?;
             tracing::info!(app = %credentials.id, path = %path.display(), "app ready");
             let id = credentials.id.clone();
             if apps
@@ -220,12 +222,13 @@ impl Server {
             .route("/health", get(|| async { "ok" }))
             .route("/v1/{app_id}/realtime/{user_id}", get(realtime))
             .merge(rest::routes())
-            .with_state(state);
+            .with_state(state.clone());
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Server {
             listener,
             router,
             shutdown,
+            state,
         })
     }
 
@@ -265,6 +268,17 @@ impl Server {
         axum::serve(listener, self.router)
             .with_graceful_shutdown(signal)
             .await?;
+        // Commands the connections queued before they closed are still answered and committed.
+        let engines: Vec<Engine> = self
+            .state
+            .apps
+            .values()
+            .map(|app| app.engine.clone())
+            .collect();
+        let settled = tokio::task::spawn_blocking(move || engines.iter().for_each(Engine::settle));
+        if let Err(error) = settled.await {
+            tracing::error!(%error, "finishing queued commands failed");
+        }
         Ok(())
     }
 }

@@ -63,6 +63,32 @@ impl<K: Eq + Hash, V: Clone> Cache<K, V> {
     }
 }
 
+/// The shortest time between two background checkpoints.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Starts a thread that copies the write-ahead log into the database file (a `PASSIVE`
+/// checkpoint on a connection of its own) whenever the returned sender is nudged, at most once
+/// every [`CHECKPOINT_INTERVAL`], until the sender is dropped. Commits then seldom wait for
+/// a checkpoint: SQLite's automatic one (every 1,000 pages) still runs in the writer, and
+/// still resets the log, but finds most pages copied already.
+fn spawn_checkpointer(path: &Path) -> StorageResult<std::sync::mpsc::SyncSender<()>> {
+    let conn = Connection::open(path).map_err(db)?;
+    let (nudge, nudges) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("talkstore-checkpoint".into())
+        .spawn(move || {
+            while nudges.recv().is_ok() {
+                let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                if let Err(error) = done {
+                    tracing::warn!(%error, "background checkpoint failed");
+                }
+                std::thread::sleep(CHECKPOINT_INTERVAL);
+            }
+        })
+        .map_err(|e| StorageError(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(nudge)
+}
+
 /// How hard SQLite works to keep committed data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -140,6 +166,8 @@ pub(crate) struct SqliteStorage {
     writes_at_command: u64,
     conversations: Cache<ConversationId, ConversationRecord>,
     participants: Cache<(ConversationId, UserId), StoredParticipant>,
+    /// Nudges the background checkpointer after each commit.
+    checkpoint: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
 impl SqliteStorage {
@@ -168,6 +196,7 @@ impl SqliteStorage {
             writes_at_command: 0,
             conversations: Cache::new(),
             participants: Cache::new(),
+            checkpoint: None,
         };
         storage.migrate()?;
         storage.counters = storage.stored_counters()?;
@@ -179,6 +208,7 @@ impl SqliteStorage {
             storage.commit()?;
             storage.epoch = epoch;
         }
+        storage.checkpoint = Some(spawn_checkpointer(path)?);
         Ok(storage)
     }
 
@@ -591,6 +621,10 @@ impl Storage for SqliteStorage {
             }
             self.run("COMMIT", [])?;
             self.in_transaction = false;
+            if let Some(checkpoint) = &self.checkpoint {
+                // Full means a nudge is pending already.
+                let _ = checkpoint.try_send(());
+            }
         }
         Ok(())
     }

@@ -101,17 +101,24 @@ async fn send(sink: &mut Sink, message: Message) -> bool {
 }
 
 /// Writes `first` and every other frame already queued behind it (at most [`MAX_WRITE_BATCH`])
-/// with one flush; false like [`send`].
+/// with one flush, counting the responses off `unanswered`; false like [`send`].
 async fn send_queued(
     sink: &mut Sink,
     first: ServerFrame,
     inbox: &mut tokio::sync::mpsc::Receiver<ServerFrame>,
+    unanswered: &mut usize,
 ) -> bool {
     let write = async {
-        sink.feed(text(&first)).await?;
-        for _ in 1..MAX_WRITE_BATCH {
-            let Ok(frame) = inbox.try_recv() else { break };
+        let (mut next, mut written) = (Some(first), 0);
+        while let Some(frame) = next {
+            if matches!(frame, ServerFrame::Response { .. }) {
+                *unanswered = unanswered.saturating_sub(1);
+            }
             sink.feed(text(&frame)).await?;
+            written += 1;
+            next = (written < MAX_WRITE_BATCH)
+                .then(|| inbox.try_recv().ok())
+                .flatten();
         }
         sink.flush().await
     };
@@ -179,7 +186,20 @@ pub(crate) async fn run(
     };
     let mut open = send(&mut sink, text(&hello)).await;
     tracing::debug!(%user, conn, "connection open");
+    // Frames handed to the engine and not answered yet.
+    let mut unanswered = 0_usize;
+    // Once the server shuts down, no more frames are read, and the connection closes when the
+    // engine has answered every frame it was handed, or at this deadline.
+    let mut stopping: Option<Instant> = None;
     while open {
+        if stopping.is_some() && unanswered == 0 {
+            send(
+                &mut sink,
+                closing(close::GOING_AWAY, "server shutting down"),
+            )
+            .await;
+            break;
+        }
         let expiry = until(expires_at);
         let expired = async {
             match expiry {
@@ -187,8 +207,14 @@ pub(crate) async fn run(
                 None => std::future::pending().await,
             }
         };
+        let gave_up = async {
+            match stopping {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            message = stream.next() => match message {
+            message = stream.next(), if stopping.is_none() => match message {
                 Some(Ok(Message::Text(body))) => {
                     let replies = match serde_json::from_str::<ClientFrame>(body.as_str()) {
                         Err(error) => vec![error_frame(ErrorCode::InvalidRequest, format!("invalid frame: {error}"))],
@@ -204,7 +230,8 @@ pub(crate) async fn run(
                                 let error = WireError { code: ErrorCode::RateLimited, reasons: vec![reason] };
                                 vec![ServerFrame::Response { id: frame.id, result: Err(error) }]
                             } else {
-                                app.engine.handle(conn, frame);
+                                                                app.engine.handle(conn, frame);
+                                unanswered += 1;
                                 Vec::new()
                             }
                         }
@@ -226,13 +253,13 @@ pub(crate) async fn run(
                     } else {
                         1002
                     };
-                                        tracing::debug!(%user, %message, code, "closing a connection after a read error");
+                                                            tracing::debug!(%user, %message, code, "closing a connection after a read error");
                     send(&mut sink, closing(code, "message too large or malformed")).await;
                     open = false;
                 }
             },
             frame = inbox.recv() => match frame {
-                                Some(frame) => open = send_queued(&mut sink, frame, &mut inbox).await,
+                                                Some(frame) => open = send_queued(&mut sink, frame, &mut inbox, &mut unanswered).await,
                 // The engine dropped this connection: its queue was full (a slow reader).
                 None => {
                     tracing::info!(%user, "closing a slow connection");
@@ -244,7 +271,11 @@ pub(crate) async fn run(
                 send(&mut sink, closing(close::TOKEN_EXPIRED, "token expired")).await;
                 open = false;
             }
-            _ = shutdown.changed() => {
+                        _ = shutdown.changed(), if stopping.is_none() => {
+                stopping = Some(Instant::now() + SEND_TIMEOUT);
+            }
+            () = gave_up => {
+                tracing::warn!(%user, unanswered, "closing at shutdown before the engine answered");
                 send(&mut sink, closing(close::GOING_AWAY, "server shutting down")).await;
                 open = false;
             }

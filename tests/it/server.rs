@@ -527,3 +527,94 @@ async fn tokens_are_refreshed_before_they_expire() {
     assert_eq!(fresh_sub.latest().unwrap().unwrap().name, "Still here");
     assert!(fresh_errors.try_recv().is_err());
 }
+
+/// At shutdown the server stops reading, still answers every frame it had handed to the
+/// engine, then closes with 1001: every acknowledged send is stored, and nothing stored went
+/// unacknowledged.
+#[tokio::test]
+async fn shutdown_answers_every_frame_it_accepted() {
+    use talkstore::{
+        ConversationParams, Engine,
+        server::{AppCredentials, Server, ServerConfig},
+    };
+    let app = app();
+    let credentials = AppCredentials::new(&app, "secret-0123456789abcdef");
+    let data = crate::support::temp_dir("it-shutdown").join(&app);
+    let _ = std::fs::remove_dir_all(&data);
+    let mut config = ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        data.clone(),
+        vec![credentials.clone()],
+    );
+    config.limits.requests_per_second = 100_000;
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let token = mint_user_token(&credentials, "alice", 600).unwrap();
+    let alice = get_talk_session(
+        SessionOptions::new(&app, "alice")
+            .url(format!("ws://{addr}"))
+            .token(token.clone()),
+    )
+    .unwrap();
+    alice
+        .current_user()
+        .set(UserParams::new().name("Alice"))
+        .await
+        .unwrap();
+    let chat = alice.conversation("c").unwrap();
+    chat.set(ConversationParams::new()).await.unwrap();
+    drop((chat, alice));
+
+    let mut request = format!("ws://{addr}/v1/{app}/realtime/alice")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    for i in 0..500 {
+        let send = json!({"id": i, "op": "send", "conversation": "c", "message": {
+            "content": [{"type": "text", "children": [format!("m{i}")]}],
+            "custom": {}, "referencedMessage": null, "idempotencyKey": format!("k{i}")}});
+        socket.feed(Message::text(send.to_string())).await.unwrap();
+    }
+    socket.flush().await.unwrap();
+    let mut stop = Some(stop);
+    let mut last_acked = None;
+    let close = loop {
+        match socket.next().await.unwrap().unwrap() {
+            Message::Text(text) => {
+                let frame: Value = serde_json::from_str(text.as_str()).unwrap();
+                if frame["type"] == "response" {
+                    let sent = &frame["result"]["Ok"]["message"];
+                    assert!(sent.is_string(), "{frame}");
+                    last_acked = Some(sent.as_str().unwrap().to_owned());
+                    // Shut down mid-stream, once the first answer is in.
+                    if let Some(stop) = stop.take() {
+                        stop.send(()).unwrap();
+                    }
+                }
+            }
+            Message::Close(frame) => break frame.unwrap(),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1001);
+    served.await.unwrap().unwrap();
+
+    let engine = Engine::open(data.join(format!("{app}.sqlite"))).unwrap();
+    let alice = get_talk_session(SessionOptions::new(&app, "alice").engine(engine)).unwrap();
+    let stored = alice
+        .conversation("c")
+        .unwrap()
+        .get()
+        .await
+        .unwrap()
+        .unwrap();
+    let last = stored.last_message.as_ref().expect("a stored message");
+    assert_eq!(Some(last.id.as_str()), last_acked.as_deref());
+}
