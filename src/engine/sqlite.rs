@@ -63,6 +63,10 @@ impl<K: Eq + Hash, V: Clone> Cache<K, V> {
     }
 }
 
+/// The write-ahead log's length, in pages, at which a commit checkpoints it itself (and the
+/// log restarts); the background checkpointer copies most pages before. About 40 MB.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+
 /// The shortest time between two background checkpoints.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
@@ -166,6 +170,10 @@ pub(crate) struct SqliteStorage {
     writes_at_command: u64,
     conversations: Cache<ConversationId, ConversationRecord>,
     participants: Cache<(ConversationId, UserId), StoredParticipant>,
+    /// Conversations changed in the open transaction, written once at commit: every send
+    /// changes its conversation's last message, and a batch holds many sends to few
+    /// conversations.
+    unwritten: HashMap<ConversationId, ConversationRecord>,
     /// Nudges the background checkpointer after each commit.
     checkpoint: Option<std::sync::mpsc::SyncSender<()>>,
 }
@@ -179,7 +187,8 @@ impl SqliteStorage {
             Durability::Full => "FULL",
         };
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON;"
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON;
+             PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES};"
         ))
         .map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
@@ -196,6 +205,7 @@ impl SqliteStorage {
             writes_at_command: 0,
             conversations: Cache::new(),
             participants: Cache::new(),
+            unwritten: HashMap::new(),
             checkpoint: None,
         };
         storage.migrate()?;
@@ -365,6 +375,9 @@ impl Storage for SqliteStorage {
     }
 
     fn conversation(&self, id: &ConversationId) -> StorageResult<Option<ConversationRecord>> {
+        if let Some(conversation) = self.unwritten.get(id) {
+            return Ok(Some(conversation.clone()));
+        }
         self.conversations.get_or_load(id.clone(), || {
             self.one(
                 "SELECT data FROM conversations WHERE id = ?1",
@@ -374,19 +387,17 @@ impl Storage for SqliteStorage {
     }
 
     fn put_conversation(&mut self, conversation: ConversationRecord) -> StorageResult<()> {
-        let data = to_json(&conversation)?;
-        self.write(
-            "INSERT INTO conversations (id, data) VALUES (?1, ?2)
-             ON CONFLICT (id) DO UPDATE SET data = excluded.data",
-            params![conversation.id.as_str(), data],
-        )?;
+        self.begin()?;
+        self.writes += 1;
         self.conversations
-            .put(conversation.id.clone(), Some(conversation));
+            .put(conversation.id.clone(), Some(conversation.clone()));
+        self.unwritten.insert(conversation.id.clone(), conversation);
         Ok(())
     }
 
     #[cfg(feature = "server")]
     fn remove_conversation(&mut self, id: &ConversationId) -> StorageResult<()> {
+        self.unwritten.remove(id);
         self.write("DELETE FROM conversations WHERE id = ?1", [id.as_str()])?;
         self.conversations.put(id.clone(), None);
         Ok(())
@@ -619,6 +630,13 @@ impl Storage for SqliteStorage {
             if self.counters.ordinal != self.at_begin.ordinal {
                 self.set_meta("ordinal", self.counters.ordinal)?;
             }
+            for (id, conversation) in std::mem::take(&mut self.unwritten) {
+                self.write(
+                    "INSERT INTO conversations (id, data) VALUES (?1, ?2)
+                     ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+                    params![id.as_str(), to_json(&conversation)?],
+                )?;
+            }
             self.run("COMMIT", [])?;
             self.in_transaction = false;
             if let Some(checkpoint) = &self.checkpoint {
@@ -634,6 +652,7 @@ impl Storage for SqliteStorage {
             self.counters = self.at_begin;
             self.conversations.clear();
             self.participants.clear();
+            self.unwritten.clear();
             if let Err(error) = self.run("ROLLBACK", []) {
                 tracing::error!(%error, "rollback failed");
             }
