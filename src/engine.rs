@@ -685,11 +685,20 @@ mod tests {
         engine: &Engine,
         restore: Option<crate::protocol::Restore>,
     ) -> (Vec<EntityKey>, crate::protocol::Position) {
-        let (conn, mut rx) = engine.connect(UserId::new("u"), 100);
         let target = Target::Messages {
             conversation: ConversationId::new("c"),
             filter: None,
         };
+        subscribe_to(engine, target, restore)
+    }
+
+    /// Like [`subscribe`], to `target`.
+    fn subscribe_to(
+        engine: &Engine,
+        target: Target,
+        restore: Option<crate::protocol::Restore>,
+    ) -> (Vec<EntityKey>, crate::protocol::Position) {
+        let (conn, mut rx) = engine.connect(UserId::new("u"), 100);
         engine.handle(
             conn,
             frame(
@@ -781,6 +790,30 @@ mod tests {
         assert!(rx.is_closed(), "the connection is closed");
         assert_eq!(kept(), 1, "the batch's first send is gone too");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A new message is its conversation's new last message: a conversation subscription that
+    /// resumes after one gets the conversation again (and the message), not only the message.
+    #[test]
+    fn resume_resends_a_conversation_whose_last_message_changed() {
+        let engine = Engine::new();
+        let (conn, _rx) = chat(&engine, 1);
+        let c = ConversationId::new("c");
+        let target = Target::Conversation { id: c.clone() };
+        let (held, since) = subscribe_to(&engine, target.clone(), None);
+        assert!(held.contains(&EntityKey::conversation(&c)), "{held:?}");
+        send(&engine, conn, 10, "new");
+        let restore = crate::protocol::Restore {
+            len: 1,
+            oldest: None,
+            since: Some(since),
+            held,
+        };
+        let (resumed, _) = subscribe_to(&engine, target, Some(restore));
+        assert!(
+            resumed.contains(&EntityKey::conversation(&c)),
+            "{resumed:?}"
+        );
     }
 
     /// A client that resumes gets only the records changed since its position; with another

@@ -494,15 +494,11 @@ pub(super) fn insert_message(
     )?;
     conversation.last_message_id = Some(id.clone());
     state.storage_mut().put_conversation(conversation)?;
-    let events = vec![
-        Event::MessageCreated {
-            conversation: conversation_id.clone(),
-            message: id.clone(),
-        },
-        Event::ConversationChanged {
-            conversation: conversation_id,
-        },
-    ];
+    // A new message is also its conversation's new last message (see `touched_keys`).
+    let events = vec![Event::MessageCreated {
+        conversation: conversation_id,
+        message: id.clone(),
+    }];
     Ok((id, events))
 }
 

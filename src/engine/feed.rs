@@ -441,8 +441,13 @@ pub(crate) fn touched_keys(events: &[Event]) -> HashSet<EntityKey> {
             Event::MessageCreated {
                 conversation,
                 message,
+            } => {
+                keys.insert(EntityKey::message(message));
+                keys.insert(EntityKey::read_state(conversation));
+                // It is the conversation's new last message.
+                keys.insert(EntityKey::conversation(conversation));
             }
-            | Event::MessageDeleted {
+            Event::MessageDeleted {
                 conversation,
                 message,
             } => {

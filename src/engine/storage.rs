@@ -70,6 +70,8 @@ pub(crate) enum Event {
         conversation: ConversationId,
         user: UserId,
     },
+        /// A new message, which is also its conversation's new last message (no separate
+    /// `ConversationChanged` is logged for that).
     MessageCreated {
         conversation: ConversationId,
         message: MessageId,
