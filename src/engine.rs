@@ -660,11 +660,15 @@ mod tests {
     }
 
     fn send(engine: &Engine, conn: ConnId, id: u64, text: &str) {
+        send_keyed(engine, conn, id, text, &format!("k{id}"));
+    }
+
+    fn send_keyed(engine: &Engine, conn: ConnId, id: u64, text: &str, key: &str) {
         let message = crate::params::WireSend {
             content: plain_text(text),
             custom: Default::default(),
             referenced_message: None,
-            idempotency_key: format!("k{id}"),
+            idempotency_key: key.to_owned(),
         };
         let conversation = ConversationId::new("c");
         engine.handle(
@@ -740,6 +744,43 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// A send repeated with its idempotency key answers with the first send's message and
+    /// stores nothing; another key makes another message. On both storages.
+    #[test]
+    fn sends_are_idempotent() {
+        let dir = std::env::temp_dir().join(format!("talkstore-idem-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let engines = [
+            Engine::new(),
+            #[cfg(feature = "sqlite")]
+            Engine::open(dir.join("engine.sqlite")).unwrap(),
+        ];
+        for engine in engines {
+            let (conn, mut rx) = chat(&engine, 0);
+            answers(&mut rx);
+            send_keyed(&engine, conn, 10, "first", "x");
+            send_keyed(&engine, conn, 11, "again", "x");
+            send_keyed(&engine, conn, 12, "other", "y");
+            let sent: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+                .filter_map(|frame| match frame {
+                    ServerFrame::Response {
+                        result: Ok(Response::Sent { message }),
+                        ..
+                    } => Some(message.to_string()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(sent, ["msg_1", "msg_1", "msg_2"]);
+            let stored = engine.with_state(|s| {
+                let c = ConversationId::new("c");
+                s.storage().messages_before(&c, None, 10).unwrap().len()
+            });
+            assert_eq!(stored, 2);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A command that fails in storage is undone alone when it is the first of its batch to

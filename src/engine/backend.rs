@@ -278,11 +278,8 @@ fn post_message(
         plaintext,
         content: content_to_blocks(&content),
     };
-    let (id, events) = insert_message(state, record)?;
-    if let Some(key) = &message.idempotency_key {
-        state.storage_mut().put_idempotent_send(&scope, key, &id)?;
-    }
-    Ok((id, events))
+    let idempotency = message.idempotency_key.as_deref().map(|key| (&scope, key));
+    insert_message(state, record, idempotency)
 }
 
 /// Messages of a conversation, newest first, after the message `starting_after` (exclusive).

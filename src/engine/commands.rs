@@ -422,12 +422,16 @@ fn send(
     if message.idempotency_key.is_empty() || message.idempotency_key.len() > 256 {
         return Err(invalid("the idempotency key must be 1 to 256 bytes"));
     }
-    if let Some(existing) = storage.idempotent_send(me, &message.idempotency_key)? {
-        return Ok((Response::Sent { message: existing }, Vec::new()));
-    }
+    let key = message.idempotency_key.as_str();
     let plaintext = check_content(&message.content, false)?;
-    if let Some(referenced) = &message.referenced_message {
-        check_reference(storage, conversation, referenced)?;
+    if let Some(referenced) = &message.referenced_message
+        && let Err(error) = check_reference(storage, conversation, referenced)
+    {
+        // A retry still gets its message if the referenced one went away since.
+        return match storage.idempotent_send(me, key)? {
+            Some(existing) => Ok((Response::Sent { message: existing }, Vec::new())),
+            None => Err(error),
+        };
     }
     let record = MessageRecord {
         id: MessageId::new("pending"),
@@ -442,10 +446,7 @@ fn send(
         plaintext,
         content: content_to_blocks(&message.content),
     };
-    let (id, events) = insert_message(state, record)?;
-    state
-        .storage_mut()
-        .put_idempotent_send(me, &message.idempotency_key, &id)?;
+    let (id, events) = insert_message(state, record, Some((me, key)))?;
     Ok((Response::Sent { message: id }, events))
 }
 
@@ -470,9 +471,13 @@ pub(super) fn check_reference(
 }
 
 /// Stores a new message and makes it its conversation's last message.
+/// Stores a new message (its id and time assigned here) as its conversation's last message. With
+/// an idempotency key (its sender's or scope's, and the key), a key that names a message
+/// already returns that message and writes nothing.
 pub(super) fn insert_message(
     state: &mut State,
     mut record: MessageRecord,
+    idempotency: Option<(&UserId, &str)>,
 ) -> EngineResult<(MessageId, Vec<Event>)> {
     let conversation_id = record.conversation_id.clone();
     let Some(mut conversation) = state.storage().conversation(&conversation_id)? else {
@@ -480,8 +485,16 @@ pub(super) fn insert_message(
             "conversation {conversation_id} does not exist"
         )));
     };
+    let id = message_id(state.storage().last_ordinal() + 1);
+    if let Some((sender, key)) = idempotency
+        && let Some(existing) = state
+            .storage_mut()
+            .claim_idempotent_send(sender, key, &id)?
+    {
+        return Ok((existing, Vec::new()));
+    }
     let ordinal = state.storage_mut().next_ordinal()?;
-    let id = MessageId::new(format!("msg_{ordinal}"));
+    debug_assert_eq!(id, message_id(ordinal));
     let now = state.now();
     record.id = id.clone();
     record.created_at = now;
@@ -521,7 +534,11 @@ pub(super) fn post_system_message(
         plaintext,
         content: content_to_blocks(&content),
     };
-    insert_message(state, record)
+    insert_message(state, record, None)
+}
+
+fn message_id(ordinal: u64) -> MessageId {
+    MessageId::new(format!("msg_{ordinal}"))
 }
 
 /// Finds a message of a conversation the sender may change: fails if `me` is not a

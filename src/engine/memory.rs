@@ -239,17 +239,20 @@ impl Storage for MemoryStorage {
             .cloned())
     }
 
-    fn put_idempotent_send(
+    fn claim_idempotent_send(
         &mut self,
         sender: &UserId,
         key: &str,
         id: &MessageId,
-    ) -> StorageResult<()> {
-        self.idempotency
-            .insert((sender.clone(), key.to_owned()), id.clone());
+    ) -> StorageResult<Option<MessageId>> {
+        let entry = self.idempotency.entry((sender.clone(), key.to_owned()));
+        if let std::collections::hash_map::Entry::Occupied(existing) = &entry {
+            return Ok(Some(existing.get().clone()));
+        }
+        entry.or_insert_with(|| id.clone());
         self.undo
             .push(Undo::Idempotency(sender.clone(), key.to_owned()));
-        Ok(())
+        Ok(None)
     }
 
     fn log_position(&self) -> StorageResult<(u64, u64)> {
@@ -277,6 +280,10 @@ impl Storage for MemoryStorage {
             self.log.push_back((self.last_seq, event.clone()));
         }
         Ok(self.last_seq)
+    }
+
+    fn last_ordinal(&self) -> u64 {
+        self.ordinal
     }
 
     fn next_ordinal(&mut self) -> StorageResult<u64> {

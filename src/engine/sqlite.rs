@@ -551,16 +551,25 @@ impl Storage for SqliteStorage {
             .transpose()
     }
 
-    fn put_idempotent_send(
+    fn claim_idempotent_send(
         &mut self,
         sender: &UserId,
         key: &str,
         id: &MessageId,
-    ) -> StorageResult<()> {
-        self.write(
-            "INSERT INTO idempotency (sender, key, message) VALUES (?1, ?2, ?3)",
+    ) -> StorageResult<Option<MessageId>> {
+        self.begin()?;
+        let inserted = self.run(
+            "INSERT INTO idempotency (sender, key, message) VALUES (?1, ?2, ?3)
+             ON CONFLICT (sender, key) DO NOTHING",
             [sender.as_str(), key, id.as_str()],
-        )
+        )?;
+        if inserted == 1 {
+            self.writes += 1;
+            return Ok(None);
+        }
+        self.idempotent_send(sender, key)?
+            .map(Some)
+            .ok_or_else(|| StorageError(format!("idempotency key {key:?} conflicts but is gone")))
     }
 
     fn log_position(&self) -> StorageResult<(u64, u64)> {
@@ -598,6 +607,10 @@ impl Storage for SqliteStorage {
         }
         self.counters.seq = seq;
         Ok(seq)
+    }
+
+    fn last_ordinal(&self) -> u64 {
+        self.counters.ordinal
     }
 
     /// The ordinal is kept in memory and written once per commit.

@@ -70,7 +70,7 @@ pub(crate) enum Event {
         conversation: ConversationId,
         user: UserId,
     },
-        /// A new message, which is also its conversation's new last message (no separate
+    /// A new message, which is also its conversation's new last message (no separate
     /// `ConversationChanged` is logged for that).
     MessageCreated {
         conversation: ConversationId,
@@ -156,12 +156,15 @@ pub(crate) trait Storage: Send {
 
     /// The message created by an earlier send with this idempotency key.
     fn idempotent_send(&self, sender: &UserId, key: &str) -> StorageResult<Option<MessageId>>;
-    fn put_idempotent_send(
+    /// Records that `sender`'s send with idempotency key `key` creates message `id`, unless
+    /// the key names a message already: then returns that one and writes nothing. One lookup
+    /// instead of a read and a write.
+    fn claim_idempotent_send(
         &mut self,
         sender: &UserId,
         key: &str,
         id: &MessageId,
-    ) -> StorageResult<()>;
+    ) -> StorageResult<Option<MessageId>>;
 
     /// The log's epoch and last sequence number (0 when empty).
     fn log_position(&self) -> StorageResult<(u64, u64)>;
@@ -170,7 +173,9 @@ pub(crate) trait Storage: Send {
     fn events_after(&self, after: u64) -> StorageResult<Option<Vec<Event>>>;
     /// Appends events with consecutive sequence numbers after the last one.
     fn append_events(&mut self, events: &[Event]) -> StorageResult<u64>;
-    /// The highest message ordinal handed out so far.
+    /// The highest message ordinal handed out so far (0 before the first).
+    fn last_ordinal(&self) -> u64;
+    /// Hands out the next message ordinal: [`Storage::last_ordinal`] plus one.
     fn next_ordinal(&mut self) -> StorageResult<u64>;
 
     /// Marks the start of one command inside the open batch. Costs no I/O.
