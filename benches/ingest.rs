@@ -17,9 +17,9 @@ use talkstore::{
     server::{AppCredentials, Server, ServerConfig, mint_user_token},
 };
 
-/// Messages per load: 20,000, or `--messages N`.
+/// Messages per load: 50,000, or `--messages N`.
 static MESSAGES: std::sync::LazyLock<usize> =
-    std::sync::LazyLock::new(|| arg("--messages").unwrap_or(20_000));
+    std::sync::LazyLock::new(|| arg("--messages").unwrap_or(50_000));
 
 /// The number after `name` on the command line.
 fn arg(name: &str) -> Option<usize> {
@@ -31,9 +31,6 @@ fn arg(name: &str) -> Option<usize> {
             .expect("a number after the option"),
     )
 }
-
-/// Sends in flight per connection in the pipelined loads: 8, or `--depth N`.
-static DEPTH: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| arg("--depth").unwrap_or(8));
 
 fn temp(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("talkstore-ingest-{}-{name}", std::process::id()));
@@ -262,63 +259,67 @@ fn main() {
     println!("raw rusqlite, 100 messages per transaction: {raw:.0} messages/s (median of 3)");
     // For profiling: `--senders N` measures one session load only, `--pipelined N` one
     // pipelined load, and either skips the embedded run.
-    let (sessions, pipelined) = match (arg("--senders"), arg("--pipelined")) {
+    let loads: Vec<Spec> = match (arg("--senders"), arg("--pipelined")) {
         (None, None) => {
             let embedded = runtime.block_on(embedded_run());
             println!(
                 "embedded engine + SQLite, 1 sender, no network: {embedded:.0} messages/s ({:.2}x raw)",
                 embedded / raw
             );
-            (vec![1, 4, 16, 64, 256], vec![1, 4, 16, 64])
+            let sessions = [1, 4, 16, 64, 256].map(Spec::Sessions);
+            let pipelined = [(1, 8), (4, 8), (16, 8), (16, 16), (8, 32), (16, 32)]
+                .map(|(connections, depth)| Spec::Pipelined { connections, depth });
+            sessions.into_iter().chain(pipelined).collect()
         }
-        (senders, connections) => (Vec::from_iter(senders), Vec::from_iter(connections)),
+        (senders, connections) => senders
+            .map(Spec::Sessions)
+            .into_iter()
+            .chain(connections.map(|connections| Spec::Pipelined {
+                connections,
+                depth: arg("--depth").unwrap_or(8),
+            }))
+            .collect(),
     };
-    let mut best: Option<f64> = None;
-    let mut run = 0;
-    let mut report = |title: &str, loads: Vec<(usize, Load)>| {
-        if loads.is_empty() {
-            return;
-        }
-        println!("{title}");
-        println!(
-            "{:>8} {:>14} {:>10} {:>10} {:>8}",
-            "senders", "messages/s", "p50 ms", "p99 ms", "ratio"
-        );
-        for (senders, Load { rate, latencies }) in loads {
-            let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
-            println!(
-                "{senders:>8} {rate:>14.0} {:>10.2} {:>10.2} {:>7.2}x",
-                p50.as_secs_f64() * 1e3,
-                p99.as_secs_f64() * 1e3,
-                rate / raw
-            );
-            if p99 <= Duration::from_millis(10) {
-                best = Some(best.map_or(rate, |b: f64| b.max(rate)));
-            }
-        }
-    };
-    let mut measure = |senders: usize, load: &dyn Fn(usize) -> Load| {
-        run += 1;
-        (senders, load(run))
-    };
-    let loads = sessions
-        .into_iter()
-        .map(|n| measure(n, &|run| runtime.block_on(session_run(n, run))))
-        .collect();
-    report("sessions, one send in flight each:", loads);
-    let loads = pipelined
-        .into_iter()
-        .map(|n| measure(n, &|run| runtime.block_on(pipelined_run(n, *DEPTH, run))))
-        .collect();
-    report(
-        &format!("raw websocket clients, {} sends in flight each:", *DEPTH),
-        loads,
+    println!(
+        "{:>28} {:>12} {:>8} {:>8} {:>7}",
+        "load", "messages/s", "p50 ms", "p99 ms", "ratio"
     );
+    let mut best: Option<(f64, String)> = None;
+    for (run, spec) in loads.into_iter().enumerate() {
+        let (label, Load { rate, latencies }) = match spec {
+            Spec::Sessions(n) => (
+                format!("{n} sessions"),
+                runtime.block_on(session_run(n, run)),
+            ),
+            Spec::Pipelined { connections, depth } => (
+                format!("{connections} connections x {depth} deep"),
+                runtime.block_on(pipelined_run(connections, depth, run)),
+            ),
+        };
+        let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+        println!(
+            "{label:>28} {rate:>12.0} {:>8.2} {:>8.2} {:>6.2}x",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            rate / raw
+        );
+        if p99 <= Duration::from_millis(10) && best.as_ref().is_none_or(|(b, _)| rate > *b) {
+            best = Some((rate, label));
+        }
+    }
     match best {
-        Some(rate) => println!(
-            "best at ack p99 <= 10 ms: {rate:.0} messages/s = {:.2}x raw",
+        Some((rate, label)) => println!(
+            "best at ack p99 <= 10 ms: {rate:.0} messages/s = {:.2}x raw ({label})",
             rate / raw
         ),
         None => println!("no load kept ack p99 <= 10 ms"),
     }
+}
+
+/// One load of the server runs.
+enum Spec {
+    /// This many sessions, each waiting for one acknowledgement before its next send.
+    Sessions(usize),
+    /// Raw websocket connections, each keeping `depth` sends in flight.
+    Pipelined { connections: usize, depth: usize },
 }
