@@ -17,9 +17,10 @@ use talkstore::{
     server::{AppCredentials, Server, ServerConfig, mint_user_token},
 };
 
-/// Messages per load: 50,000, or `--messages N`.
+/// Messages per load: 100,000 (long enough for the log to restart a few times), or
+/// `--messages N`.
 static MESSAGES: std::sync::LazyLock<usize> =
-    std::sync::LazyLock::new(|| arg("--messages").unwrap_or(50_000));
+    std::sync::LazyLock::new(|| arg("--messages").unwrap_or(100_000));
 
 /// The number after `name` on the command line.
 fn arg(name: &str) -> Option<usize> {

@@ -63,26 +63,51 @@ impl<K: Eq + Hash, V: Clone> Cache<K, V> {
     }
 }
 
-/// The write-ahead log's length, in pages, at which a commit checkpoints it itself (and the
-/// log restarts); the background checkpointer copies most pages before. About 40 MB.
-const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+/// The write-ahead log's length, in pages, past which the background checkpointer restarts
+/// it (about 16 MB): a `RESTART` checkpoint, which holds commits back while it copies what the
+/// last `PASSIVE` one left (a few milliseconds of writes at most).
+const WAL_RESTART_PAGES: i64 = 4_096;
+
+/// A backstop: the log's length, in pages, at which a commit checkpoints it itself (about
+/// 400 MB), should the background checkpointer fall behind. Commits that checkpoint take
+/// long: under load they set the tail latency.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 100_000;
+
+/// Waits 100 µs and retries, for at most 5 s: the engine and its checkpointer lock each
+/// other out for a millisecond or so, and SQLite's own busy timeout sleeps 1, 2, 5, 10 ms and
+/// more between retries, which would set the engine's tail latency.
+fn wait_briefly(attempt: i32) -> bool {
+    std::thread::sleep(std::time::Duration::from_micros(100));
+    attempt < 50_000
+}
 
 /// The shortest time between two background checkpoints.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Starts a thread that copies the write-ahead log into the database file (a `PASSIVE`
-/// checkpoint on a connection of its own) whenever the returned sender is nudged, at most once
-/// every [`CHECKPOINT_INTERVAL`], until the sender is dropped. Commits then seldom wait for
-/// a checkpoint: SQLite's automatic one (every 1,000 pages) still runs in the writer, and
-/// still resets the log, but finds most pages copied already.
+/// Starts a thread that keeps the write-ahead log short on a connection of its own, so that
+/// commits do not checkpoint: whenever the returned sender is nudged (at most once every
+/// [`CHECKPOINT_INTERVAL`]) it copies the log into the database (`PASSIVE`, beside commits),
+/// and restarts the log once it is longer than [`WAL_RESTART_PAGES`]. It ends when the sender
+/// is dropped.
 fn spawn_checkpointer(path: &Path) -> StorageResult<std::sync::mpsc::SyncSender<()>> {
     let conn = Connection::open(path).map_err(db)?;
+    conn.busy_handler(Some(wait_briefly)).map_err(db)?;
+    let checkpoint = move |mode: &str| {
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+            row.get::<_, i64>(1)
+        })
+    };
     let (nudge, nudges) = std::sync::mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
         .name("talkstore-checkpoint".into())
         .spawn(move || {
             while nudges.recv().is_ok() {
-                let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                let done = checkpoint("PASSIVE").and_then(|pages| {
+                    if pages > WAL_RESTART_PAGES {
+                        checkpoint("RESTART")?;
+                    }
+                    Ok(())
+                });
                 if let Err(error) = done {
                     tracing::warn!(%error, "background checkpoint failed");
                 }
@@ -191,8 +216,7 @@ impl SqliteStorage {
              PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES};"
         ))
         .map_err(db)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(db)?;
+        conn.busy_handler(Some(wait_briefly)).map_err(db)?;
         let mut storage = SqliteStorage {
             conn,
             in_transaction: false,
