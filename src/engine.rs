@@ -4,12 +4,13 @@
 //! for the embedded engine, a websocket for `talkstore-server`); either way each session is a
 //! *connection* that sends [`ClientFrame`]s and receives [`ServerFrame`]s. Every command runs
 //! under one lock and is validated completely before it writes; its writes and events are kept
-//! or discarded together, and every connection's feed turns the events into one
-//! push.
+//! or discarded together, and every connection's feed turns the events into one push.
 //!
 //! Nobody waits for the lock: a command is queued, and whichever thread holds the engine runs
 //! every queued command before it lets go (flat combining). Commands that queued meanwhile share
-//! one commit (group commit), and nothing is sent before it.
+//! one commit (group commit), and nothing is sent before it. A server runs each engine on a
+//! thread of its own instead ([`Engine::run_on_own_thread`]), so that its async workers only do
+//! I/O.
 
 #[cfg(feature = "server")]
 pub(crate) mod backend;

@@ -241,8 +241,9 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, lets every connection finish the
-    /// frame it is handling (writes are atomic), closes them with code 1001, and returns.
+        /// Serves until `shutdown` resolves, then stops accepting and stops reading; each connection
+    /// is closed with code 1001 once every frame it had read is answered (at most 10 s later).
+    /// Returns once every command the engines were handed is committed.
     ///
     /// # Errors
     ///
