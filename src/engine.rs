@@ -218,7 +218,7 @@ impl State {
                 }
             }
         }
-        // A reader too slow for its queue is dropped: its receiver ends, and it resynchronizes
+        // A reader too slow for its queue is dropped: its receiver ends, and it catches up
         // when it reconnects. Nothing it missed is lost, and nobody else waits for it.
         for conn in overflowed {
             if self.connections.remove(&conn).is_some() {

@@ -48,7 +48,7 @@ pub struct Limits {
     /// code 1009. The default is 256 KiB.
     pub max_message_bytes: usize,
     /// Frames queued for one connection before it counts as a slow reader and is closed with
-    /// code 1008 (it resynchronizes when it reconnects). A single write that takes over 10 s
+    /// code 1008 (it resumes when it reconnects). A single write that takes over 10 s
     /// also ends the connection. The default is 1,024.
     pub outbound_queue: usize,
     /// Requests per second per connection (a burst of the same size is allowed); more are
@@ -241,7 +241,7 @@ impl Server {
         self.listener.local_addr()
     }
 
-        /// Serves until `shutdown` resolves, then stops accepting and stops reading; each connection
+    /// Serves until `shutdown` resolves, then stops accepting and stops reading; each connection
     /// is closed with code 1001 once every frame it had read is answered (at most 10 s later).
     /// Returns once every command the engines were handed is committed.
     ///

@@ -618,3 +618,72 @@ async fn shutdown_answers_every_frame_it_accepted() {
     let last = stored.last_message.as_ref().expect("a stored message");
     assert_eq!(Some(last.id.as_str()), last_acked.as_deref());
 }
+
+/// A client that stops reading is closed with 1008 once its queue overflows (here 4 frames,
+/// behind what the socket buffers hold); the sender is not slowed down and loses nothing.
+#[tokio::test]
+async fn slow_readers_are_closed_with_1008() {
+    let running = Running::start_with(&app(), |limits| {
+        limits.requests_per_second = 100_000;
+        limits.outbound_queue = 4;
+    })
+    .await;
+    let session = |user: &str| {
+        let options = SessionOptions::new(&running.credentials.id, user);
+        get_talk_session(running.options(options, user)).unwrap()
+    };
+    let (alice, bob) = (session("alice"), session("bob"));
+    for s in [&alice, &bob] {
+        let name = s.current_user().id().to_string();
+        s.current_user()
+            .set(UserParams::new().name(name))
+            .await
+            .unwrap();
+    }
+    crate::support::conversation(&alice, "c", &["bob"]).await;
+    drop(bob);
+
+    // Bob reads through a small receive buffer, so that the server's queue fills sooner.
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let stream = tcp.connect(running.addr).await.unwrap();
+    let token = mint_user_token(&running.credentials, "bob", 600).unwrap();
+    let mut request = url(&running, "bob").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut bob, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    let subscribe = json!({"id": 1, "op": "subscribe", "sub": 1,
+        "target": {"kind": "messages", "conversation": "c", "filter": null}});
+    bob.send(Message::text(subscribe.to_string()))
+        .await
+        .unwrap();
+    while let Some(Ok(message)) = bob.next().await {
+        if message.to_text().unwrap().contains(r#""type":"response""#) {
+            break;
+        }
+    }
+
+    // Bob stops reading while Alice sends about 9 MB.
+    let chat = alice.conversation("c").unwrap();
+    let text = "x".repeat(30_000);
+    for _ in 0..300 {
+        chat.send(text.as_str()).await.unwrap();
+    }
+    let close = async {
+        loop {
+            match bob.next().await {
+                Some(Ok(Message::Close(frame))) => break frame.unwrap(),
+                Some(Ok(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    };
+    // Without the close, Bob would read every push and then wait for ever.
+    let close = tokio::time::timeout(std::time::Duration::from_secs(20), close)
+        .await
+        .expect("the server closes the slow reader");
+    assert_eq!(u16::from(close.code), 1008);
+}
