@@ -461,7 +461,8 @@ impl Engine {
     /// Handles one frame from a connection, in order with its other frames. Its pushes are
     /// queued before its response, and both are sent once its writes are committed. Never
     /// waits for another thread: if one holds the engine, it runs this frame too, in the same
-    /// commit as its own (group commit).
+    /// commit as its own (group commit); if the engine runs on its own thread, that thread
+    /// does.
     pub(crate) fn handle(&self, conn: ConnId, frame: ClientFrame) {
         self.submit(Command::Frame(conn, Box::new(frame)));
     }

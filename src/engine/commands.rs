@@ -470,7 +470,6 @@ pub(super) fn check_reference(
     }
 }
 
-/// Stores a new message and makes it its conversation's last message.
 /// Stores a new message (its id and time assigned here) as its conversation's last message. With
 /// an idempotency key (its sender's or scope's, and the key), a key that names a message
 /// already returns that message and writes nothing.

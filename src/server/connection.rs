@@ -230,7 +230,7 @@ pub(crate) async fn run(
                                 let error = WireError { code: ErrorCode::RateLimited, reasons: vec![reason] };
                                 vec![ServerFrame::Response { id: frame.id, result: Err(error) }]
                             } else {
-                                                                app.engine.handle(conn, frame);
+                                app.engine.handle(conn, frame);
                                 unanswered += 1;
                                 Vec::new()
                             }
@@ -253,13 +253,13 @@ pub(crate) async fn run(
                     } else {
                         1002
                     };
-                                                            tracing::debug!(%user, %message, code, "closing a connection after a read error");
+                    tracing::debug!(%user, %message, code, "closing a connection after a read error");
                     send(&mut sink, closing(code, "message too large or malformed")).await;
                     open = false;
                 }
             },
             frame = inbox.recv() => match frame {
-                                                Some(frame) => open = send_queued(&mut sink, frame, &mut inbox, &mut unanswered).await,
+                Some(frame) => open = send_queued(&mut sink, frame, &mut inbox, &mut unanswered).await,
                 // The engine dropped this connection: its queue was full (a slow reader).
                 None => {
                     tracing::info!(%user, "closing a slow connection");
@@ -271,7 +271,7 @@ pub(crate) async fn run(
                 send(&mut sink, closing(close::TOKEN_EXPIRED, "token expired")).await;
                 open = false;
             }
-                        _ = shutdown.changed(), if stopping.is_none() => {
+            _ = shutdown.changed(), if stopping.is_none() => {
                 stopping = Some(Instant::now() + SEND_TIMEOUT);
             }
             () = gave_up => {
