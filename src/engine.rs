@@ -9,7 +9,7 @@
 //! Nobody waits for the lock: a command is queued, and whichever thread holds the engine runs
 //! every queued command before it lets go (flat combining). Commands that queued meanwhile share
 //! one commit (group commit), and nothing is sent before it. A server runs each engine on a
-//! thread of its own instead ([`Engine::run_on_own_thread`]), so that its async workers only do
+//! thread of its own instead (`Engine::run_on_own_thread`), so that its async workers only do
 //! I/O.
 
 #[cfg(feature = "server")]
@@ -283,7 +283,7 @@ fn push(
 #[derive(Clone)]
 pub struct Engine {
     shared: Arc<Shared>,
-    /// Wakes the engine's own thread, once [`Engine::run_on_own_thread`] started it.
+    /// Wakes the engine's own thread, once `Engine::run_on_own_thread` started it.
     runner: Arc<OnceLock<SyncSender<()>>>,
 }
 
@@ -376,6 +376,7 @@ impl Engine {
     /// # Errors
     ///
     /// If the thread cannot be started.
+    #[cfg(feature = "server")]
     pub(crate) fn run_on_own_thread(&self) -> std::io::Result<()> {
         let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
         if self.runner.set(nudge).is_err() {
