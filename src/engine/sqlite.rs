@@ -697,3 +697,46 @@ impl Storage for SqliteStorage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    /// How many times the write-ahead log restarted: SQLite counts restarts in the log's header
+    /// (bytes 12 to 16, big-endian).
+    fn wal_restarts(path: &Path) -> u32 {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let mut header = [0; 16];
+        match std::fs::File::open(wal).and_then(|mut f| f.read_exact(&mut header)) {
+            Ok(()) => u32::from_be_bytes([header[12], header[13], header[14], header[15]]),
+            Err(_) => 0,
+        }
+    }
+
+    /// Under steady commits the background checkpointer restarts the log soon after it passes
+    /// `WAL_RESTART_PAGES` (each commit here adds one page), long before the commits' own
+    /// backstop at `WAL_AUTOCHECKPOINT_PAGES` would.
+    #[test]
+    fn the_log_restarts_under_steady_commits() {
+        let dir = std::env::temp_dir().join(format!("talkstore-wal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("engine.sqlite");
+        let mut storage = SqliteStorage::open(&path, Durability::Normal).unwrap();
+        let start = wal_restarts(&path);
+        let limit = 4 * WAL_RESTART_PAGES as u64;
+        let mut commits = 0;
+        while wal_restarts(&path) == start {
+            assert!(commits < limit, "no restart after {commits} commits");
+            storage.set_meta("test", commits).unwrap();
+            storage.commit().unwrap();
+            commits += 1;
+        }
+        assert!(commits > WAL_RESTART_PAGES as u64 / 2, "{commits}");
+        drop(storage);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
