@@ -727,7 +727,7 @@ mod tests {
         let path = dir.join("engine.sqlite");
         let mut storage = SqliteStorage::open(&path, Durability::Normal).unwrap();
         let start = wal_restarts(&path);
-        let limit = 4 * WAL_RESTART_PAGES as u64;
+        let limit = 8 * WAL_RESTART_PAGES as u64;
         let mut commits = 0;
         while wal_restarts(&path) == start {
             assert!(commits < limit, "no restart after {commits} commits");
