@@ -138,6 +138,7 @@ impl State {
     pub(crate) fn now(&mut self) -> Timestamp {
         let now = (self.clock)().max(self.last_now + 1);
         self.last_now = now;
+        self.storage.record_time(now);
         now
     }
 
@@ -350,9 +351,9 @@ impl Engine {
 
     fn with_storage(storage: Box<dyn Storage>, clock: Clock) -> Self {
         let state = State {
+            last_now: storage.last_time(),
             storage,
             clock,
-            last_now: 0,
             connections: HashMap::new(),
             next_conn: 1,
             outgoing: Vec::new(),
@@ -783,6 +784,32 @@ mod tests {
             });
             assert_eq!(stored, 2);
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The engine's clock runs ahead of a wall clock that does not move (more than one write
+    /// per millisecond) and does not fall back when the database is reopened: a message sent
+    /// after a restart is still the newest.
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn time_keeps_increasing_across_restarts() {
+        let dir = std::env::temp_dir().join(format!("talkstore-time-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("engine.sqlite");
+        let open = || {
+            let storage = sqlite::SqliteStorage::open(&path, Durability::Normal).unwrap();
+            Engine::with_storage(Box::new(storage), Box::new(|| 1_000))
+        };
+        drop(chat(&open(), 20));
+        let engine = open();
+        let (conn, _rx) = chat(&engine, 0);
+        send(&engine, conn, 100, "after the restart");
+        let newest = engine.with_state(|s| {
+            let c = ConversationId::new("c");
+            s.storage().messages_before(&c, None, 1).unwrap()
+        });
+        assert_eq!(newest[0].0.plaintext, "after the restart");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

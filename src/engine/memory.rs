@@ -36,6 +36,8 @@ pub(crate) struct MemoryStorage {
     epoch: u64,
     last_seq: u64,
     ordinal: u64,
+    /// The latest time handed out.
+    time: Timestamp,
     undo: Vec<Undo>,
     /// The undo log's length when the current command began.
     command_start: usize,
@@ -280,6 +282,14 @@ impl Storage for MemoryStorage {
             self.log.push_back((self.last_seq, event.clone()));
         }
         Ok(self.last_seq)
+    }
+
+    fn last_time(&self) -> Timestamp {
+        self.time
+    }
+
+    fn record_time(&mut self, at: Timestamp) {
+        self.time = self.time.max(at);
     }
 
     fn last_ordinal(&self) -> u64 {

@@ -172,12 +172,14 @@ fn from_json<T: DeserializeOwned>(text: &str) -> StorageResult<T> {
     serde_json::from_str(text).map_err(|e| StorageError(format!("corrupt record: {e}")))
 }
 
-/// The counters every write reads, kept in memory: the last event's sequence number and the
-/// last message ordinal. The database holds the same values (they are written with the data).
+/// The counters every write reads, kept in memory: the last event's sequence number, the last
+/// message ordinal and the latest time handed out. The database holds the same values (they
+/// are written with the data).
 #[derive(Debug, Clone, Copy, Default)]
 struct Counters {
     seq: u64,
     ordinal: u64,
+    time: Timestamp,
 }
 
 pub(crate) struct SqliteStorage {
@@ -193,6 +195,8 @@ pub(crate) struct SqliteStorage {
     writes: u64,
     writes_at_begin: u64,
     writes_at_command: u64,
+    /// The time last written to the database.
+    stored_time: Timestamp,
     conversations: Cache<ConversationId, ConversationRecord>,
     participants: Cache<(ConversationId, UserId), StoredParticipant>,
     /// Conversations changed in the open transaction, written once at commit: every send
@@ -227,6 +231,7 @@ impl SqliteStorage {
             writes: 0,
             writes_at_begin: 0,
             writes_at_command: 0,
+            stored_time: 0,
             conversations: Cache::new(),
             participants: Cache::new(),
             unwritten: HashMap::new(),
@@ -234,6 +239,7 @@ impl SqliteStorage {
         };
         storage.migrate()?;
         storage.counters = storage.stored_counters()?;
+        storage.stored_time = storage.counters.time;
         storage.epoch = storage.meta("epoch")?.unwrap_or(0);
         if storage.epoch == 0 {
             // A new log: its epoch tells clients that sequence numbers restarted.
@@ -273,9 +279,21 @@ impl SqliteStorage {
             .conn
             .query_row("SELECT MAX(seq) FROM events", [], |row| row.get(0))
             .map_err(db)?;
+        let time = match self.meta("time")? {
+            Some(time) => time as Timestamp,
+            // A database from before the time was kept: its newest message is the latest.
+            None => self
+                .conn
+                .query_row("SELECT MAX(created_at) FROM messages", [], |row| {
+                    row.get::<_, Option<i64>>(0)
+                })
+                .map_err(db)?
+                .unwrap_or(0),
+        };
         Ok(Counters {
             seq: seq.unwrap_or(0) as u64,
             ordinal: self.meta("ordinal")?.unwrap_or(0),
+            time,
         })
     }
 
@@ -637,6 +655,14 @@ impl Storage for SqliteStorage {
         self.counters.ordinal
     }
 
+    fn last_time(&self) -> Timestamp {
+        self.counters.time
+    }
+
+    fn record_time(&mut self, at: Timestamp) {
+        self.counters.time = self.counters.time.max(at);
+    }
+
     /// The ordinal is kept in memory and written once per commit.
     fn next_ordinal(&mut self) -> StorageResult<u64> {
         self.begin()?;
@@ -667,6 +693,11 @@ impl Storage for SqliteStorage {
             if self.counters.ordinal != self.at_begin.ordinal {
                 self.set_meta("ordinal", self.counters.ordinal)?;
             }
+            // Compared with the stored value, not the one at `begin`: a command may take the
+            // time before its first write opens the transaction.
+            if self.counters.time > self.stored_time {
+                self.set_meta("time", self.counters.time as u64)?;
+            }
             for (id, conversation) in std::mem::take(&mut self.unwritten) {
                 self.write(
                     "INSERT INTO conversations (id, data) VALUES (?1, ?2)
@@ -676,6 +707,7 @@ impl Storage for SqliteStorage {
             }
             self.run("COMMIT", [])?;
             self.in_transaction = false;
+            self.stored_time = self.counters.time;
             if let Some(checkpoint) = &self.checkpoint {
                 // Full means a nudge is pending already.
                 let _ = checkpoint.try_send(());

@@ -173,6 +173,12 @@ pub(crate) trait Storage: Send {
     fn events_after(&self, after: u64) -> StorageResult<Option<Vec<Event>>>;
     /// Appends events with consecutive sequence numbers after the last one.
     fn append_events(&mut self, events: &[Event]) -> StorageResult<u64>;
+    /// The latest time the engine handed out, as of the last commit (0 for a new store). The
+    /// engine's clock never goes below it, so that timestamps keep increasing across restarts
+    /// even when the engine ran ahead of the wall clock.
+    fn last_time(&self) -> Timestamp;
+    /// Notes that the engine handed out time `at`; kept with the next commit.
+    fn record_time(&mut self, at: Timestamp);
     /// The highest message ordinal handed out so far (0 before the first).
     fn last_ordinal(&self) -> u64;
     /// Hands out the next message ordinal: [`Storage::last_ordinal`] plus one.

@@ -146,12 +146,36 @@ pub(crate) mod server {
         }
     }
 
+    /// A server process, killed when dropped, so that a failing test leaves none behind.
+    pub(crate) struct ServerProcess(std::process::Child);
+
+    impl std::ops::Deref for ServerProcess {
+        type Target = std::process::Child;
+        fn deref(&self) -> &std::process::Child {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for ServerProcess {
+        fn deref_mut(&mut self) -> &mut std::process::Child {
+            &mut self.0
+        }
+    }
+
+    impl Drop for ServerProcess {
+        fn drop(&mut self) {
+            // Already gone if the test stopped it.
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
     /// Starts the server binary on `data` (port 0) and returns it with its address.
     pub(crate) fn start_binary(
         data: &std::path::Path,
         app: &str,
         secret: &str,
-    ) -> (std::process::Child, SocketAddr) {
+    ) -> (ServerProcess, SocketAddr) {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_talkstore-server"))
             .args(["--listen", "127.0.0.1:0", "--log", "info", "--app"])
             .arg(format!("{app}:{secret}"))
@@ -169,7 +193,7 @@ pub(crate) mod server {
         };
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        (child, addr)
+        (ServerProcess(child), addr)
     }
 }
 
