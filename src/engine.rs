@@ -754,13 +754,12 @@ mod tests {
     /// stores nothing; another key makes another message. On both storages.
     #[test]
     fn sends_are_idempotent() {
-        let dir = std::env::temp_dir().join(format!("talkstore-idem-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        #[cfg(feature = "sqlite")]
+        let dir = tempfile::tempdir().unwrap();
         let engines = [
             Engine::new(),
             #[cfg(feature = "sqlite")]
-            Engine::open(dir.join("engine.sqlite")).unwrap(),
+            Engine::open(dir.path().join("engine.sqlite")).unwrap(),
         ];
         for engine in engines {
             let (conn, mut rx) = chat(&engine, 0);
@@ -784,7 +783,6 @@ mod tests {
             });
             assert_eq!(stored, 2);
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The engine's clock runs ahead of a wall clock that does not move (more than one write
@@ -793,10 +791,8 @@ mod tests {
     #[cfg(feature = "sqlite")]
     #[test]
     fn time_keeps_increasing_across_restarts() {
-        let dir = std::env::temp_dir().join(format!("talkstore-time-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("engine.sqlite");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engine.sqlite");
         let open = || {
             let storage = sqlite::SqliteStorage::open(&path, Durability::Normal).unwrap();
             Engine::with_storage(Box::new(storage), Box::new(|| 1_000))
@@ -810,7 +806,6 @@ mod tests {
             s.storage().messages_before(&c, None, 1).unwrap()
         });
         assert_eq!(newest[0].0.plaintext, "after the restart");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A command that fails in storage is undone alone when it is the first of its batch to
@@ -819,10 +814,8 @@ mod tests {
     #[cfg(feature = "sqlite")]
     #[test]
     fn a_storage_failure_fails_its_batch_when_it_cannot_be_undone_alone() {
-        let dir = std::env::temp_dir().join(format!("talkstore-batch-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("engine.sqlite");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engine.sqlite");
         let engine = Engine::open(&path).unwrap();
         let (conn, mut rx) = chat(&engine, 0);
         answers(&mut rx);
@@ -860,7 +853,6 @@ mod tests {
         assert_eq!(answers(&mut rx), [(12, false), (13, false)]);
         assert!(rx.is_closed(), "the connection is closed");
         assert_eq!(kept(), 1, "the batch's first send is gone too");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A new message is its conversation's new last message: a conversation subscription that

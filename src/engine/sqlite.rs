@@ -753,10 +753,8 @@ mod tests {
     /// backstop at `WAL_AUTOCHECKPOINT_PAGES` would.
     #[test]
     fn the_log_restarts_under_steady_commits() {
-        let dir = std::env::temp_dir().join(format!("talkstore-wal-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("engine.sqlite");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engine.sqlite");
         let mut storage = SqliteStorage::open(&path, Durability::Normal).unwrap();
         let start = wal_restarts(&path);
         let limit = 8 * WAL_RESTART_PAGES as u64;
@@ -768,7 +766,5 @@ mod tests {
             commits += 1;
         }
         assert!(commits > WAL_RESTART_PAGES as u64 / 2, "{commits}");
-        drop(storage);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

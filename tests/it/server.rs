@@ -39,14 +39,21 @@ fn url(running: &Running, user: &str) -> String {
     )
 }
 
+/// An upgrade request to `url` carrying `token` as `Authorization: Bearer`.
+fn bearer_request(url: &str, token: &str) -> tungstenite::handshake::client::Request {
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
 /// Tries a websocket upgrade; returns the HTTP status and error body of a refusal.
 async fn refusal(url: &str, token: Option<&str>) -> (u16, Value) {
-    let mut request = url.into_client_request().unwrap();
-    if let Some(token) = token {
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    }
+    let request = match token {
+        Some(token) => bearer_request(url, token),
+        None => url.into_client_request().unwrap(),
+    };
     match tokio_tungstenite::connect_async(request).await {
         Ok(_) => panic!("the upgrade was accepted"),
         Err(tungstenite::Error::Http(response)) => {
@@ -229,10 +236,7 @@ async fn pyjwt_tokens_are_accepted() {
 async fn malformed_frames_are_answered_and_harmless() {
     let running = Running::start(&app()).await;
     let token = mint_user_token(&running.credentials, "mallory", 600).unwrap();
-    let mut request = url(&running, "mallory").into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let request = bearer_request(&url(&running, "mallory"), &token);
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let hello = socket.next().await.unwrap().unwrap();
     assert!(hello.to_text().unwrap().contains("\"hello\""));
@@ -330,12 +334,7 @@ async fn rate_limits_are_typed_and_retried() {
     let running = Running::start_with(&app(), |limits| limits.requests_per_second = 20).await;
     let (credentials, addr) = (running.credentials.clone(), running.addr);
     let token = mint_user_token(&credentials, "u", 600).unwrap();
-    let mut request = format!("ws://{addr}/v1/{}/realtime/u", credentials.id)
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let request = bearer_request(&url(&running, "u"), &token);
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     socket.next().await.unwrap().unwrap();
     for id in 0..40 {
@@ -438,14 +437,10 @@ fn the_binary_serves_and_stops() {
 #[tokio::test]
 async fn connections_per_user_are_limited() {
     let running = Running::start_with(&app(), |limits| limits.connections_per_user = 2).await;
-    let (credentials, addr) = (running.credentials.clone(), running.addr);
-    let token = mint_user_token(&credentials, "u", 600).unwrap();
-    let url = format!("ws://{addr}/v1/{}/realtime/u", credentials.id);
+    let token = mint_user_token(&running.credentials, "u", 600).unwrap();
+    let address = url(&running, "u");
     let connect = || async {
-        let mut request = url.as_str().into_client_request().unwrap();
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let request = bearer_request(&address, &token);
         tokio_tungstenite::connect_async(request).await
     };
     let (mut first, _) = connect().await.unwrap();
@@ -569,12 +564,7 @@ async fn shutdown_answers_every_frame_it_accepted() {
     chat.set(ConversationParams::new()).await.unwrap();
     drop((chat, alice));
 
-    let mut request = format!("ws://{addr}/v1/{app}/realtime/alice")
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let request = bearer_request(&format!("ws://{addr}/v1/{app}/realtime/alice"), &token);
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     for i in 0..500 {
         let send = json!({"id": i, "op": "send", "conversation": "c", "message": {
@@ -648,10 +638,7 @@ async fn slow_readers_are_closed_with_1008() {
     tcp.set_recv_buffer_size(4096).unwrap();
     let stream = tcp.connect(running.addr).await.unwrap();
     let token = mint_user_token(&running.credentials, "bob", 600).unwrap();
-    let mut request = url(&running, "bob").into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let request = bearer_request(&url(&running, "bob"), &token);
     let (mut bob, _) = tokio_tungstenite::client_async(request, stream)
         .await
         .unwrap();
