@@ -34,6 +34,19 @@ async fn http(
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+/// Like [`http`], asserting that the request succeeded (200); returns the body.
+async fn succeeds(
+    running: &Running,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+) -> Value {
+    let (status, body) = http(running, method, path, auth, body).await;
+    assert_eq!(status, 200, "{method} {path}: {body}");
+    body
+}
+
 fn app_token(running: &Running, exp_offset: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -55,30 +68,22 @@ async fn rest_requires_the_app_secret_or_an_app_token() {
     let running = Running::start(&app()).await;
     let secret = running.credentials.secret.clone();
     let user = json!({"name": "Alice"});
-    assert_eq!(
-        http(
-            &running,
-            "PUT",
-            "/users/alice",
-            Some(&secret),
-            Some(user.clone())
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        http(
-            &running,
-            "PUT",
-            "/users/alice",
-            Some(&app_token(&running, 30)),
-            Some(user.clone())
-        )
-        .await
-        .0,
-        200
-    );
+    succeeds(
+        &running,
+        "PUT",
+        "/users/alice",
+        Some(&secret),
+        Some(user.clone()),
+    )
+    .await;
+    succeeds(
+        &running,
+        "PUT",
+        "/users/alice",
+        Some(&app_token(&running, 30)),
+        Some(user.clone()),
+    )
+    .await;
     let user_token = mint_user_token(&running.credentials, "alice", 600).unwrap();
     for bad in [
         None,
@@ -109,32 +114,23 @@ async fn users() {
             .unwrap()
             .contains("name is required")
     );
-    assert_eq!(
-        http(
-            &running,
-            "PUT",
-            "/users/bob",
-            s,
-            Some(json!({"name": "Bob", "email": ["b@x.io"], "custom": {"a": "1"}}))
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        http(
-            &running,
-            "PUT",
-            "/users/bob",
-            s,
-            Some(json!({"custom": {"a": null, "b": "2"}}))
-        )
-        .await
-        .0,
-        200
-    );
-    let (status, bob) = http(&running, "GET", "/users/bob", s, None).await;
-    assert_eq!(status, 200);
+    succeeds(
+        &running,
+        "PUT",
+        "/users/bob",
+        s,
+        Some(json!({"name": "Bob", "email": ["b@x.io"], "custom": {"a": "1"}})),
+    )
+    .await;
+    succeeds(
+        &running,
+        "PUT",
+        "/users/bob",
+        s,
+        Some(json!({"custom": {"a": null, "b": "2"}})),
+    )
+    .await;
+    let bob = succeeds(&running, "GET", "/users/bob", s, None).await;
     assert_eq!(
         (bob["name"].as_str(), &bob["custom"], &bob["email"]),
         (Some("Bob"), &json!({"b": "2"}), &json!(["b@x.io"]))
@@ -169,18 +165,14 @@ async fn conversations_participants_and_messages() {
     let s = Some(running.credentials.secret.clone());
     let s = s.as_deref();
     for user in ["alice", "bob"] {
-        assert_eq!(
-            http(
-                &running,
-                "PUT",
-                &format!("/users/{user}"),
-                s,
-                Some(json!({"name": user}))
-            )
-            .await
-            .0,
-            200
-        );
+        succeeds(
+            &running,
+            "PUT",
+            &format!("/users/{user}"),
+            s,
+            Some(json!({"name": user})),
+        )
+        .await;
     }
     let (status, body) = http(
         &running,
@@ -191,18 +183,14 @@ async fn conversations_participants_and_messages() {
     )
     .await;
     assert_eq!(status, 404, "participants must exist: {body}");
-    assert_eq!(
-        http(
-            &running,
-            "PUT",
-            "/conversations/c",
-            s,
-            Some(json!({"participants": ["alice"], "subject": "Hi"}))
-        )
-        .await
-        .0,
-        200
-    );
+    succeeds(
+        &running,
+        "PUT",
+        "/conversations/c",
+        s,
+        Some(json!({"participants": ["alice"], "subject": "Hi"})),
+    )
+    .await;
 
     let token = mint_user_token(&running.credentials, "alice", 600).unwrap();
     let alice = get_talk_session(
@@ -214,31 +202,23 @@ async fn conversations_participants_and_messages() {
     let window = alice.conversation("c").unwrap().subscribe_messages(None);
     window.connected().await.unwrap();
 
-    assert_eq!(
-        http(
-            &running,
-            "PUT",
-            "/conversations/c/participants/bob",
-            s,
-            Some(json!({"access": "Read"}))
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        http(
-            &running,
-            "PATCH",
-            "/conversations/c/participants/bob",
-            s,
-            Some(json!({"notify": false}))
-        )
-        .await
-        .0,
-        200
-    );
-    let (_, conversation) = http(&running, "GET", "/conversations/c", s, None).await;
+    succeeds(
+        &running,
+        "PUT",
+        "/conversations/c/participants/bob",
+        s,
+        Some(json!({"access": "Read"})),
+    )
+    .await;
+    succeeds(
+        &running,
+        "PATCH",
+        "/conversations/c/participants/bob",
+        s,
+        Some(json!({"notify": false})),
+    )
+    .await;
+    let conversation = succeeds(&running, "GET", "/conversations/c", s, None).await;
     assert_eq!(conversation["subject"], "Hi");
     assert_eq!(conversation["participants"]["bob"]["access"], "Read");
     assert_eq!(conversation["participants"]["bob"]["notify"], false);
@@ -257,7 +237,7 @@ async fn conversations_participants_and_messages() {
     .await;
     assert_eq!(status, 200, "{ids}");
     // A retry with the same key does not duplicate the first message.
-    let (_, again) = http(
+    let again = succeeds(
         &running,
         "POST",
         "/conversations/c/messages",
@@ -322,7 +302,7 @@ async fn conversations_participants_and_messages() {
     .await;
     assert_eq!((status, listed.as_array().unwrap().len()), (200, 1));
     let first = listed[0]["id"].as_str().unwrap().to_owned();
-    let (_, older) = http(
+    let older = succeeds(
         &running,
         "GET",
         &format!("/conversations/c/messages?startingAfter={first}"),
@@ -344,36 +324,28 @@ async fn conversations_participants_and_messages() {
         400
     );
 
-    assert_eq!(
-        http(
-            &running,
-            "DELETE",
-            "/conversations/c/participants/alice",
-            s,
-            None
-        )
-        .await
-        .0,
-        200
-    );
+    succeeds(
+        &running,
+        "DELETE",
+        "/conversations/c/participants/alice",
+        s,
+        None,
+    )
+    .await;
     settle(std::slice::from_ref(&alice)).await;
     assert_eq!(
         window.latest().unwrap(),
         None,
         "a removed participant's window closes at once"
     );
-    assert_eq!(
-        http(
-            &running,
-            "DELETE",
-            "/conversations/c/participants/alice",
-            s,
-            None
-        )
-        .await
-        .0,
-        200
-    );
+    succeeds(
+        &running,
+        "DELETE",
+        "/conversations/c/participants/alice",
+        s,
+        None,
+    )
+    .await;
 }
 
 /// The backend may edit and delete any message and delete whole conversations; live sessions
@@ -383,30 +355,22 @@ async fn backend_edits_deletes_and_authorization() {
     let running = Running::start(&app()).await;
     let secret = running.credentials.secret.clone();
     let s = Some(secret.as_str());
-    assert_eq!(
-        http(
-            &running,
-            "PUT",
-            "/users/alice",
-            s,
-            Some(json!({"name": "Alice"}))
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        http(
-            &running,
-            "PUT",
-            "/conversations/c",
-            s,
-            Some(json!({"participants": ["alice"]}))
-        )
-        .await
-        .0,
-        200
-    );
+    succeeds(
+        &running,
+        "PUT",
+        "/users/alice",
+        s,
+        Some(json!({"name": "Alice"})),
+    )
+    .await;
+    succeeds(
+        &running,
+        "PUT",
+        "/conversations/c",
+        s,
+        Some(json!({"participants": ["alice"]})),
+    )
+    .await;
     let token = mint_user_token(&running.credentials, "alice", 600).unwrap();
     let alice = get_talk_session(
         SessionOptions::new(&running.credentials.id, "alice")
@@ -469,18 +433,14 @@ async fn backend_edits_deletes_and_authorization() {
 
     // With the secret: edit (links allowed for backends), delete, delete the conversation.
     let edit = json!({"text": "edited by the backend", "custom": {"k": "v"}});
-    assert_eq!(
-        http(
-            &running,
-            "PUT",
-            &format!("/conversations/c/messages/{mine}"),
-            s,
-            Some(edit)
-        )
-        .await
-        .0,
-        200
-    );
+    succeeds(
+        &running,
+        "PUT",
+        &format!("/conversations/c/messages/{mine}"),
+        s,
+        Some(edit),
+    )
+    .await;
     settle(std::slice::from_ref(&alice)).await;
     let edited = window.latest().unwrap().unwrap()[0].clone();
     assert_eq!(
@@ -499,39 +459,26 @@ async fn backend_edits_deletes_and_authorization() {
         .0,
         404
     );
-    assert_eq!(
-        http(
-            &running,
-            "DELETE",
-            &format!("/conversations/c/messages/{mine}"),
-            s,
-            None
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        http(
-            &running,
-            "DELETE",
-            &format!("/conversations/c/messages/{mine}"),
-            s,
-            None
-        )
-        .await
-        .0,
-        200
-    );
+    succeeds(
+        &running,
+        "DELETE",
+        &format!("/conversations/c/messages/{mine}"),
+        s,
+        None,
+    )
+    .await;
+    succeeds(
+        &running,
+        "DELETE",
+        &format!("/conversations/c/messages/{mine}"),
+        s,
+        None,
+    )
+    .await;
     settle(std::slice::from_ref(&alice)).await;
     assert!(window.latest().unwrap().unwrap().is_empty());
 
-    assert_eq!(
-        http(&running, "DELETE", "/conversations/c", s, None)
-            .await
-            .0,
-        200
-    );
+    succeeds(&running, "DELETE", "/conversations/c", s, None).await;
     settle(std::slice::from_ref(&alice)).await;
     assert_eq!(window.latest().unwrap(), None);
     assert!(list.latest().unwrap().is_empty());
@@ -539,10 +486,5 @@ async fn backend_edits_deletes_and_authorization() {
         http(&running, "GET", "/conversations/c", s, None).await.0,
         404
     );
-    assert_eq!(
-        http(&running, "DELETE", "/conversations/c", s, None)
-            .await
-            .0,
-        200
-    );
+    succeeds(&running, "DELETE", "/conversations/c", s, None).await;
 }
