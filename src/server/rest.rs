@@ -156,6 +156,12 @@ fn ok(body: serde_json::Value) -> Reply {
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 
+/// The answer to a write: `{}`, or the engine's refusal.
+fn done<T>(result: Result<T, EngineError>) -> Reply {
+    result.map_err(failed)?;
+    ok(json!({}))
+}
+
 fn found<T: serde::Serialize>(value: Option<T>, what: String) -> Reply {
     match value {
         Some(value) => Ok((StatusCode::OK, Json(value)).into_response()),
@@ -176,10 +182,10 @@ async fn put_user(
     let app = authorize(&state, &app_id, &headers)?;
     let user = id(UserId::try_new(user))?;
     let params: UserParams = parse(&body)?;
-    app.engine
-        .backend_write(|s| backend::put_users(s, vec![(user, params)]))
-        .map_err(failed)?;
-    ok(json!({}))
+    done(
+        app.engine
+            .backend_write(|s| backend::put_users(s, vec![(user, params)])),
+    )
 }
 
 /// Upserts up to 100 users (`{"id": {fields…}, …}`), all or nothing.
@@ -195,10 +201,7 @@ async fn put_users(
         .into_iter()
         .map(|(user, params)| Ok((id(UserId::try_new(user))?, params)))
         .collect::<Result<Vec<_>, Refusal>>()?;
-    app.engine
-        .backend_write(|s| backend::put_users(s, users))
-        .map_err(failed)?;
-    ok(json!({}))
+    done(app.engine.backend_write(|s| backend::put_users(s, users)))
 }
 
 async fn get_user(
@@ -246,10 +249,11 @@ async fn put_conversation(
     params.photo_url = body.photo_url;
     params.welcome_messages = body.welcome_messages;
     params.custom = body.custom;
-    app.engine
-        .backend_write(|s| backend::put_conversation(s, &conversation, params, body.participants))
-        .map_err(failed)?;
-    ok(json!({}))
+    done(
+        app.engine.backend_write(|s| {
+            backend::put_conversation(s, &conversation, params, body.participants)
+        }),
+    )
 }
 
 async fn get_conversation(
@@ -290,8 +294,7 @@ async fn participant_write(
             .engine
             .backend_write(|s| backend::delete_participant(s, &conversation, &user)),
     };
-    result.map_err(failed)?;
-    ok(json!({}))
+    done(result)
 }
 
 /// Joins (or overwrites) a participant; defaults ReadWrite and notify on.
@@ -385,10 +388,10 @@ async fn delete_conversation(
 ) -> Reply {
     let app = authorize(&state, &app_id, &headers)?;
     let conversation = id(ConversationId::try_new(conversation))?;
-    app.engine
-        .backend_write(|s| backend::delete_conversation(s, &conversation))
-        .map_err(failed)?;
-    ok(json!({}))
+    done(
+        app.engine
+            .backend_write(|s| backend::delete_conversation(s, &conversation)),
+    )
 }
 
 /// The body of a message edit: new markup text and/or a custom-field patch.
@@ -417,10 +420,10 @@ async fn edit_message(
         None => EditParams::default(),
     };
     params.custom = body.custom;
-    app.engine
-        .backend_write(|s| backend::edit_message(s, &conversation, &message, params))
-        .map_err(failed)?;
-    ok(json!({}))
+    done(
+        app.engine
+            .backend_write(|s| backend::edit_message(s, &conversation, &message, params)),
+    )
 }
 
 /// Deletes any message; succeeds if it is already gone.
@@ -432,8 +435,8 @@ async fn delete_message(
     let app = authorize(&state, &app_id, &headers)?;
     let conversation = id(ConversationId::try_new(conversation))?;
     let message = id(MessageId::try_new(message))?;
-    app.engine
-        .backend_write(|s| backend::delete_message(s, &conversation, &message))
-        .map_err(failed)?;
-    ok(json!({}))
+    done(
+        app.engine
+            .backend_write(|s| backend::delete_message(s, &conversation, &message)),
+    )
 }
