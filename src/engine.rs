@@ -284,7 +284,8 @@ fn push(
 #[derive(Clone)]
 pub struct Engine {
     shared: Arc<Shared>,
-    /// Wakes the engine's own thread, once `Engine::run_on_own_thread` started it.
+    /// Wakes the engine's own thread, once `Engine::run_on_own_thread` started it. Kept
+    /// outside `Shared`, which that thread holds, so that dropping the last handle ends it.
     runner: Arc<OnceLock<SyncSender<()>>>,
 }
 
