@@ -33,40 +33,59 @@ fn arg(name: &str) -> Option<usize> {
     )
 }
 
-fn temp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("talkstore-ingest-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory, deleted when dropped: each run starts on an empty disk cache, with no
+/// earlier run's files still being written back.
+fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
-/// A server on loopback with `senders` users, each in its own conversation `c{n}`; returns
-/// its address, its credentials and one session per sender.
-async fn server_with_senders(
-    senders: usize,
-    run: usize,
-) -> (std::net::SocketAddr, AppCredentials, Vec<TalkSession>) {
-    let app = format!("ingest{run}");
-    let credentials = AppCredentials::new(&app, "ingest-secret-0123456789");
+/// A server on loopback, with one session per sender.
+struct Running {
+    addr: std::net::SocketAddr,
+    credentials: AppCredentials,
+    sessions: Vec<TalkSession>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<Result<(), talkstore::server::ServerError>>,
+    _data: tempfile::TempDir,
+}
+
+impl Running {
+    /// Shuts the server down and deletes its data.
+    async fn stop(self) {
+        drop(self.sessions);
+        let _ = self.stop.send(());
+        self.served.await.unwrap().unwrap();
+    }
+}
+
+/// A server on loopback with `senders` users, each in its own conversation `c{n}`, and a
+/// session for each.
+async fn server_with_senders(senders: usize) -> Running {
+    let app = "ingest";
+    let credentials = AppCredentials::new(app, "ingest-secret-0123456789");
+    let data = temp();
     let mut config = ServerConfig::new(
         "127.0.0.1:0".parse().unwrap(),
-        temp(&app),
+        data.path().to_owned(),
         vec![credentials.clone()],
     );
     config.limits.requests_per_second = 1_000_000;
     let server = Server::bind(config).await.unwrap();
     let addr = server.local_addr().unwrap();
-    tokio::spawn(server.serve(std::future::pending()));
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let served = tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
     let mut sessions = Vec::new();
     for n in 0..senders {
         let user = format!("u{n}");
         let token = mint_user_token(&credentials, &user, 3600).unwrap();
         let session = get_talk_session(
-            SessionOptions::new(&app, &user)
+            SessionOptions::new(app, &user)
                 .url(format!("ws://{addr}"))
                 .token(token),
         )
@@ -84,7 +103,14 @@ async fn server_with_senders(
             .unwrap();
         sessions.push(session);
     }
-    (addr, credentials, sessions)
+    Running {
+        addr,
+        credentials,
+        sessions,
+        stop,
+        served,
+        _data: data,
+    }
 }
 
 /// Messages/s and sorted ack latencies of one load.
@@ -95,11 +121,12 @@ struct Load {
 
 /// Sends `MESSAGES` messages from `senders` concurrent sessions, each waiting for one
 /// acknowledgement before it sends the next.
-async fn session_run(senders: usize, run: usize) -> Load {
-    let (_, _, sessions) = server_with_senders(senders, run).await;
+async fn session_run(senders: usize) -> Load {
+    let server = server_with_senders(senders).await;
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(*MESSAGES)));
     let start = Instant::now();
-    let tasks: Vec<_> = sessions
+    let tasks: Vec<_> = server
+        .sessions
         .iter()
         .enumerate()
         .map(|(n, session)| {
@@ -117,7 +144,9 @@ async fn session_run(senders: usize, run: usize) -> Load {
     for task in tasks {
         task.await.unwrap();
     }
-    finish(start, &latencies)
+    let load = finish(start, &latencies);
+    server.stop().await;
+    load
 }
 
 fn finish(start: Instant, latencies: &Mutex<Vec<Duration>>) -> Load {
@@ -134,9 +163,10 @@ fn finish(start: Instant, latencies: &Mutex<Vec<Duration>>) -> Load {
 /// keeping `depth` sends in flight on each, as a client that does not wait for one
 /// acknowledgement before the next send would. The load generator is a bare tungstenite client
 /// on its own thread, so that it costs the server as little CPU as possible.
-async fn pipelined_run(connections: usize, depth: usize, run: usize) -> Load {
-    let (addr, credentials, sessions) = server_with_senders(connections, run).await;
-    drop(sessions);
+async fn pipelined_run(connections: usize, depth: usize) -> Load {
+    let mut server = server_with_senders(connections).await;
+    server.sessions.clear();
+    let (addr, credentials) = (server.addr, server.credentials.clone());
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(*MESSAGES)));
     let app = credentials.id.clone();
     let generator = {
@@ -179,7 +209,9 @@ async fn pipelined_run(connections: usize, depth: usize, run: usize) -> Load {
     let start = tokio::task::spawn_blocking(move || generator.join().unwrap())
         .await
         .unwrap();
-    finish(start, &latencies)
+    let load = finish(start, &latencies);
+    server.stop().await;
+    load
 }
 
 /// One pipelined sender: sends `count` messages to `c{n}` with at most `depth` unacknowledged;
@@ -221,9 +253,29 @@ async fn pipeline(
     latencies
 }
 
+/// The raw rusqlite baseline for a load of `senders`: the same rows (`MESSAGES` messages, each
+/// sender in its own conversation), 100 per transaction; messages/s, the median of 3 runs.
+fn raw_run(senders: usize) -> f64 {
+    let mut rates: Vec<f64> = (0..3)
+        .map(|_| {
+            let dir = temp();
+            let elapsed = talkstore::bench::raw_ingest(
+                &dir.path().join("raw.sqlite"),
+                *MESSAGES,
+                100,
+                senders,
+            );
+            *MESSAGES as f64 / elapsed.as_secs_f64()
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates[1]
+}
+
 /// The same sends on the embedded engine with SQLite storage: no network, one sender.
 async fn embedded_run() -> f64 {
-    let engine = talkstore::Engine::open(temp("embedded").join("e.sqlite")).unwrap();
+    let dir = temp();
+    let engine = talkstore::Engine::open(dir.path().join("e.sqlite")).unwrap();
     let session =
         get_talk_session(SessionOptions::new("ingest-embedded", "u").engine(engine)).unwrap();
     session
@@ -249,15 +301,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let mut raw = Vec::new();
-    for run in 0..3 {
-        let path = temp(&format!("raw{run}")).join("raw.sqlite");
-        let elapsed = talkstore::bench::raw_ingest(&path, 20_000, 100);
-        raw.push(20_000.0 / elapsed.as_secs_f64());
-    }
-    raw.sort_by(f64::total_cmp);
-    let raw = raw[1];
-    println!("raw rusqlite, 100 messages per transaction: {raw:.0} messages/s (median of 3)");
+    let mut raws = std::collections::HashMap::new();
+    let mut raw = |senders: usize| *raws.entry(senders).or_insert_with(|| raw_run(senders));
     // For profiling: `--senders N` measures one session load only, `--pipelined N` one
     // pipelined load, and either skips the embedded run.
     let loads: Vec<Spec> = match (arg("--senders"), arg("--pipelined")) {
@@ -265,10 +310,10 @@ fn main() {
             let embedded = runtime.block_on(embedded_run());
             println!(
                 "embedded engine + SQLite, 1 sender, no network: {embedded:.0} messages/s ({:.2}x raw)",
-                embedded / raw
+                embedded / raw(1)
             );
             let sessions = [1, 4, 16, 64, 256].map(Spec::Sessions);
-            let pipelined = [(1, 8), (4, 8), (16, 8), (16, 16), (8, 32), (16, 32)]
+            let pipelined = [(1, 8), (8, 16), (8, 32), (8, 48), (8, 64), (16, 32)]
                 .map(|(connections, depth)| Spec::Pipelined { connections, depth });
             sessions.into_iter().chain(pipelined).collect()
         }
@@ -282,34 +327,36 @@ fn main() {
             .collect(),
     };
     println!(
-        "{:>28} {:>12} {:>8} {:>8} {:>7}",
-        "load", "messages/s", "p50 ms", "p99 ms", "ratio"
+        "{:>28} {:>12} {:>8} {:>8} {:>12} {:>7}",
+        "load", "messages/s", "p50 ms", "p99 ms", "raw msg/s", "ratio"
     );
-    let mut best: Option<(f64, String)> = None;
-    for (run, spec) in loads.into_iter().enumerate() {
+    let mut best: Option<(f64, f64, String)> = None;
+    for spec in loads {
+        let senders = match spec {
+            Spec::Sessions(n) => n,
+            Spec::Pipelined { connections, .. } => connections,
+        };
+        let raw = raw(senders);
         let (label, Load { rate, latencies }) = match spec {
-            Spec::Sessions(n) => (
-                format!("{n} sessions"),
-                runtime.block_on(session_run(n, run)),
-            ),
+            Spec::Sessions(n) => (format!("{n} sessions"), runtime.block_on(session_run(n))),
             Spec::Pipelined { connections, depth } => (
                 format!("{connections} connections x {depth} deep"),
-                runtime.block_on(pipelined_run(connections, depth, run)),
+                runtime.block_on(pipelined_run(connections, depth)),
             ),
         };
         let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
         println!(
-            "{label:>28} {rate:>12.0} {:>8.2} {:>8.2} {:>6.2}x",
+            "{label:>28} {rate:>12.0} {:>8.2} {:>8.2} {raw:>12.0} {:>6.2}x",
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3,
             rate / raw
         );
-        if p99 <= Duration::from_millis(10) && best.as_ref().is_none_or(|(b, _)| rate > *b) {
-            best = Some((rate, label));
+        if p99 <= Duration::from_millis(10) && best.as_ref().is_none_or(|(b, ..)| rate > *b) {
+            best = Some((rate, raw, label));
         }
     }
     match best {
-        Some((rate, label)) => println!(
+        Some((rate, raw, label)) => println!(
             "best at ack p99 <= 10 ms: {rate:.0} messages/s = {:.2}x raw ({label})",
             rate / raw
         ),

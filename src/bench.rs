@@ -551,52 +551,60 @@ impl ListHarness {
     }
 }
 
-/// The baseline of the durable-ingest bench: a raw rusqlite loop writing the rows the engine
-/// writes for sends (per message: the message, its idempotency key and one event; per
-/// transaction: the conversation's last message and the ordinal), with the engine's schema,
-/// WAL and `synchronous=NORMAL` (SQLite's other settings left at their defaults), `batch`
-/// messages per transaction. Returns the time taken for `messages` messages.
+/// The baseline of the durable-ingest bench: `messages` sends written with plain rusqlite,
+/// `batch` per transaction, with the engine's schema and pragmas, writing the rows the engine
+/// writes for the same load: `senders` users `u{n}`, each sending to its own conversation `c{n}`
+/// with idempotency keys `k0`, `k1`, … in turn. Per message: the message (its JSON built once,
+/// outside the loop), its idempotency key and one event; per transaction: the conversations it
+/// touched (their last message), the message ordinal and the latest time. Returns the time the
+/// writes took.
 ///
 /// # Panics
 ///
 /// On any SQLite error (a benchmark fixture).
 #[cfg(feature = "sqlite")]
-pub fn raw_ingest(path: &std::path::Path, messages: usize, batch: usize) -> std::time::Duration {
+pub fn raw_ingest(
+    path: &std::path::Path,
+    messages: usize,
+    batch: usize,
+    senders: usize,
+) -> std::time::Duration {
     use rusqlite::params;
     let mut conn = rusqlite::Connection::open(path).expect("open");
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
         .expect("pragmas");
     conn.execute_batch(crate::engine::sqlite::MIGRATIONS[0])
         .expect("schema");
-    let record = message(0, 0, Some(0), 0);
-    let data = serde_json::to_string(&record).expect("json");
+    let data = serde_json::to_string(&message(0, 0, Some(0), 0)).expect("json");
     let conversation = serde_json::to_string(&self::conversation(0, Some(0))).expect("json");
     let event = r#"{"event":"messageCreated","conversation":"c0","message":"m0"}"#;
+    let senders: Vec<(String, String)> = (0..senders.max(1))
+        .map(|n| (format!("u{n}"), format!("c{n}")))
+        .collect();
     let start = std::time::Instant::now();
     for chunk in 0..messages.div_ceil(batch) {
         let tx = conn.transaction().expect("begin");
         let sends = chunk * batch..((chunk + 1) * batch).min(messages);
         let last = sends.end as i64;
-        for i in sends {
-            let i = i as i64;
-            tx.prepare_cached("INSERT INTO messages (id, conversation, created_at, ordinal, sender, user_message, data) VALUES (?1, 'c0', ?2, ?2, 'u0', 1, ?3)")
-                .and_then(|mut s| s.execute(params![format!("m{i}"), i, data]))
+        for i in sends.clone() {
+            let (user, chat) = &senders[i % senders.len()];
+            let id = format!("m{i}");
+            tx.prepare_cached("INSERT INTO messages (id, conversation, created_at, ordinal, sender, user_message, data) VALUES (?1, ?2, ?3, ?3, ?4, 1, ?5)")
+                .and_then(|mut s| s.execute(params![id, chat, i as i64, user, data]))
                 .expect("message");
-            tx.prepare_cached(
-                "INSERT INTO idempotency (sender, key, message) VALUES ('u0', ?1, ?1)",
-            )
-            .and_then(|mut s| s.execute([format!("k{i}")]))
-            .expect("idempotency");
+            tx.prepare_cached("INSERT INTO idempotency (sender, key, message) VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| s.execute([user, &format!("k{}", i / senders.len()), &id]))
+                .expect("idempotency");
             tx.prepare_cached("INSERT INTO events (seq, epoch, data) VALUES (?1, 1, ?2)")
-                .and_then(|mut s| s.execute(params![i, event]))
+                .and_then(|mut s| s.execute(params![i as i64, event]))
                 .expect("event");
         }
-        // Once per transaction, as the engine does: the conversation (its last message) and
-        // the ordinal.
-        tx.prepare_cached("INSERT INTO conversations (id, data) VALUES ('c0', ?1) ON CONFLICT (id) DO UPDATE SET data = excluded.data")
-            .and_then(|mut s| s.execute([&conversation]))
-            .expect("conversation");
-        tx.prepare_cached("INSERT INTO meta (key, value) VALUES ('ordinal', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+        for (_, chat) in senders.iter().take(sends.len()) {
+            tx.prepare_cached("INSERT INTO conversations (id, data) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET data = excluded.data")
+                .and_then(|mut s| s.execute([chat, &conversation]))
+                .expect("conversation");
+        }
+        tx.prepare_cached("INSERT INTO meta (key, value) VALUES ('ordinal', ?1), ('time', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .and_then(|mut s| s.execute([last]))
             .expect("meta");
         tx.commit().expect("commit");

@@ -64,9 +64,9 @@ impl<K: Eq + Hash, V: Clone> Cache<K, V> {
 }
 
 /// The write-ahead log's length, in pages, past which the background checkpointer restarts
-/// it (about 16 MB): a `RESTART` checkpoint, which holds commits back while it copies what the
+/// it (about 64 MB): a `RESTART` checkpoint, which holds commits back while it copies what the
 /// last `PASSIVE` one left (a few milliseconds of writes at most).
-const WAL_RESTART_PAGES: i64 = 4_096;
+const WAL_RESTART_PAGES: i64 = 16_384;
 
 /// A backstop: the log's length, in pages, at which a commit checkpoints it itself (about
 /// 400 MB), should the background checkpointer fall behind. Commits that checkpoint take
@@ -84,11 +84,51 @@ fn wait_briefly(attempt: i32) -> bool {
 /// The shortest time between two background checkpoints.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// Writes what the file system holding the database has in memory to disk, without holding any
+/// SQLite lock: a `RESTART` checkpoint syncs the database file while it holds commits back, and
+/// `PASSIVE` checkpoints leave the pages they copy unsynced, so without this the restart writes
+/// tens of megabytes with commits waiting (13-19 ms at 100,000 messages/s; 3-7 ms after it).
+///
+/// Linux only (`syncfs` on the database's directory: a descriptor of the database file itself
+/// would release SQLite's POSIX locks on the file when closed); elsewhere it does nothing.
+struct PreSync(#[cfg(target_os = "linux")] Option<std::fs::File>);
+
+impl PreSync {
+    fn new(database: &Path) -> Self {
+        #[cfg(target_os = "linux")]
+        {
+            let dir = match database.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            Self(
+                std::fs::File::open(dir)
+                    .inspect_err(|error| tracing::warn!(%error, "cannot open the data directory"))
+                    .ok(),
+            )
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = database;
+            Self()
+        }
+    }
+
+    fn run(&self) {
+        #[cfg(target_os = "linux")]
+        if let Some(dir) = &self.0
+            && let Err(error) = rustix::fs::syncfs(dir)
+        {
+            tracing::warn!(%error, "syncfs before a checkpoint failed");
+        }
+    }
+}
+
 /// Starts a thread that keeps the write-ahead log short on a connection of its own, so that
 /// commits do not checkpoint: whenever the returned sender is nudged (at most once every
 /// [`CHECKPOINT_INTERVAL`]) it copies the log into the database (`PASSIVE`, beside commits),
-/// and restarts the log once it is longer than [`WAL_RESTART_PAGES`]. It ends when the sender
-/// is dropped.
+/// and restarts the log once it is longer than [`WAL_RESTART_PAGES`], after a [`PreSync`]. It
+/// ends when the sender is dropped.
 fn spawn_checkpointer(path: &Path) -> StorageResult<std::sync::mpsc::SyncSender<()>> {
     let conn = Connection::open(path).map_err(db)?;
     conn.busy_handler(Some(wait_briefly)).map_err(db)?;
@@ -97,6 +137,7 @@ fn spawn_checkpointer(path: &Path) -> StorageResult<std::sync::mpsc::SyncSender<
             row.get::<_, i64>(1)
         })
     };
+    let pre_sync = PreSync::new(path);
     let (nudge, nudges) = std::sync::mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
         .name("talkstore-checkpoint".into())
@@ -104,6 +145,7 @@ fn spawn_checkpointer(path: &Path) -> StorageResult<std::sync::mpsc::SyncSender<
             while nudges.recv().is_ok() {
                 let done = checkpoint("PASSIVE").and_then(|pages| {
                     if pages > WAL_RESTART_PAGES {
+                        pre_sync.run();
                         checkpoint("RESTART")?;
                     }
                     Ok(())
@@ -705,7 +747,11 @@ impl Storage for SqliteStorage {
                     params![id.as_str(), to_json(&conversation)?],
                 )?;
             }
+            let t = std::time::Instant::now();
             self.run("COMMIT", [])?;
+            if t.elapsed() > std::time::Duration::from_millis(3) {
+                eprintln!("TMPSTALL commit {:?}", t.elapsed());
+            }
             self.in_transaction = false;
             self.stored_time = self.counters.time;
             if let Some(checkpoint) = &self.checkpoint {
