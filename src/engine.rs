@@ -106,6 +106,26 @@ struct Connection {
     feed: Feed,
     /// Bounded: a connection that does not keep up is dropped (see [`State::flush`]).
     outbox: mpsc::Sender<ServerFrame>,
+    dropped: DropReason,
+}
+
+/// Why the engine dropped a connection (its receiver ended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dropped {
+    /// Its queue was full: a reader too slow for its queue.
+    SlowReader,
+    /// A batch of writes failed in storage: pushes the connection received may describe
+    /// writes that are gone, so it must resume.
+    StorageFailure,
+}
+
+/// Set by the engine, once, when it drops a connection.
+pub(crate) type DropReason = Arc<OnceLock<Dropped>>;
+
+impl Connection {
+    fn drop_for(self, reason: Dropped) {
+        let _ = self.dropped.set(reason);
+    }
 }
 
 /// The most commands one commit covers.
@@ -187,8 +207,9 @@ impl State {
     /// Commits the open batch (group commit: one commit for every command that queued behind
     /// the lock meanwhile), then sends its frames. If the commit fails, or a command of the
     /// batch failed in a way that could not be undone alone, the batch's writes are gone: its
-    /// requests are answered with `INTERNAL` and every connection is closed, so that clients
-    /// resynchronize instead of trusting pushes of lost writes.
+    /// requests are answered with `INTERNAL` and every connection is dropped
+    /// ([`Dropped::StorageFailure`]): each feed counted the lost writes as sent, so its client
+    /// must resume from its last push.
     fn flush(&mut self) {
         self.batched = 0;
         let frames = std::mem::take(&mut self.outgoing);
@@ -207,7 +228,9 @@ impl State {
                     let _ = c.outbox.try_send(ServerFrame::Response { id: *id, result });
                 }
             }
-            self.connections.clear();
+            for (_, connection) in self.connections.drain() {
+                connection.drop_for(Dropped::StorageFailure);
+            }
             return;
         }
         let mut overflowed = Vec::new();
@@ -222,8 +245,9 @@ impl State {
         // A reader too slow for its queue is dropped: its receiver ends, and it catches up
         // when it reconnects. Nothing it missed is lost, and nobody else waits for it.
         for conn in overflowed {
-            if self.connections.remove(&conn).is_some() {
+            if let Some(connection) = self.connections.remove(&conn) {
                 tracing::info!(conn, "dropped a connection whose outbound queue was full");
+                connection.drop_for(Dropped::SlowReader);
             }
         }
     }
@@ -439,8 +463,9 @@ impl Engine {
         &self,
         user: UserId,
         queue: usize,
-    ) -> (ConnId, mpsc::Receiver<ServerFrame>) {
+    ) -> (ConnId, mpsc::Receiver<ServerFrame>, DropReason) {
         let (outbox, inbox) = mpsc::channel(queue.max(1));
+        let dropped = DropReason::default();
         let id = self.with_state(|state| {
             let id = state.next_conn;
             state.next_conn += 1;
@@ -449,11 +474,12 @@ impl Engine {
                 Connection {
                     feed: Feed::new(user),
                     outbox,
+                    dropped: dropped.clone(),
                 },
             );
             id
         });
-        (id, inbox)
+        (id, inbox, dropped)
     }
 
     /// Closes a connection and drops its subscriptions, after the frames it sent before.
@@ -645,7 +671,7 @@ mod tests {
     /// User `u` in conversation `c` with `messages` messages, on a connection with room for
     /// 20,000 frames.
     pub(super) fn chat(engine: &Engine, messages: u64) -> (ConnId, mpsc::Receiver<ServerFrame>) {
-        let (conn, rx) = engine.connect(UserId::new("u"), 20_000);
+        let (conn, rx, _) = engine.connect(UserId::new("u"), 20_000);
         let user = Request::SetUser {
             user: UserId::new("u"),
             params: UserParams::new().name("U"),
@@ -707,7 +733,7 @@ mod tests {
         target: Target,
         restore: Option<crate::protocol::Restore>,
     ) -> (Vec<EntityKey>, crate::protocol::Position) {
-        let (conn, mut rx) = engine.connect(UserId::new("u"), 100);
+        let (conn, mut rx, _) = engine.connect(UserId::new("u"), 100);
         engine.handle(
             conn,
             frame(
@@ -932,8 +958,8 @@ mod tests {
     fn slow_connections_are_dropped() {
         let engine = Engine::new();
         let u = UserId::new("u");
-        let (slow, mut slow_rx) = engine.connect(u.clone(), 2);
-        let (fast, mut fast_rx) = engine.connect(u.clone(), 100);
+        let (slow, mut slow_rx, slow_dropped) = engine.connect(u.clone(), 2);
+        let (fast, mut fast_rx, fast_dropped) = engine.connect(u.clone(), 100);
         let target = Target::User { id: u.clone() };
         // A window push and the response fill the slow queue.
         engine.handle(
@@ -966,6 +992,8 @@ mod tests {
             slow_rx.try_recv(),
             Err(mpsc::error::TryRecvError::Disconnected)
         ));
+        assert_eq!(slow_dropped.get(), Some(&Dropped::SlowReader));
+        assert_eq!(fast_dropped.get(), None);
         let mut fast_responses = 0;
         while let Ok(frame) = fast_rx.try_recv() {
             fast_responses += usize::from(matches!(frame, ServerFrame::Response { .. }));

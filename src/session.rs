@@ -240,6 +240,48 @@ pub(crate) struct SessionInner {
 }
 
 impl SessionInner {
+    /// Frames a fresh connection needs before anything else: unanswered unsubscribes are
+    /// dropped (their records released), then every live subscription, resuming from the last
+    /// push applied, then every unanswered request with its id, in id order.
+    fn replay(&self) -> Vec<ClientFrame> {
+        let mut pending = lock(&self.pending);
+        // Unsubscribes need no answer from a new connection: it never knew the subscription.
+        let released: Vec<u64> = pending
+            .iter()
+            .filter(|(_, p)| matches!(p, Pending::Release(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in released {
+            if let Some(Pending::Release(sub)) = pending.remove(&id) {
+                self.store.release(sub);
+            }
+        }
+        let mut frames = Vec::new();
+        let since = *lock(&self.position);
+        for (sub, target) in lock(&self.subs).iter() {
+            pending.insert(*sub, Pending::Subscribe(*sub));
+            let request = Request::Subscribe {
+                sub: *sub,
+                target: target.clone(),
+                restore: Some(self.store.restore(*sub, since)),
+            };
+            frames.push(ClientFrame { id: *sub, request });
+        }
+        let mut requests: Vec<ClientFrame> = pending
+            .iter()
+            .filter_map(|(id, p)| match p {
+                Pending::Caller(_, request) => Some(ClientFrame {
+                    id: *id,
+                    request: (**request).clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        requests.sort_by_key(|frame| frame.id);
+        frames.extend(requests);
+        frames
+    }
+
     fn link(self: &Arc<Self>) -> &Link {
         self.link.get_or_init(|| match &self.backend {
             Backend::Embedded(engine) => {
@@ -274,10 +316,7 @@ impl SessionInner {
             lock(&self.pending).insert(id, pending);
         };
         match self.link() {
-            Link::Embedded(link) => {
-                register();
-                link.send(frame.clone());
-            }
+            Link::Embedded(link) => link.send(&frame, register),
             #[cfg(feature = "websocket")]
             Link::Websocket(link) => link.send(&frame, register),
         }
@@ -441,12 +480,25 @@ fn error_to_wire(error: &Error) -> WireError {
 
 /// Applies server frames in order, each as one batch.
 async fn pump(session: Weak<SessionInner>, mut inbox: mpsc::Receiver<ServerFrame>) {
-    while let Some(frame) = inbox.recv().await {
+    loop {
+        while let Some(frame) = inbox.recv().await {
+            let Some(session) = session.upgrade() else {
+                return;
+            };
+            // Frames from a websocket were JSON already; in process, check they could have been.
+            session.on_frame(wire_round_trip(frame));
+        }
+        // The engine dropped the connection (a failed batch of writes, or a whole queue
+        // behind): resume on a new one, as the websocket transport does after a disconnect.
+        // A session being dropped has dropped its link, so this ends.
         let Some(session) = session.upgrade() else {
-            break;
+            return;
         };
-        // Frames from a websocket were JSON already; in process, check they could have been.
-        session.on_frame(wire_round_trip(frame));
+        let Some(Link::Embedded(link)) = session.link.get() else {
+            return;
+        };
+        tracing::warn!(user = %session.user_id, "the engine dropped the session's connection; resuming");
+        inbox = link.reconnect(|| session.replay());
     }
 }
 
@@ -613,42 +665,7 @@ impl TalkSession {
 #[cfg(feature = "websocket")]
 impl crate::transport::Peer for SessionInner {
     fn replay(&self) -> Vec<ClientFrame> {
-        let mut pending = lock(&self.pending);
-        // Unsubscribes need no answer from a new connection: it never knew the subscription.
-        let released: Vec<u64> = pending
-            .iter()
-            .filter(|(_, p)| matches!(p, Pending::Release(_)))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in released {
-            if let Some(Pending::Release(sub)) = pending.remove(&id) {
-                self.store.release(sub);
-            }
-        }
-        let mut frames = Vec::new();
-        let since = *lock(&self.position);
-        for (sub, target) in lock(&self.subs).iter() {
-            pending.insert(*sub, Pending::Subscribe(*sub));
-            let request = Request::Subscribe {
-                sub: *sub,
-                target: target.clone(),
-                restore: Some(self.store.restore(*sub, since)),
-            };
-            frames.push(ClientFrame { id: *sub, request });
-        }
-        let mut requests: Vec<ClientFrame> = pending
-            .iter()
-            .filter_map(|(id, p)| match p {
-                Pending::Caller(_, request) => Some(ClientFrame {
-                    id: *id,
-                    request: (**request).clone(),
-                }),
-                _ => None,
-            })
-            .collect();
-        requests.sort_by_key(|frame| frame.id);
-        frames.extend(requests);
-        frames
+        SessionInner::replay(self)
     }
 
     fn receive(&self, frame: ServerFrame) {

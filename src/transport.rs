@@ -3,6 +3,8 @@
 #[cfg(feature = "websocket")]
 mod websocket;
 
+use std::sync::Mutex;
+
 use tokio::sync::mpsc;
 
 #[cfg(feature = "websocket")]
@@ -24,24 +26,59 @@ const EMBEDDED_QUEUE: usize = 1 << 16;
 /// embedded engine also checks that the wire format carries it faithfully.
 pub(crate) struct Embedded {
     engine: Engine,
-    conn: ConnId,
+    user: UserId,
+    /// The live connection: replaced when the engine drops it (see [`Embedded::reconnect`]).
+    conn: Mutex<ConnId>,
 }
 
 impl Embedded {
-    /// Connects to `engine` as `user`; server frames arrive on the receiver.
+    /// Connects to `engine` as `user`; server frames arrive on the receiver, which ends if the
+    /// engine drops the connection.
     pub(crate) fn connect(engine: Engine, user: UserId) -> (Self, mpsc::Receiver<ServerFrame>) {
-        let (conn, inbox) = engine.connect(user, EMBEDDED_QUEUE);
-        (Embedded { engine, conn }, inbox)
+        let (conn, inbox, _) = engine.connect(user.clone(), EMBEDDED_QUEUE);
+        let link = Embedded {
+            engine,
+            user,
+            conn: Mutex::new(conn),
+        };
+        (link, inbox)
     }
 
-    pub(crate) fn send(&self, frame: ClientFrame) {
-        self.engine.handle(self.conn, wire_round_trip(frame));
+    /// Runs `register` (which records what waits for the answer), then sends, both under the
+    /// connection's lock: a request is either sent on the live connection or replayed by a
+    /// new one, never both.
+    pub(crate) fn send(&self, frame: &ClientFrame, register: impl FnOnce()) {
+        let conn = self.conn();
+        register();
+        self.engine.handle(*conn, wire_round_trip(frame.clone()));
+    }
+
+    /// Opens a new connection once the engine dropped the live one (a batch of writes failed
+    /// in storage, or the session fell a whole queue behind), and sends it the frames `replay`
+    /// returns (subscriptions to resume, unanswered requests) before anything else.
+    pub(crate) fn reconnect(
+        &self,
+        replay: impl FnOnce() -> Vec<ClientFrame>,
+    ) -> mpsc::Receiver<ServerFrame> {
+        let mut conn = self.conn();
+        let (new, inbox, _) = self.engine.connect(self.user.clone(), EMBEDDED_QUEUE);
+        *conn = new;
+        for frame in replay() {
+            self.engine.handle(new, wire_round_trip(frame));
+        }
+        inbox
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, ConnId> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl Drop for Embedded {
     fn drop(&mut self) {
-        self.engine.disconnect(self.conn);
+        self.engine.disconnect(*self.conn());
     }
 }
 

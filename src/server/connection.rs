@@ -7,6 +7,7 @@ use futures_util::{SinkExt, StreamExt};
 
 use super::{AppEntry, ServerState, auth};
 use crate::{
+    engine::Dropped,
     model::UserId,
     protocol::{
         ClientFrame, ErrorCode, PROTOCOL_VERSION, Request, Response, ServerFrame, WireError,
@@ -19,6 +20,8 @@ pub(crate) mod close {
     pub(crate) const GOING_AWAY: u16 = 1001;
     /// The client read too slowly (outbound queue full); reconnect and resume.
     pub(crate) const POLICY: u16 = 1008;
+    /// A batch of writes failed in storage; reconnect and resume.
+    pub(crate) const INTERNAL: u16 = 1011;
     /// A message was larger than the limit.
     pub(crate) const TOO_BIG: u16 = 1009;
     /// The connection's token expired and was not replaced.
@@ -174,7 +177,7 @@ pub(crate) async fn run(
     user: UserId,
     mut expires_at: Option<u64>,
 ) {
-    let (conn, mut inbox) = app
+    let (conn, mut inbox, dropped) = app
         .engine
         .connect(user.clone(), state.limits.outbound_queue);
     let (mut sink, mut stream) = socket.split();
@@ -260,10 +263,13 @@ pub(crate) async fn run(
             },
             frame = inbox.recv() => match frame {
                 Some(frame) => open = send_queued(&mut sink, frame, &mut inbox, &mut unanswered).await,
-                // The engine dropped this connection: its queue was full (a slow reader).
                 None => {
-                    tracing::info!(%user, "closing a slow connection");
-                    send(&mut sink, closing(close::POLICY, "outbound queue full; reconnect to resume")).await;
+                    let (code, reason) = match dropped.get() {
+                        Some(Dropped::SlowReader) => (close::POLICY, "outbound queue full; reconnect to resume"),
+                        _ => (close::INTERNAL, "storage failure; reconnect to resume"),
+                    };
+                    tracing::info!(%user, code, reason, "the engine dropped a connection");
+                    send(&mut sink, closing(code, reason)).await;
                     open = false;
                 }
             },

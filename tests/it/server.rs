@@ -677,3 +677,28 @@ async fn slow_readers_are_closed_with_1008() {
         .expect("the server closes the slow reader");
     assert_eq!(u16::from(close.code), 1008);
 }
+
+/// A failed commit closes every connection of the app with 1011, and sessions resume.
+#[tokio::test]
+async fn a_failed_commit_closes_connections_with_1011_and_sessions_resume() {
+    let running = Running::start(&app()).await;
+    let token = mint_user_token(&running.credentials, "bob", 600).unwrap();
+    let (mut bob, _) =
+        tokio_tungstenite::connect_async(bearer_request(&url(&running, "bob"), &token))
+            .await
+            .unwrap();
+    let alice = get_talk_session(running.options(
+        SessionOptions::new(&running.credentials.id, "alice"),
+        "alice",
+    ))
+    .unwrap();
+    crate::sqlite::sessions_resume_after_a_failed_commit(&running.database(), &alice).await;
+    let close = loop {
+        match bob.next().await {
+            Some(Ok(Message::Close(frame))) => break frame.unwrap(),
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1011);
+}

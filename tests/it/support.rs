@@ -140,6 +140,14 @@ pub(crate) mod server {
             }
         }
 
+        /// The app's database file.
+        pub(crate) fn database(&self) -> std::path::PathBuf {
+            let app = &self.credentials.id;
+            super::temp_dir("it-server")
+                .join(app)
+                .join(format!("{app}.sqlite"))
+        }
+
         pub(crate) fn options(&self, options: SessionOptions, user: &str) -> SessionOptions {
             let token = mint_user_token(&self.credentials, user, 3600).unwrap();
             options.url(format!("ws://{}", self.addr)).token(token)
