@@ -87,7 +87,8 @@ const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_milli
 /// Writes what the file system holding the database has in memory to disk, without holding any
 /// SQLite lock: a `RESTART` checkpoint syncs the database file while it holds commits back, and
 /// `PASSIVE` checkpoints leave the pages they copy unsynced, so without this the restart writes
-/// tens of megabytes with commits waiting (13-19 ms at 100,000 messages/s; 3-7 ms after it).
+/// megabytes with commits waiting (about 16 ms at 100,000 messages/s; after it, about 5 ms,
+/// now and then up to 16).
 ///
 /// Linux only (`syncfs` on the database's directory: a descriptor of the database file itself
 /// would release SQLite's POSIX locks on the file when closed); elsewhere it does nothing.
@@ -747,11 +748,7 @@ impl Storage for SqliteStorage {
                     params![id.as_str(), to_json(&conversation)?],
                 )?;
             }
-            let t = std::time::Instant::now();
             self.run("COMMIT", [])?;
-            if t.elapsed() > std::time::Duration::from_millis(3) {
-                eprintln!("TMPSTALL commit {:?}", t.elapsed());
-            }
             self.in_transaction = false;
             self.stored_time = self.counters.time;
             if let Some(checkpoint) = &self.checkpoint {
