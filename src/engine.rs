@@ -16,6 +16,7 @@
 pub(crate) mod backend;
 mod commands;
 mod feed;
+mod interest;
 mod memory;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
@@ -34,7 +35,7 @@ use tokio::sync::mpsc;
 pub use self::sqlite::Durability;
 pub use self::storage::StorageError;
 pub(crate) use self::storage::{Event, Storage};
-use self::{feed::Feed, memory::MemoryStorage};
+use self::{feed::Feed, interest::Interest, memory::MemoryStorage};
 use crate::{
     model::{ConversationId, Timestamp, UserId},
     params::plain_text,
@@ -142,6 +143,8 @@ pub(crate) struct State {
     clock: Clock,
     last_now: Timestamp,
     connections: HashMap<ConnId, Connection>,
+    /// What each connection's feed watches: a commit visits the feeds it can concern only.
+    interest: Interest,
     next_conn: ConnId,
     /// Frames of the open batch, sent once its commit succeeds: an answer is never sent
     /// before the writes it reports are durable.
@@ -228,6 +231,7 @@ impl State {
                     let _ = c.outbox.try_send(ServerFrame::Response { id: *id, result });
                 }
             }
+            self.interest = Interest::default();
             for (_, connection) in self.connections.drain() {
                 connection.drop_for(Dropped::StorageFailure);
             }
@@ -245,7 +249,7 @@ impl State {
         // A reader too slow for its queue is dropped: its receiver ends, and it catches up
         // when it reconnects. Nothing it missed is lost, and nobody else waits for it.
         for conn in overflowed {
-            if let Some(connection) = self.connections.remove(&conn) {
+            if let Some(connection) = self.remove_connection(conn) {
                 tracing::info!(conn, "dropped a connection whose outbound queue was full");
                 connection.drop_for(Dropped::SlowReader);
             }
@@ -262,12 +266,22 @@ impl State {
             return;
         };
         let touched = feed::touched_keys(events);
-        for (id, connection) in &mut self.connections {
+        for id in self.interest.concerned(storage, events, &touched) {
+            let Some(connection) = self.connections.get_mut(&id) else {
+                continue;
+            };
             match connection.feed.on_events(storage, events, &touched) {
-                Ok(updates) => self.outgoing.extend(push(*id, position, updates)),
+                Ok(updates) => self.outgoing.extend(push(id, position, updates)),
                 Err(error) => tracing::error!(%error, "feed failed to compute a push"),
             }
+            self.interest.hold(id, connection.feed.take_key_changes());
         }
+    }
+
+    fn remove_connection(&mut self, conn: ConnId) -> Option<Connection> {
+        let connection = self.connections.remove(&conn)?;
+        self.interest.forget(conn, connection.feed.held());
+        Some(connection)
     }
 }
 
@@ -380,6 +394,7 @@ impl Engine {
             storage,
             clock,
             connections: HashMap::new(),
+            interest: Interest::default(),
             next_conn: 1,
             outgoing: Vec::new(),
             batched: 0,
@@ -578,7 +593,7 @@ impl Shared {
                             state.batched += 1;
                         }
                         Command::Disconnect(conn) => {
-                            state.connections.remove(&conn);
+                            state.remove_connection(conn);
                         }
                     }
                 }
@@ -638,8 +653,11 @@ fn feed_op(
     let Some(connection) = state.connections.get_mut(&conn) else {
         return Ok(Response::Ack);
     };
-    let updates = op(&mut connection.feed, storage)?;
-    state.outgoing.extend(push(conn, position, updates));
+    let result = op(&mut connection.feed, storage);
+    let feed = &mut connection.feed;
+    state.interest.watch(conn, feed.me(), feed.targets());
+    state.interest.hold(conn, feed.take_key_changes());
+    state.outgoing.extend(push(conn, position, result?));
     Ok(Response::Ack)
 }
 
@@ -999,5 +1017,37 @@ mod tests {
             fast_responses += usize::from(matches!(frame, ServerFrame::Response { .. }));
         }
         assert_eq!(fast_responses, 3);
+    }
+
+    /// With many viewers' conversation lists open, a new conversation reaches the lists of its
+    /// participants (found by listing them) and no other connection.
+    #[test]
+    fn conversations_reach_the_lists_of_their_participants_only() {
+        let engine = Engine::new();
+        let list = |user: &str| {
+            let (c, mut r, _) = engine.connect(UserId::new(user), 100);
+            let target = Target::Conversations { filter: None };
+            let subscribe = Request::Subscribe {
+                sub: 1,
+                target,
+                restore: None,
+            };
+            engine.handle(c, frame(1, subscribe));
+            while r.try_recv().is_ok() {}
+            r
+        };
+        let mut others: Vec<_> = (0..2 * interest::FEW_VIEWERS)
+            .map(|i| list(&format!("other{i}")))
+            .collect();
+        let mut mine = list("u");
+        // User "u" creates conversation "c", taking part in it.
+        chat(&engine, 1);
+        let shown = std::iter::from_fn(|| mine.try_recv().ok()).any(|frame| {
+            matches!(frame, ServerFrame::Push { updates, .. } if updates.iter().any(|u| matches!(
+                u, Update::Window { items: Some(items), .. } if items.contains(&EntityKey::conversation(&ConversationId::new("c")))
+            )))
+        });
+        assert!(shown, "the participant's list shows the new conversation");
+        assert!(others.iter_mut().all(|r| r.try_recv().is_err()));
     }
 }

@@ -69,6 +69,8 @@ pub(crate) struct Feed {
     subs: HashMap<SubId, FeedSub>,
     /// The last record sent per needed key, with the number of subscriptions needing it.
     known: HashMap<EntityKey, (Option<Record>, usize)>,
+    /// Keys added to (`true`) or removed from `known` since [`Feed::take_key_changes`].
+    key_changes: Vec<(EntityKey, bool)>,
     resume: Option<Touched>,
 }
 
@@ -78,12 +80,28 @@ impl Feed {
             me,
             subs: HashMap::new(),
             known: HashMap::new(),
+            key_changes: Vec::new(),
             resume: None,
         }
     }
 
     pub(crate) fn me(&self) -> &UserId {
         &self.me
+    }
+
+    /// The targets of the live subscriptions.
+    pub(crate) fn targets(&self) -> impl Iterator<Item = &Target> {
+        self.subs.values().map(|sub| &sub.target)
+    }
+
+    /// The keys whose records the client holds, as far as this feed knows.
+    pub(crate) fn held(&self) -> impl Iterator<Item = &EntityKey> {
+        self.known.keys()
+    }
+
+    /// The keys the feed started (`true`) or stopped (`false`) holding since the last call.
+    pub(crate) fn take_key_changes(&mut self) -> std::vec::Drain<'_, (EntityKey, bool)> {
+        self.key_changes.drain(..)
     }
 
     pub(crate) fn subscribe(
@@ -356,7 +374,10 @@ impl Feed {
         let old = std::mem::replace(&mut feed_sub.needed, needed);
         let new = feed_sub.needed.clone();
         for key in new.difference(&old) {
-            let entry = self.known.entry(key.clone()).or_insert((None, 0));
+            let entry = self.known.entry(key.clone()).or_insert_with(|| {
+                self.key_changes.push((key.clone(), true));
+                (None, 0)
+            });
             entry.1 += 1;
             // A needed record that does not exist (a deleted referenced message): say so, in
             // case the client still holds it from before a reconnect.
@@ -375,6 +396,7 @@ impl Feed {
                 entry.1 -= 1;
                 if entry.1 == 0 {
                     self.known.remove(key);
+                    self.key_changes.push((key.clone(), false));
                 }
             }
         }

@@ -1,8 +1,8 @@
 //! Window rules: first pages, ordering, load_more bounds, loaded_all, live filters.
 
 use talkstore::{
-    ConversationFilter, ConversationParams, CustomFieldFilter, Error, ParticipantParams,
-    SimpleConversationFilter, StringFilter,
+    ConversationFilter, ConversationParams, CustomFieldFilter, Error, MessageFilter,
+    ParticipantParams, SimpleConversationFilter, StringFilter, UserParams,
 };
 
 use crate::support::{conversation, settle, users};
@@ -217,4 +217,56 @@ async fn filtered_list_is_live() {
         .edit(ParticipantParams::new())
         .await
         .unwrap();
+}
+
+/// A message window filtered on senders gains a sender's messages once the sender starts
+/// matching, and a subscription to a user who does not exist yet sees the user created.
+#[tokio::test]
+async fn sender_filters_and_missing_users_are_live() {
+    let sessions = users(&["alice", "bob"]).await;
+    let [alice, bob] = &sessions[..] else {
+        unreachable!()
+    };
+    conversation(alice, "chat", &["bob"]).await;
+    bob.conversation("chat")
+        .unwrap()
+        .send("from bob")
+        .await
+        .unwrap();
+    let filter: MessageFilter = r#"{"sender": {"custom": {"team": ["==", "support"]}}}"#
+        .parse()
+        .unwrap();
+    let window = alice
+        .conversation("chat")
+        .unwrap()
+        .subscribe_messages(Some(filter));
+    assert!(window.connected().await.unwrap().unwrap().is_empty());
+    let carol = alice.user("carol").unwrap().subscribe();
+    assert!(carol.connected().await.unwrap().is_none());
+
+    bob.current_user()
+        .set(UserParams::new().custom_field("team", Some("support")))
+        .await
+        .unwrap();
+    settle(&sessions).await;
+    let texts: Vec<String> = window
+        .latest()
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|m| m.plaintext.clone())
+        .collect();
+    assert_eq!(texts, ["from bob"]);
+
+    // Without the filtered window, which any user change concerns.
+    drop(window);
+    settle(&sessions).await;
+    alice
+        .user("carol")
+        .unwrap()
+        .create_if_not_exists(UserParams::new().name("Carol"))
+        .await
+        .unwrap();
+    settle(&sessions).await;
+    assert_eq!(carol.latest().unwrap().unwrap().name, "Carol");
 }
