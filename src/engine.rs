@@ -115,8 +115,8 @@ struct Connection {
 pub(crate) enum Dropped {
     /// Its queue was full: a reader too slow for its queue.
     SlowReader,
-    /// A batch of writes failed in storage: pushes the connection received may describe
-    /// writes that are gone, so it must resume.
+    /// A batch of writes failed in storage: the connection's feed counted the lost writes as
+    /// sent, so its client must resume from its last push.
     StorageFailure,
 }
 
@@ -1042,10 +1042,10 @@ mod tests {
         let mut mine = list("u");
         // User "u" creates conversation "c", taking part in it.
         chat(&engine, 1);
+        let c = EntityKey::conversation(&ConversationId::new("c"));
+        let shows_c = |update: &Update| matches!(update, Update::Window { items: Some(items), .. } if items.contains(&c));
         let shown = std::iter::from_fn(|| mine.try_recv().ok()).any(|frame| {
-            matches!(frame, ServerFrame::Push { updates, .. } if updates.iter().any(|u| matches!(
-                u, Update::Window { items: Some(items), .. } if items.contains(&EntityKey::conversation(&ConversationId::new("c")))
-            )))
+            matches!(frame, ServerFrame::Push { updates, .. } if updates.iter().any(shows_c))
         });
         assert!(shown, "the participant's list shows the new conversation");
         assert!(others.iter_mut().all(|r| r.try_recv().is_err()));

@@ -202,8 +202,7 @@ enum Link {
 const RETRIES: u32 = 10;
 const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// What waits for a response. (The request copies and `Authenticate` serve the websocket
-/// transport only.)
+/// What waits for a response. (`Authenticate` serves the websocket transport only.)
 #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
 enum Pending {
     /// A request; kept so that it can be sent again on a new connection.
