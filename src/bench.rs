@@ -599,7 +599,9 @@ pub fn raw_ingest(
                 .and_then(|mut s| s.execute(params![i as i64, event]))
                 .expect("event");
         }
-        for (_, chat) in senders.iter().take(sends.len()) {
+        // The conversations of this transaction's senders (consecutive, so distinct).
+        let touched = sends.start..sends.start + sends.len().min(senders.len());
+        for (_, chat) in touched.map(|i| &senders[i % senders.len()]) {
             tx.prepare_cached("INSERT INTO conversations (id, data) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET data = excluded.data")
                 .and_then(|mut s| s.execute([chat, &conversation]))
                 .expect("conversation");

@@ -65,7 +65,8 @@ impl<K: Eq + Hash, V: Clone> Cache<K, V> {
 
 /// The write-ahead log's length, in pages, past which the background checkpointer restarts
 /// it (about 64 MB): a `RESTART` checkpoint, which holds commits back while it copies what the
-/// last `PASSIVE` one left (a few milliseconds of writes at most).
+/// last `PASSIVE` one left and syncs both files (about 5 ms at 100,000 messages/s; see
+/// [`PreSync`]).
 const WAL_RESTART_PAGES: i64 = 16_384;
 
 /// A backstop: the log's length, in pages, at which a commit checkpoints it itself (about
