@@ -44,8 +44,9 @@ pub enum Error {
         /// What was attempted.
         action: String,
     },
-    /// There is no Tokio runtime to run the session on.
-    #[error("talkstore sessions must be created inside a Tokio runtime")]
+    /// The background runtime that carries sessions' connections could not start (the
+    /// operating system refused its threads). See [`get_talk_session`](crate::get_talk_session).
+    #[error("talkstore could not start its background runtime")]
     NoRuntime,
 }
 

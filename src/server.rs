@@ -52,7 +52,9 @@ pub struct Limits {
     /// also ends the connection. The default is 1,024.
     pub outbound_queue: usize,
     /// Requests per second per connection (a burst of the same size is allowed); more are
-    /// answered with `RATE_LIMITED`, which sessions retry after a delay. The default is 100.
+    /// answered with `RATE_LIMITED`, which sessions retry after a delay (requests up to 10
+    /// times, subscribes and unsubscribes until they pass). Subscribes that restore a window
+    /// after a reconnect are not counted, up to 1,000 per connection. The default is 100.
     pub requests_per_second: u32,
     /// Open connections per user and app; more are refused with HTTP 429. The default is 16.
     pub connections_per_user: usize,

@@ -32,7 +32,7 @@ use crate::{
         WireError,
     },
     store::{self, Bundle, Node, Store, StoreStats},
-    transport::{Embedded, wire_round_trip},
+    transport::{Embedded, jitter, wire_round_trip},
 };
 
 /// Options of [`get_talk_session`].
@@ -110,13 +110,23 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// # Errors
 ///
 /// [`Error::InvalidOptions`] for an empty app id, [`Error::InvalidId`] for an empty user id,
-/// and [`Error::NoRuntime`] outside a Tokio runtime.
+/// and [`Error::NoRuntime`] if the background runtime cannot start.
+///
+/// # Runtimes
+///
+/// A session does not depend on the runtime it was created or used on: its connection (the
+/// websocket, or the embedded engine's frame pump) and its retry timers run on one small
+/// background Tokio runtime that the process starts on first use (two threads named
+/// `talkstore-io`) and keeps for its lifetime. So a session keeps working when the runtime it
+/// was first used on ends, and the same session can be awaited from several runtimes at
+/// once (two `#[tokio::test]`s sharing an app and user, say), or from any other executor.
+/// `on_snapshot` callbacks run on those background threads: keep them short.
 pub fn get_talk_session(options: SessionOptions) -> Result<TalkSession, Error> {
     if options.app_id.is_empty() {
         return Err(Error::InvalidOptions("app_id must not be empty".into()));
     }
     let user_id = UserId::try_new(&options.user_id)?;
-    let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+    let runtime = background()?;
     let key = (options.app_id.clone(), user_id.clone());
     let mut sessions = lock(&SESSIONS);
     if let Some(existing) = sessions.get(&key).and_then(Weak::upgrade)
@@ -146,8 +156,7 @@ pub fn get_talk_session(options: SessionOptions) -> Result<TalkSession, Error> {
         backend,
         runtime,
         link: OnceLock::new(),
-        pending: Mutex::new(HashMap::new()),
-        subs: Mutex::new(HashMap::new()),
+        calls: Mutex::new(Calls::default()),
         position: Mutex::new(None),
         next_id: AtomicU64::new(1),
         token: Mutex::new(options.token),
@@ -197,22 +206,91 @@ enum Link {
     Websocket(crate::transport::Websocket),
 }
 
-/// Rate-limited requests are sent again up to this many times, waiting `RETRY_FIRST` and then
-/// half as long again each time; other rejections are never retried.
+impl Link {
+    /// Runs `frame` under the connection's lock and sends what it returns: a call registered
+    /// in there is either sent on the live connection or replayed by the next one, never both.
+    fn send(&self, frame: impl FnOnce() -> Option<ClientFrame>) {
+        match self {
+            Link::Embedded(link) => link.send(frame),
+            #[cfg(feature = "websocket")]
+            Link::Websocket(link) => link.send(frame),
+        }
+    }
+}
+
+/// The runtime that carries every session's connection and retry timers: two threads,
+/// started on first use and kept for the life of the process (see [`get_talk_session`]).
+fn background() -> Result<&'static tokio::runtime::Handle, Error> {
+    static RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("talkstore-io")
+                .enable_all()
+                .build()
+                .inspect_err(|error| tracing::error!(%error, "cannot start the background runtime"))
+                .ok()
+        })
+        .as_ref()
+        .map(tokio::runtime::Runtime::handle)
+        .ok_or(Error::NoRuntime)
+}
+
+/// A call answered `RATE_LIMITED` is sent again after `RETRY_FIRST`, then half as long again
+/// each time (jittered ±50%, at most `RETRY_MAX` apart). Requests give up after `RETRIES`
+/// attempts and fail with the rejection; subscribes and unsubscribes never give up (a
+/// subscription stays pending until the server takes it). Other rejections are never retried.
 const RETRIES: u32 = 10;
 const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The delay before attempt `attempt + 1`.
+fn retry_delay(attempt: u32) -> std::time::Duration {
+    let base = RETRY_FIRST.mul_f64(1.5_f64.powi(attempt.saturating_sub(1).min(30) as i32));
+    jitter(base.min(RETRY_MAX))
+}
 
 /// What waits for a response. (`Authenticate` serves the websocket transport only.)
 #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
-enum Pending {
-    /// A request; kept so that it can be sent again on a new connection.
+enum Waiter {
+    /// A request; kept so that it can be sent again.
     Caller(oneshot::Sender<Result<Response, WireError>>, Box<Request>),
     /// A new token on the live connection: refusal ends the session.
     Authenticate,
     /// A subscribe: on error the subscription fails.
     Subscribe(SubId),
-    /// An unsubscribe: on any answer the store releases the subscription's records.
+    /// An unsubscribe: once the server confirms, the store releases the subscription's records.
     Release(SubId),
+}
+
+/// A call sent and not answered yet.
+struct Pending {
+    waiter: Waiter,
+    /// How many times it was answered `RATE_LIMITED`.
+    attempt: u32,
+    /// Waiting for its retry timer, not on the wire. A replay sends it at once.
+    delayed: bool,
+}
+
+impl Pending {
+    fn new(waiter: Waiter) -> Self {
+        Self {
+            waiter,
+            attempt: 0,
+            delayed: false,
+        }
+    }
+}
+
+/// The calls of a session, under one lock so that a subscription and its pending subscribe
+/// always change together.
+#[derive(Default)]
+struct Calls {
+    /// By frame id (a subscribe's frame id is its subscription id).
+    pending: HashMap<u64, Pending>,
+    /// Live subscriptions, to subscribe again on a new connection.
+    subs: HashMap<SubId, Target>,
 }
 
 type Callback = Arc<dyn Fn() + Send + Sync>;
@@ -222,13 +300,11 @@ pub(crate) struct SessionInner {
     app_id: String,
     user_id: UserId,
     backend: Backend,
-    runtime: tokio::runtime::Handle,
+    runtime: &'static tokio::runtime::Handle,
     /// Connected lazily on first use.
     link: OnceLock<Link>,
     store: Store,
-    pending: Mutex<HashMap<u64, Pending>>,
-    /// Live subscriptions, to subscribe again on a new connection.
-    subs: Mutex<HashMap<SubId, Target>>,
+    calls: Mutex<Calls>,
     /// The log position of the last push applied: a new connection resumes from it.
     position: Mutex<Option<Position>>,
     next_id: AtomicU64,
@@ -239,45 +315,59 @@ pub(crate) struct SessionInner {
 }
 
 impl SessionInner {
-    /// Frames a fresh connection needs before anything else: unanswered unsubscribes are
-    /// dropped (their records released), then every live subscription, resuming from the last
-    /// push applied, then every unanswered request with its id, in id order.
-    fn replay(&self) -> Vec<ClientFrame> {
-        let mut pending = lock(&self.pending);
-        // Unsubscribes need no answer from a new connection: it never knew the subscription.
-        let released: Vec<u64> = pending
-            .iter()
-            .filter(|(_, p)| matches!(p, Pending::Release(_)))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in released {
-            if let Some(Pending::Release(sub)) = pending.remove(&id) {
-                self.store.release(sub);
-            }
-        }
-        let mut frames = Vec::new();
-        let since = *lock(&self.position);
-        for (sub, target) in lock(&self.subs).iter() {
-            pending.insert(*sub, Pending::Subscribe(*sub));
-            let request = Request::Subscribe {
+    /// The frame that (re)sends a pending call, if it is still wanted: a subscribe restores
+    /// what the store holds of it (a fresh first page if nothing).
+    fn frame(&self, calls: &Calls, id: u64) -> Option<ClientFrame> {
+        let request = match &calls.pending.get(&id)?.waiter {
+            Waiter::Caller(_, request) => (**request).clone(),
+            Waiter::Authenticate => return None,
+            Waiter::Subscribe(sub) => Request::Subscribe {
                 sub: *sub,
-                target: target.clone(),
-                restore: Some(self.store.restore(*sub, since)),
-            };
-            frames.push(ClientFrame { id: *sub, request });
+                target: calls.subs.get(sub)?.clone(),
+                restore: self.store.restore(*sub, *lock(&self.position)),
+            },
+            Waiter::Release(sub) => Request::Unsubscribe { sub: *sub },
+        };
+        Some(ClientFrame { id, request })
+    }
+
+    /// Frames a fresh connection needs before anything else: every live subscription,
+    /// resuming from the last push applied, then every unanswered request with its id, in id
+    /// order. Unanswered unsubscribes are dropped and their records released (a new connection
+    /// never knew the subscription), and so are token changes (it connected with the latest).
+    /// Calls waiting out a retry delay go out at once: a new connection has a new budget.
+    fn replay(&self) -> Vec<ClientFrame> {
+        let mut calls = lock(&self.calls);
+        let mut released = Vec::new();
+        calls.pending.retain(|_, p| match p.waiter {
+            Waiter::Release(sub) => {
+                released.push(sub);
+                false
+            }
+            Waiter::Authenticate | Waiter::Subscribe(_) => false,
+            Waiter::Caller(..) => true,
+        });
+        let mut subs: Vec<SubId> = calls.subs.keys().copied().collect();
+        subs.sort_unstable();
+        let mut requests: Vec<u64> = calls.pending.keys().copied().collect();
+        requests.sort_unstable();
+        for p in calls.pending.values_mut() {
+            p.delayed = false;
         }
-        let mut requests: Vec<ClientFrame> = pending
-            .iter()
-            .filter_map(|(id, p)| match p {
-                Pending::Caller(_, request) => Some(ClientFrame {
-                    id: *id,
-                    request: (**request).clone(),
-                }),
-                _ => None,
-            })
+        for sub in &subs {
+            calls
+                .pending
+                .insert(*sub, Pending::new(Waiter::Subscribe(*sub)));
+        }
+        let frames = subs
+            .into_iter()
+            .chain(requests)
+            .filter_map(|id| self.frame(&calls, id))
             .collect();
-        requests.sort_by_key(|frame| frame.id);
-        frames.extend(requests);
+        drop(calls);
+        for sub in released {
+            self.store.release(sub);
+        }
         frames
     }
 
@@ -290,7 +380,7 @@ impl SessionInner {
             }
             #[cfg(feature = "websocket")]
             Backend::Remote(url) => Link::Websocket(crate::transport::Websocket::start(
-                &self.runtime,
+                self.runtime,
                 Arc::downgrade(self),
                 url.clone(),
             )),
@@ -304,48 +394,51 @@ impl SessionInner {
     }
 
     /// Registers what waits for the response (and, for a subscribe, the live subscription),
-    /// then sends. On the websocket both happen under the connection's lock, so a request is
-    /// either replayed by a new connection or sent on the live one, never both.
-    fn send(self: &Arc<Self>, id: u64, request: Request, pending: Pending) {
-        let frame = ClientFrame { id, request };
-        let register = || {
-            if let Request::Subscribe { sub, target, .. } = &frame.request {
-                lock(&self.subs).insert(*sub, target.clone());
+    /// then sends, both under the connection's lock.
+    fn send(self: &Arc<Self>, id: u64, request: Request, waiter: Waiter) {
+        self.link().send(|| {
+            let mut calls = lock(&self.calls);
+            if let Request::Subscribe { sub, target, .. } = &request {
+                calls.subs.insert(*sub, target.clone());
             }
-            lock(&self.pending).insert(id, pending);
-        };
-        match self.link() {
-            Link::Embedded(link) => link.send(&frame, register),
-            #[cfg(feature = "websocket")]
-            Link::Websocket(link) => link.send(&frame, register),
-        }
+            calls.pending.insert(id, Pending::new(waiter));
+            Some(ClientFrame { id, request })
+        });
     }
 
-    /// Sends a request and waits for its response.
+    /// Sends a call again after its retry delay, unless it was answered, replayed or
+    /// retried since (`attempt` tells).
+    fn resend(self: &Arc<Self>, id: u64, attempt: u32) {
+        self.link().send(|| {
+            let mut calls = lock(&self.calls);
+            let pending = calls.pending.get_mut(&id)?;
+            if pending.attempt != attempt || !pending.delayed {
+                return None;
+            }
+            pending.delayed = false;
+            let frame = self.frame(&calls, id);
+            if frame.is_none() {
+                // A subscribe whose subscription ended meanwhile.
+                calls.pending.remove(&id);
+            }
+            frame
+        });
+    }
+
+    /// Sends a request and waits for its response (see [`RETRIES`] for rate limits).
     pub(crate) async fn request(self: &Arc<Self>, request: Request) -> Result<Response, Error> {
         let action = request.action();
         if lock(&self.ended).is_some() {
             return Err(Error::ended(action));
         }
-        let mut delay = RETRY_FIRST;
-        for attempt in 1.. {
-            let (tx, rx) = oneshot::channel();
-            self.send(
-                self.next_id(),
-                request.clone(),
-                Pending::Caller(tx, Box::new(request.clone())),
-            );
-            match rx.await {
-                Ok(Ok(response)) => return Ok(response),
-                Ok(Err(error)) if error.code == ErrorCode::RateLimited && attempt < RETRIES => {
-                    tokio::time::sleep(delay).await;
-                    delay = delay.mul_f64(1.5);
-                }
-                Ok(Err(error)) => return Err(Error::rejected(action, error)),
-                Err(_) => return Err(Error::ended(action)),
-            }
+        let (tx, rx) = oneshot::channel();
+        let waiter = Waiter::Caller(tx, Box::new(request.clone()));
+        self.send(self.next_id(), request, waiter);
+        match rx.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(Error::rejected(action, error)),
+            Err(_) => Err(Error::ended(action)),
         }
-        Err(Error::ended(action))
     }
 
     /// Sends a read and assembles the snapshot it returns.
@@ -384,35 +477,29 @@ impl SessionInner {
         if let Some(error) = lock(&self.ended).clone() {
             self.store.fail(sub, error_to_wire(&error));
         } else {
-            self.send(
+            let request = Request::Subscribe {
                 sub,
-                Request::Subscribe {
-                    sub,
-                    target,
-                    restore: None,
-                },
-                Pending::Subscribe(sub),
-            );
+                target,
+                restore: None,
+            };
+            self.send(sub, request, Waiter::Subscribe(sub));
         }
         core
     }
 
-    /// Ends a subscription on the engine; its records are released once confirmed.
+    /// Ends a subscription on the engine; its records are released once the engine confirms.
     pub(crate) fn unsubscribe(self: &Arc<Self>, sub: SubId) {
         self.store.detach(sub);
-        lock(&self.subs).remove(&sub);
+        lock(&self.calls).subs.remove(&sub);
         if self.link.get().is_some() && lock(&self.ended).is_none() {
-            self.send(
-                self.next_id(),
-                Request::Unsubscribe { sub },
-                Pending::Release(sub),
-            );
+            let request = Request::Unsubscribe { sub };
+            self.send(self.next_id(), request, Waiter::Release(sub));
         } else {
             self.store.release(sub);
         }
     }
 
-    fn on_frame(&self, frame: ServerFrame) {
+    fn on_frame(self: &Arc<Self>, frame: ServerFrame) {
         match frame {
             ServerFrame::Push {
                 updates,
@@ -423,26 +510,66 @@ impl SessionInner {
                 *lock(&self.position) = Some(Position { epoch, seq });
             }
             ServerFrame::Hello { .. } | ServerFrame::Error { .. } => {}
-            ServerFrame::Response { id, result } => {
-                let Some(pending) = lock(&self.pending).remove(&id) else {
-                    return;
-                };
-                match pending {
-                    Pending::Caller(tx, _) => {
-                        let _ = tx.send(result);
-                    }
-                    Pending::Authenticate => {
-                        if let Err(error) = result {
-                            self.terminate(Error::rejected("Authenticate".into(), error));
-                        }
-                    }
-                    Pending::Subscribe(sub) => {
-                        if let Err(error) = result {
-                            self.store.fail(sub, error);
-                        }
-                    }
-                    Pending::Release(sub) => self.store.release(sub),
+            ServerFrame::Response { id, result } => self.on_response(id, result),
+        }
+    }
+
+    fn on_response(self: &Arc<Self>, id: u64, result: Result<Response, WireError>) {
+        let mut calls = lock(&self.calls);
+        let Some(pending) = calls.pending.get(&id) else {
+            return;
+        };
+        let retry = match (&result, &pending.waiter) {
+            (Err(error), waiter) if error.code == ErrorCode::RateLimited => match waiter {
+                Waiter::Caller(..) => pending.attempt + 1 < RETRIES,
+                Waiter::Subscribe(sub) => calls.subs.contains_key(sub),
+                Waiter::Release(_) => true,
+                Waiter::Authenticate => false,
+            },
+            _ => false,
+        };
+        if retry {
+            let Some(pending) = calls.pending.get_mut(&id) else {
+                return;
+            };
+            pending.attempt += 1;
+            pending.delayed = true;
+            let attempt = pending.attempt;
+            drop(calls);
+            let session = Arc::downgrade(self);
+            self.runtime.spawn(async move {
+                tokio::time::sleep(retry_delay(attempt)).await;
+                if let Some(session) = session.upgrade() {
+                    session.resend(id, attempt);
                 }
+            });
+            return;
+        }
+        let Some(pending) = calls.pending.remove(&id) else {
+            return;
+        };
+        drop(calls);
+        match pending.waiter {
+            Waiter::Caller(tx, _) => {
+                let _ = tx.send(result);
+            }
+            Waiter::Authenticate => {
+                if let Err(error) = result {
+                    self.terminate(Error::rejected("Authenticate".into(), error));
+                }
+            }
+            Waiter::Subscribe(sub) => {
+                if let Err(error) = result {
+                    lock(&self.calls).subs.remove(&sub);
+                    self.store.fail(sub, error);
+                }
+            }
+            Waiter::Release(sub) => {
+                if let Err(error) = result {
+                    // The server answers every unsubscribe with an ack; anything else is a bug.
+                    tracing::warn!(sub, ?error, "an unsubscribe was refused; releasing anyway");
+                }
+                self.store.release(sub);
             }
         }
     }
@@ -457,10 +584,9 @@ impl SessionInner {
             }
             *ended = Some(error.clone());
         }
-        lock(&self.pending).clear();
-        let subs = std::mem::take(&mut *lock(&self.subs));
+        let calls = std::mem::take(&mut *lock(&self.calls));
         let wire = error_to_wire(&error);
-        for sub in subs.into_keys() {
+        for sub in calls.subs.into_keys() {
             self.store.fail(sub, wire.clone());
         }
         let handlers = std::mem::take(&mut *lock(&self.error_handlers));
@@ -613,14 +739,13 @@ impl TalkSession {
         let token = token.into();
         *lock(&self.inner.token) = Some(token.clone());
         #[cfg(feature = "websocket")]
-        if let Some(Link::Websocket(link)) = self.inner.link.get() {
+        if let Some(link @ Link::Websocket(_)) = self.inner.link.get() {
             let id = self.inner.next_id();
-            let frame = ClientFrame {
-                id,
-                request: Request::Authenticate { token },
-            };
-            link.send(&frame, || {
-                lock(&self.inner.pending).insert(id, Pending::Authenticate);
+            link.send(|| {
+                let waiter = Pending::new(Waiter::Authenticate);
+                lock(&self.inner.calls).pending.insert(id, waiter);
+                let request = Request::Authenticate { token };
+                Some(ClientFrame { id, request })
             });
         }
     }
@@ -667,15 +792,17 @@ impl crate::transport::Peer for SessionInner {
         SessionInner::replay(self)
     }
 
-    fn receive(&self, frame: ServerFrame) {
+    fn receive(self: &Arc<Self>, frame: ServerFrame) {
         self.on_frame(frame);
     }
 
     fn busy(&self) -> bool {
-        !lock(&self.subs).is_empty()
-            || lock(&self.pending)
+        let calls = lock(&self.calls);
+        !calls.subs.is_empty()
+            || calls
+                .pending
                 .values()
-                .any(|p| !matches!(p, Pending::Authenticate))
+                .any(|p| !matches!(p.waiter, Waiter::Authenticate))
     }
 
     fn token(&self) -> Option<String> {

@@ -210,25 +210,23 @@ impl Store {
 
     /// What a subscription holds, to restore it on a new connection: its window's length and
     /// oldest row, and the keys its snapshot reads, current as of the log position `since`
-    /// (none if they are more than [`MAX_HELD_KEYS`]).
-    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
-    pub(crate) fn restore(&self, sub: SubId, since: Option<Position>) -> Restore {
+    /// (none if they are more than [`MAX_HELD_KEYS`]). `None` if no window arrived yet (or it
+    /// was `null`): the subscription then starts afresh with the first page.
+    pub(crate) fn restore(&self, sub: SubId, since: Option<Position>) -> Option<Restore> {
         let inner = self.lock();
-        let Some(s) = inner.subs.get(&sub) else {
-            return Restore::default();
-        };
-        let rows = s.rows.as_ref();
+        let s = inner.subs.get(&sub)?;
+        let rows = s.rows.as_ref()?;
         let held = if s.keys.len() <= MAX_HELD_KEYS {
             s.keys.keys().cloned().collect()
         } else {
             Vec::new()
         };
-        Restore {
-            len: rows.map_or(0, Vec::len) as u32,
-            oldest: rows.and_then(|rows| rows.last().cloned()),
+        Some(Restore {
+            len: rows.len() as u32,
+            oldest: rows.last().cloned(),
             since,
             held,
-        }
+        })
     }
 
     /// Forgets a subscription and evicts the records only it read.

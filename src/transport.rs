@@ -44,13 +44,14 @@ impl Embedded {
         (link, inbox)
     }
 
-    /// Runs `register` (which records what waits for the answer), then sends, both under the
-    /// connection's lock: a request is either sent on the live connection or replayed by a
-    /// new one, never both.
-    pub(crate) fn send(&self, frame: &ClientFrame, register: impl FnOnce()) {
+    /// Runs `frame` (which records what waits for the answer) and sends what it returns, both
+    /// under the connection's lock: a call is either sent on the live connection or replayed
+    /// by a new one, never both.
+    pub(crate) fn send(&self, frame: impl FnOnce() -> Option<ClientFrame>) {
         let conn = self.conn();
-        register();
-        self.engine.handle(*conn, wire_round_trip(frame.clone()));
+        if let Some(frame) = frame() {
+            self.engine.handle(*conn, wire_round_trip(frame));
+        }
     }
 
     /// Opens a new connection once the engine dropped the live one (a batch of writes failed
@@ -80,6 +81,14 @@ impl Drop for Embedded {
     fn drop(&mut self) {
         self.engine.disconnect(*self.conn());
     }
+}
+
+/// A jittered delay around `base`: between half and one and a half times it.
+pub(crate) fn jitter(base: std::time::Duration) -> std::time::Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    base.mul_f64(0.5 + f64::from(nanos % 1000) / 1000.0)
 }
 
 /// In debug builds, serializes and parses a frame as the websocket transport would.

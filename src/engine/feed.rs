@@ -131,10 +131,12 @@ impl Feed {
                 since,
                 held,
             }) => {
-                let bound = Bound::Restore {
-                    len: (len as usize).min(MAX_RESTORED_WINDOW),
-                    oldest,
-                };
+                // Never less than a first page: a window that was empty or pending when the
+                // connection dropped must still show what arrived meanwhile.
+                let len = (len as usize)
+                    .min(MAX_RESTORED_WINDOW)
+                    .max(target.paging().first);
+                let bound = Bound::Restore { len, oldest };
                 (bound, self.unchanged(storage, since, held)?)
             }
         };

@@ -7,7 +7,7 @@ use futures_util::{SinkExt, StreamExt};
 
 use super::{AppEntry, ServerState, auth};
 use crate::{
-    engine::Dropped,
+    engine::{Dropped, MAX_SUBSCRIPTIONS_PER_CONNECTION},
     model::UserId,
     protocol::{
         ClientFrame, ErrorCode, PROTOCOL_VERSION, Request, Response, ServerFrame, WireError,
@@ -52,6 +52,31 @@ impl RateLimit {
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Subscribes that restore a window (a client resubscribing after a reconnect) are not
+/// counted against the rate limit, up to one full set of subscriptions per connection: a
+/// reconnect of a busy client must never lose or delay subscriptions. Past the allowance they
+/// count like any request.
+struct ReplayAllowance(usize);
+
+impl ReplayAllowance {
+    /// Whether `frame` is a restoring subscribe within the allowance (and spends it).
+    fn take(&mut self, frame: &ClientFrame) -> bool {
+        let restores = matches!(
+            frame.request,
+            Request::Subscribe {
+                restore: Some(_),
+                ..
+            }
+        );
+        if restores && self.0 > 0 {
+            self.0 -= 1;
             true
         } else {
             false
@@ -183,6 +208,7 @@ pub(crate) async fn run(
     let (mut sink, mut stream) = socket.split();
     let mut shutdown = state.shutdown.clone();
     let mut limit = RateLimit::new(state.limits.requests_per_second);
+    let mut replay_allowance = ReplayAllowance(MAX_SUBSCRIPTIONS_PER_CONNECTION);
     let hello = ServerFrame::Hello {
         protocol: PROTOCOL_VERSION,
         expires_at,
@@ -225,7 +251,7 @@ pub(crate) async fn run(
                             let replies = intercept(&frame, app, &user, &mut expires_at);
                             if !replies.is_empty() {
                                 replies
-                            } else if !limit.allow() {
+                            } else if !(replay_allowance.take(&frame) || limit.allow()) {
                                 let reason = format!(
                                     "more than {} requests per second",
                                     state.limits.requests_per_second

@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::{
 use crate::{
     protocol::{ClientFrame, ErrorCode, ServerFrame, WireError},
     session::SessionInner,
+    transport::jitter,
 };
 
 /// Ping after this long without traffic.
@@ -34,6 +35,8 @@ const DEAD_AFTER: Duration = Duration::from_secs(40);
 const IDLE_AFTER: Duration = Duration::from_secs(3);
 /// Backoff bounds between reconnection attempts (jittered ±50%).
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+/// The wait before reconnecting after a connection that was up dropped (jittered ±50%).
+const RECONNECT_FIRST: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// The close code of an expired token.
 const TOKEN_EXPIRED: u16 = 4001;
@@ -49,7 +52,7 @@ pub(crate) trait Peer: Send + Sync + 'static {
     /// Frames to send on a fresh connection: live subscriptions, then unanswered requests.
     fn replay(&self) -> Vec<ClientFrame>;
     /// A frame from the server.
-    fn receive(&self, frame: ServerFrame);
+    fn receive(self: &Arc<Self>, frame: ServerFrame);
     /// Whether the session has live subscriptions or requests in flight.
     fn busy(&self) -> bool;
     /// The token to connect with.
@@ -87,13 +90,14 @@ impl Websocket {
         Websocket { shared }
     }
 
-    /// Runs `register` and sends `frame` atomically with respect to (re)connection: a frame
-    /// registered before a connection is replayed by it, one registered after is sent on it.
-    pub(crate) fn send(&self, frame: &ClientFrame, register: impl FnOnce()) {
+    /// Runs `frame` (which records what waits for the answer) and sends what it returns,
+    /// atomically with respect to (re)connection: a call registered before a connection is
+    /// replayed by it, one registered after is sent on it.
+    pub(crate) fn send(&self, frame: impl FnOnce() -> Option<ClientFrame>) {
         let writer = lock(&self.shared.writer);
-        register();
-        if let Some(writer) = &*writer
-            && let Ok(text) = serde_json::to_string(frame)
+        if let Some(frame) = frame()
+            && let Some(writer) = &*writer
+            && let Ok(text) = serde_json::to_string(&frame)
         {
             let _ = writer.send(Message::Text(text.into()));
         }
@@ -103,18 +107,12 @@ impl Websocket {
 }
 
 impl Drop for Websocket {
-    /// Wakes the task so that it notices the session is gone and ends.
+    /// Ends the connection at once: the task sees its outbox close, sends a close frame and
+    /// stops (or, while disconnected, wakes and stops).
     fn drop(&mut self) {
+        lock(&self.shared.writer).take();
         self.shared.wake.notify_one();
     }
-}
-
-/// A jittered delay around `base`: between half and one and a half times it.
-fn jitter(base: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    base.mul_f64(0.5 + f64::from(nanos % 1000) / 1000.0)
 }
 
 enum Ended {
@@ -143,7 +141,9 @@ async fn run<P: Peer>(shared: Arc<Shared>, peer: Weak<P>, url: String) {
         drop(p);
         let ended = match connected {
             Ok(socket) => {
-                backoff = BACKOFF_FIRST;
+                // A connection that was up and dropped is retried almost at once; only
+                // failures to connect back off.
+                backoff = RECONNECT_FIRST;
                 serve(&shared, &peer, socket).await
             }
             Err(ConnectError::Refused(error)) => {
@@ -173,7 +173,7 @@ async fn run<P: Peer>(shared: Arc<Shared>, peer: Weak<P>, url: String) {
             Ended::Idle => {}
             Ended::Retry => {
                 tokio::time::sleep(jitter(backoff)).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                backoff = (backoff * 2).clamp(BACKOFF_FIRST, BACKOFF_MAX);
             }
         }
     }
@@ -275,11 +275,15 @@ async fn serve<P: Peer>(shared: &Shared, peer: &Weak<P>, socket: Socket) -> Ende
                     Some(Err(_)) | None => return Ended::Retry,
                 }
             }
-                        message = outbox.recv() => {
-                let Some(message) = message else { return Ended::Retry };
-                                // What is queued goes out with one flush (up to 64 frames).
+            message = outbox.recv() => {
+                let Some(message) = message else {
+                    // Only a session going away closes the outbox.
+                    let _ = sink.send(Message::Close(None)).await;
+                    return Ended::Stop;
+                };
+                // What is queued goes out with one flush (up to 64 frames).
                 let mut write = sink.feed(message).await;
-                                for _ in 1..64 {
+                for _ in 1..64 {
                     if write.is_err() {
                         break;
                     }

@@ -5,6 +5,7 @@ mod authorization;
 mod churn;
 mod errors;
 mod gc;
+mod lifecycle;
 mod oracle;
 mod propagation;
 #[cfg(feature = "server")]

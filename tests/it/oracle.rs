@@ -43,6 +43,8 @@ enum Op {
         read: bool,
     },
     Resubscribe(usize),
+    /// Cuts every connection (on a server; nothing on the embedded engine).
+    Cut,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -63,6 +65,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (u.clone(), c.clone(), any::<bool>())
             .prop_map(|(user, conversation, read)| Op::SetAccess { user, conversation, read }),
         1 => u.prop_map(Op::Resubscribe),
+        1 => Just(Op::Cut),
     ]
 }
 
@@ -266,12 +269,16 @@ impl Subs {
     }
 }
 
-async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// Runs `ops`; users whose `subscribe_first` is set open their subscriptions before their
+/// session's first request.
+async fn run(ops: Vec<Op>, subscribe_first: [bool; USERS]) -> Result<(), TestCaseError> {
     let world = crate::support::World::new().await;
     let mut model = Model::default();
     let mut sessions = Vec::new();
-    for u in 0..USERS {
+    let mut early = Vec::new();
+    for (u, first) in subscribe_first.into_iter().enumerate() {
         let s = world.session(&format!("u{u}"));
+        early.push(first.then(|| Subs::new(&s)));
         s.current_user()
             .set(UserParams::new().name(format!("name{u}")))
             .await
@@ -284,8 +291,15 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         model.members.insert(c, BTreeMap::new());
         model.messages.insert(c, Vec::new());
     }
-    let mut subs: Vec<Subs> = sessions.iter().map(Subs::new).collect();
+    let mut subs: Vec<Subs> = early
+        .into_iter()
+        .zip(&sessions)
+        .map(|(subs, s)| subs.unwrap_or_else(|| Subs::new(s)))
+        .collect();
     for (step, op) in ops.into_iter().enumerate() {
+        if matches!(op, Op::Cut) {
+            world.cut();
+        }
         apply(&mut model, &sessions, &mut subs, op.clone()).await?;
         for s in &sessions {
             s.current_user().get().await.unwrap();
@@ -463,6 +477,8 @@ async fn apply(
                 .await
                 .map_err(|e: Error| TestCaseError::fail(e.to_string()))?;
         }
+        // The world cuts (it owns the connections); the model has nothing to change.
+        Op::Cut => {}
     }
     Ok(())
 }
@@ -479,8 +495,11 @@ proptest! {
 
     /// Random operation sequences keep every live subscription equal to the model.
     #[test]
-    fn subscriptions_match_a_naive_model(ops in proptest::collection::vec(op(), 1..40)) {
+    fn subscriptions_match_a_naive_model(
+        ops in proptest::collection::vec(op(), 1..40),
+        subscribe_first in proptest::array::uniform3(any::<bool>()),
+    ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(run(ops))?;
+        runtime.block_on(run(ops, subscribe_first))?;
     }
 }

@@ -66,8 +66,9 @@ pub(crate) struct World {
 
 enum Backend {
     Embedded(Engine),
+    /// Sessions connect through the proxy, so that tests can cut them.
     #[cfg(feature = "server")]
-    Server(server::Running),
+    Server(server::Running, proxy::Proxy),
 }
 
 impl World {
@@ -76,7 +77,11 @@ impl World {
         let backend = match std::env::var("TALKSTORE_TEST_BACKEND").as_deref() {
             Ok("embedded") | Err(_) => Backend::Embedded(engine()),
             #[cfg(feature = "server")]
-            Ok("server") => Backend::Server(server::Running::start(&app).await),
+            Ok("server") => {
+                let running = server::Running::start(&app).await;
+                let proxy = proxy::Proxy::start(running.addr).await;
+                Backend::Server(running, proxy)
+            }
             Ok(other) => panic!("unknown TALKSTORE_TEST_BACKEND {other:?}: use embedded or server"),
         };
         World { app, backend }
@@ -88,9 +93,20 @@ impl World {
         let options = match &self.backend {
             Backend::Embedded(engine) => options.engine(engine.clone()),
             #[cfg(feature = "server")]
-            Backend::Server(running) => running.options(options, user),
+            Backend::Server(running, proxy) => running
+                .options(options, user)
+                .url(format!("ws://{}", proxy.addr)),
         };
         get_talk_session(options).unwrap()
+    }
+
+    /// Cuts every session's connection (they reconnect and resume). Only a server has
+    /// connections to cut: on the embedded engine this does nothing.
+    pub(crate) fn cut(&self) {
+        #[cfg(feature = "server")]
+        if let Backend::Server(_, proxy) = &self.backend {
+            proxy.cut();
+        }
     }
 }
 
@@ -252,6 +268,34 @@ pub(crate) async fn settle(sessions: &[TalkSession]) {
     }
 }
 
+/// Waits (at most 20 s) until a subscription's snapshot satisfies `predicate`, and returns it.
+pub(crate) async fn until<T, X>(
+    sub: &talkstore::Subscription<T, X>,
+    predicate: impl Fn(&T) -> bool,
+) -> T
+where
+    T: Clone + Send + Sync + std::fmt::Debug + 'static,
+    X: Send + Sync + 'static,
+{
+    use futures_util::StreamExt;
+    let mut snapshots = sub.stream();
+    let found = async {
+        while let Some(snapshot) = snapshots.next().await {
+            if predicate(&snapshot) {
+                return snapshot;
+            }
+        }
+        panic!("the subscription ended at {:?}", sub.state());
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(20), found).await {
+        Ok(snapshot) => snapshot,
+        Err(_) => panic!(
+            "no matching snapshot in 20 s; the last was {:?}",
+            sub.latest()
+        ),
+    }
+}
+
 /// Counts emissions of an `on_snapshot` callback and keeps the last snapshot.
 pub(crate) struct Counter<T> {
     count: Arc<AtomicUsize>,
@@ -295,6 +339,7 @@ pub(crate) mod proxy {
     use tokio::{
         io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
         net::TcpListener,
+        sync::watch,
         task::AbortHandle,
     };
 
@@ -305,6 +350,27 @@ pub(crate) mod proxy {
         connections: Arc<Mutex<Vec<AbortHandle>>>,
         /// Bytes passed from the server to clients.
         downstream: Arc<AtomicU64>,
+        /// Connections open now, and the most open at once.
+        open: Arc<watch::Sender<(usize, usize)>>,
+    }
+
+    /// Counts a connection as open while it lives (also when its task is aborted).
+    struct Open(Arc<watch::Sender<(usize, usize)>>);
+
+    impl Open {
+        fn new(open: Arc<watch::Sender<(usize, usize)>>) -> Self {
+            open.send_modify(|(now, peak)| {
+                *now += 1;
+                *peak = (*peak).max(*now);
+            });
+            Open(open)
+        }
+    }
+
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.send_modify(|(now, _)| *now -= 1);
+        }
     }
 
     /// Copies `from` to `to` until either ends, counting the bytes if asked.
@@ -332,6 +398,7 @@ pub(crate) mod proxy {
                 target: Arc::new(Mutex::new(target)),
                 connections: Arc::default(),
                 downstream: Arc::default(),
+                open: Arc::new(watch::channel((0, 0)).0),
             };
             let accepting = proxy.clone();
             tokio::spawn(async move {
@@ -339,7 +406,9 @@ pub(crate) mod proxy {
                     inbound.set_nodelay(true).unwrap();
                     let target = *accepting.target.lock().unwrap();
                     let downstream = accepting.downstream.clone();
+                    let open = Open::new(accepting.open.clone());
                     let task = tokio::spawn(async move {
+                        let _open = open;
                         if let Ok(outbound) = tokio::net::TcpStream::connect(target).await {
                             outbound.set_nodelay(true).unwrap();
                             let (client_read, client_write) = inbound.split();
@@ -370,6 +439,21 @@ pub(crate) mod proxy {
         /// Bytes passed from the server to clients so far.
         pub(crate) fn downstream(&self) -> u64 {
             self.downstream.load(Ordering::Relaxed)
+        }
+
+        /// The most connections that were open at once.
+        pub(crate) fn peak(&self) -> usize {
+            self.open.borrow().1
+        }
+
+        /// Waits until at most `n` connections are open (at most 20 s).
+        pub(crate) async fn open_at_most(&self, n: usize) {
+            let mut open = self.open.subscribe();
+            let closed = open.wait_for(|(now, _)| *now <= n);
+            tokio::time::timeout(std::time::Duration::from_secs(20), closed)
+                .await
+                .expect("connections closed in time")
+                .unwrap();
         }
 
         pub(crate) fn retarget(&self, target: SocketAddr) {
