@@ -21,6 +21,7 @@ mod memory;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 mod storage;
+mod unread;
 mod view;
 
 use std::{
@@ -882,6 +883,7 @@ mod tests {
                     .conversation(&c)
                     .unwrap()
                     .unwrap()
+                    .record
                     .last_message_id;
                 assert_eq!(last.as_ref(), page.first().map(|(m, _)| &m.id));
                 page.len()

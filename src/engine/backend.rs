@@ -115,9 +115,10 @@ pub(crate) fn get_conversation(
     id: &ConversationId,
 ) -> EngineResult<Option<RestConversation>> {
     let storage = state.storage();
-    let Some(record) = storage.conversation(id)? else {
+    let Some(stored) = storage.conversation(id)? else {
         return Ok(None);
     };
+    let record = stored.record;
     let participants = storage
         .participants(id)?
         .into_iter()

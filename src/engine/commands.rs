@@ -2,7 +2,8 @@
 
 use super::{
     EngineError, EngineResult, Event, MAX_MESSAGE_TEXT_BYTES, State, Storage,
-    storage::{MessagePos, StoredParticipant, StoredUser},
+    storage::{MessagePos, StoredConversation, StoredParticipant, StoredUser},
+    unread,
     view::{self, Collector},
 };
 use crate::{
@@ -228,23 +229,35 @@ pub(super) fn upsert_conversation(
     let old = state.storage().conversation(id)?;
     let conversation = match (old.clone(), create_only) {
         (Some(old), true) => old,
-        (Some(mut conversation), false) => {
+        (
+            Some(StoredConversation {
+                record: mut conversation,
+                user_messages,
+            }),
+            false,
+        ) => {
             params.subject.apply_to(&mut conversation.subject);
             params.photo_url.apply_to(&mut conversation.photo_url);
             params
                 .welcome_messages
                 .apply_or(&mut conversation.welcome_messages, Vec::new);
             apply_custom(params.custom, &mut conversation.custom);
-            conversation
+            StoredConversation {
+                record: conversation,
+                user_messages,
+            }
         }
-        (None, _) => ConversationRecord {
-            id: id.clone(),
-            subject: params.subject.into_option(),
-            photo_url: params.photo_url.into_option(),
-            welcome_messages: params.welcome_messages.into_option().unwrap_or_default(),
-            custom: custom_from_patch(params.custom),
-            created_at: now,
-            last_message_id: None,
+        (None, _) => StoredConversation {
+            record: ConversationRecord {
+                id: id.clone(),
+                subject: params.subject.into_option(),
+                photo_url: params.photo_url.into_option(),
+                welcome_messages: params.welcome_messages.into_option().unwrap_or_default(),
+                custom: custom_from_patch(params.custom),
+                created_at: now,
+                last_message_id: None,
+            },
+            user_messages: 0,
         },
     };
     if old.as_ref() == Some(&conversation) {
@@ -282,17 +295,28 @@ pub(super) fn write_participant(
                 .apply_or(&mut p.record.notify, Notify::default);
             p
         }
-        (None, _) => StoredParticipant {
-            record: ParticipantRecord {
-                conversation_id: conversation.clone(),
-                user_id: user.clone(),
-                access: params.access.into_option().unwrap_or_default(),
-                notify: params.notify.into_option().unwrap_or_default(),
-                joined_at: now,
-            },
-            read_until: 0,
-            marked_unread: false,
-        },
+        (None, _) => {
+            let Some(stored) = state.storage().conversation(conversation)? else {
+                return Err(not_found(format!(
+                    "conversation {conversation} does not exist"
+                )));
+            };
+            let mut participant = StoredParticipant {
+                record: ParticipantRecord {
+                    conversation_id: conversation.clone(),
+                    user_id: user.clone(),
+                    access: params.access.into_option().unwrap_or_default(),
+                    notify: params.notify.into_option().unwrap_or_default(),
+                    joined_at: now,
+                },
+                read_until: 0,
+                marked_unread: false,
+                read_base: 0,
+                sent_since_read: 0,
+            };
+            unread::join(state.storage(), &stored, &mut participant)?;
+            participant
+        }
     };
     if old.as_ref() == Some(&participant) {
         return Ok(Vec::new());
@@ -362,8 +386,9 @@ fn mark(
     };
     let mut participant = old.clone();
     participant.marked_unread = unread;
-    if !unread {
-        participant.read_until = state.now();
+    if !unread && let Some(stored) = state.storage().conversation(conversation)? {
+        let now = state.now();
+        unread::mark_read(&stored, &mut participant, now);
     }
     state.storage_mut().put_participant(participant)?;
     let event = Event::ReadChanged {
@@ -497,6 +522,13 @@ pub(super) fn insert_message(
     let now = state.now();
     record.id = id.clone();
     record.created_at = now;
+    let sender = match &record.sender_id {
+        Some(sender) => state.storage().participant(&conversation_id, sender)?,
+        None => None,
+    };
+    if let Some(sender) = unread::sent(&mut conversation, &record, sender) {
+        state.storage_mut().put_participant(sender)?;
+    }
     state.storage_mut().put_message(
         record,
         MessagePos {
@@ -504,7 +536,7 @@ pub(super) fn insert_message(
             ordinal,
         },
     )?;
-    conversation.last_message_id = Some(id.clone());
+    conversation.record.last_message_id = Some(id.clone());
     state.storage_mut().put_conversation(conversation)?;
     // A new message is also its conversation's new last message (see `touched_keys`).
     let events = vec![Event::MessageCreated {
@@ -627,17 +659,23 @@ pub(super) fn remove_message(
     conversation: &ConversationId,
     id: &MessageId,
 ) -> EngineResult<Vec<Event>> {
+    if let Some((message, _)) = state.storage().message(id)? {
+        let participants = state.storage().participants(conversation)?;
+        for participant in unread::deleted(participants, &message) {
+            state.storage_mut().put_participant(participant)?;
+        }
+    }
     state.storage_mut().remove_message(id)?;
     let mut events = vec![Event::MessageDeleted {
         conversation: conversation.clone(),
         message: id.clone(),
     }];
-    if let Some(mut record) = state.storage().conversation(conversation)?
-        && record.last_message_id.as_ref() == Some(id)
+    if let Some(mut stored) = state.storage().conversation(conversation)?
+        && stored.record.last_message_id.as_ref() == Some(id)
     {
         let newest = state.storage().messages_before(conversation, None, 1)?;
-        record.last_message_id = newest.into_iter().next().map(|(m, _)| m.id);
-        state.storage_mut().put_conversation(record)?;
+        stored.record.last_message_id = newest.into_iter().next().map(|(m, _)| m.id);
+        state.storage_mut().put_conversation(stored)?;
         events.push(Event::ConversationChanged {
             conversation: conversation.clone(),
         });

@@ -622,19 +622,19 @@ fn list(
                 let Some(mine) = storage.participant(&id, me)? else {
                     continue;
                 };
-                let last_message_at = match &conversation.last_message_id {
+                let last_message_at = match &conversation.record.last_message_id {
                     Some(m) => storage.message(m)?.map(|(m, _)| m.created_at),
                     None => None,
                 };
                 let activity = last_message_at.unwrap_or(0).max(mine.record.joined_at);
                 let facts = ConversationFacts {
                     access: mine.record.access,
-                    custom: &conversation.custom,
+                    custom: &conversation.record.custom,
                     is_unread: read.is_unread,
-                    subject: conversation.subject.as_deref(),
+                    subject: conversation.record.subject.as_deref(),
                     last_activity_at: activity,
-                    created_at: conversation.created_at,
-                    has_messages: conversation.last_message_id.is_some(),
+                    created_at: conversation.record.created_at,
+                    has_messages: conversation.record.last_message_id.is_some(),
                     joined_at: mine.record.joined_at,
                 };
                 if filter.as_ref().is_none_or(|f| f.matches(&facts)) {

@@ -1,11 +1,11 @@
 //! In-memory storage: the embedded default and the reference for other backends.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-use super::storage::{Event, MessagePos, Storage, StorageResult, StoredParticipant, StoredUser};
-use crate::model::{
-    ConversationId, ConversationRecord, MessageId, MessageRecord, MessageType, Timestamp, UserId,
+use super::storage::{
+    Event, MessagePos, Storage, StorageResult, StoredConversation, StoredParticipant, StoredUser,
 };
+use crate::model::{ConversationId, MessageId, MessageRecord, MessageType, Timestamp, UserId};
 
 /// How many events the in-memory log keeps. Older events are dropped; a client that needs
 /// them resynchronizes instead of resuming.
@@ -15,7 +15,7 @@ pub(crate) const MEMORY_LOG_CAPACITY: usize = 10_000;
 #[derive(Debug)]
 enum Undo {
     User(UserId, Option<StoredUser>),
-    Conversation(ConversationId, Option<ConversationRecord>),
+    Conversation(ConversationId, Option<StoredConversation>),
     Participant(ConversationId, UserId, Option<StoredParticipant>),
     Message(MessageId, Option<(MessageRecord, MessagePos)>),
     Idempotency(UserId, String),
@@ -26,8 +26,10 @@ enum Undo {
 #[derive(Debug, Default)]
 pub(crate) struct MemoryStorage {
     users: HashMap<UserId, StoredUser>,
-    conversations: HashMap<ConversationId, ConversationRecord>,
+    conversations: HashMap<ConversationId, StoredConversation>,
     participants: HashMap<ConversationId, HashMap<UserId, StoredParticipant>>,
+    /// Each conversation's participants by read mark (for `everyone_read_until`).
+    read_marks: HashMap<ConversationId, BTreeSet<(Timestamp, UserId)>>,
     memberships: HashMap<UserId, HashSet<ConversationId>>,
     messages: HashMap<MessageId, (MessageRecord, MessagePos)>,
     timelines: HashMap<ConversationId, BTreeMap<MessagePos, MessageId>>,
@@ -59,7 +61,11 @@ impl MemoryStorage {
     ) -> Option<StoredParticipant> {
         let members = self.memberships.entry(user.clone()).or_default();
         let table = self.participants.entry(conversation.clone()).or_default();
-        match value {
+        let marks = self.read_marks.entry(conversation.clone()).or_default();
+        if let Some(value) = &value {
+            marks.insert((value.read_until, user.clone()));
+        }
+        let old = match value {
             Some(value) => {
                 members.insert(conversation.clone());
                 table.insert(user.clone(), value)
@@ -68,7 +74,15 @@ impl MemoryStorage {
                 members.remove(conversation);
                 table.remove(user)
             }
+        };
+        if let Some(old) = &old
+            && table
+                .get(user)
+                .is_none_or(|new| new.read_until != old.read_until)
+        {
+            marks.remove(&(old.read_until, user.clone()));
         }
+        old
     }
 
     fn set_message(
@@ -110,12 +124,12 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    fn conversation(&self, id: &ConversationId) -> StorageResult<Option<ConversationRecord>> {
+    fn conversation(&self, id: &ConversationId) -> StorageResult<Option<StoredConversation>> {
         Ok(self.conversations.get(id).cloned())
     }
 
-    fn put_conversation(&mut self, conversation: ConversationRecord) -> StorageResult<()> {
-        let id = conversation.id.clone();
+    fn put_conversation(&mut self, conversation: StoredConversation) -> StorageResult<()> {
+        let id = conversation.record.id.clone();
         let old = self.conversations.insert(id.clone(), conversation);
         self.undo.push(Undo::Conversation(id, old));
         Ok(())
@@ -167,6 +181,17 @@ impl Storage for MemoryStorage {
             .unwrap_or_default())
     }
 
+    fn everyone_read_until(
+        &self,
+        conversation: &ConversationId,
+    ) -> StorageResult<Option<Timestamp>> {
+        Ok(self
+            .read_marks
+            .get(conversation)
+            .and_then(BTreeSet::first)
+            .map(|(at, _)| *at))
+    }
+
     fn conversations_of(&self, user: &UserId) -> StorageResult<Vec<ConversationId>> {
         Ok(self
             .memberships
@@ -212,26 +237,29 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
-    fn count_unread(
+    fn count_user_messages(
         &self,
         conversation: &ConversationId,
         after: Timestamp,
-        reader: &UserId,
-    ) -> StorageResult<u64> {
+        sender: &UserId,
+    ) -> StorageResult<(u64, u64)> {
         let Some(timeline) = self.timelines.get(conversation) else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         let from = MessagePos {
             created_at: after.saturating_add(1),
             ordinal: 0,
         };
-        Ok(timeline
+        let mut counts = (0, 0);
+        let user_messages = timeline
             .range(from..)
             .filter_map(|(_, id)| self.messages.get(id))
-            .filter(|(m, _)| {
-                m.message_type == MessageType::UserMessage && m.sender_id.as_ref() != Some(reader)
-            })
-            .count() as u64)
+            .filter(|(m, _)| m.message_type == MessageType::UserMessage);
+        for (message, _) in user_messages {
+            counts.0 += 1;
+            counts.1 += u64::from(message.sender_id.as_ref() == Some(sender));
+        }
+        Ok(counts)
     }
 
     fn idempotent_send(&self, sender: &UserId, key: &str) -> StorageResult<Option<MessageId>> {
@@ -386,6 +414,42 @@ mod tests {
         }
     }
 
+    /// The index of read marks follows every write of a participant, and rollbacks.
+    #[test]
+    fn everyone_read_until_follows_the_read_marks() {
+        use crate::model::{Access, Notify, ParticipantRecord};
+        let mut s = MemoryStorage::new(1);
+        let c = ConversationId::new("c");
+        let participant = |user: &str, read_until| StoredParticipant {
+            record: ParticipantRecord {
+                conversation_id: c.clone(),
+                user_id: UserId::new(user),
+                access: Access::ReadWrite,
+                notify: Notify::default(),
+                joined_at: 1,
+            },
+            read_until,
+            marked_unread: false,
+            read_base: 0,
+            sent_since_read: 0,
+        };
+        let earliest = |s: &MemoryStorage| s.everyone_read_until(&c).unwrap();
+        assert_eq!(earliest(&s), None);
+        s.put_participant(participant("a", 10)).unwrap();
+        s.put_participant(participant("b", 20)).unwrap();
+        s.commit().unwrap();
+        assert_eq!(earliest(&s), Some(10));
+        s.put_participant(participant("a", 30)).unwrap();
+        assert_eq!(earliest(&s), Some(20));
+        s.rollback();
+        assert_eq!(earliest(&s), Some(10));
+        s.put_participant(participant("a", 10)).unwrap();
+        s.remove_participant(&c, &UserId::new("a")).unwrap();
+        assert_eq!(earliest(&s), Some(20));
+        s.remove_participant(&c, &UserId::new("b")).unwrap();
+        assert_eq!(earliest(&s), None);
+    }
+
     /// Rollback restores every table, including the timeline index and the log.
     #[test]
     fn rollback_undoes_everything_since_commit() {
@@ -449,7 +513,7 @@ mod tests {
         assert!(ids(&s).is_empty());
     }
 
-    /// Unread counts only other users' user messages strictly after the read mark.
+    /// Counting covers user messages strictly after the mark, and tells the sender's apart.
     #[test]
     fn unread_counting() {
         let mut s = MemoryStorage::new(1);
@@ -468,8 +532,12 @@ mod tests {
             .unwrap();
         }
         let c = ConversationId::new("c");
-        assert_eq!(s.count_unread(&c, 10, &UserId::new("bob")).unwrap(), 1);
-        assert_eq!(s.count_unread(&c, 0, &UserId::new("alice")).unwrap(), 1);
-        assert_eq!(s.count_unread(&c, 30, &UserId::new("carol")).unwrap(), 0);
+        let count = |after, user| {
+            s.count_user_messages(&c, after, &UserId::new(user))
+                .unwrap()
+        };
+        assert_eq!(count(10, "bob"), (2, 1));
+        assert_eq!(count(0, "alice"), (3, 2));
+        assert_eq!(count(30, "carol"), (0, 0));
     }
 }

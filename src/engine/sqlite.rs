@@ -14,12 +14,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::storage::{
-    Event, MessagePos, Storage, StorageError, StorageResult, StoredParticipant, StoredUser,
-    new_epoch,
+    Event, MessagePos, Storage, StorageError, StorageResult, StoredConversation, StoredParticipant,
+    StoredUser, new_epoch,
 };
-use crate::model::{
-    ConversationId, ConversationRecord, MessageId, MessageRecord, MessageType, Timestamp, UserId,
-};
+use crate::model::{ConversationId, MessageId, MessageRecord, MessageType, Timestamp, UserId};
 
 /// How many events the log keeps. Older ones are deleted; clients that need them resynchronize.
 pub(crate) const SQLITE_LOG_CAPACITY: u64 = 100_000;
@@ -174,7 +172,8 @@ pub enum Durability {
 }
 
 /// The schema, one migration per step; `PRAGMA user_version` counts the steps applied.
-pub(crate) const MIGRATIONS: &[&str] = &[r#"
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
 CREATE TABLE users (id TEXT PRIMARY KEY, data TEXT NOT NULL) STRICT;
 CREATE TABLE conversations (id TEXT PRIMARY KEY, data TEXT NOT NULL) STRICT;
@@ -202,7 +201,32 @@ CREATE TABLE idempotency (
     PRIMARY KEY (sender, key)
 ) STRICT;
 CREATE TABLE events (seq INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, data TEXT NOT NULL) STRICT;
-"#];
+"#,
+    r#"
+-- Read state kept at write time (see `engine::unread`): each conversation counts its user
+-- messages, each participant keeps the counts its unread count is the difference of, and an
+-- index of read marks answers `everyone_read_until`. Existing rows are counted once here.
+ALTER TABLE conversations ADD COLUMN user_messages INTEGER NOT NULL DEFAULT 0;
+UPDATE conversations SET user_messages = (
+    SELECT COUNT(*) FROM messages m WHERE m.conversation = conversations.id AND m.user_message = 1
+);
+ALTER TABLE participants ADD COLUMN read_until INTEGER NOT NULL DEFAULT 0;
+UPDATE participants SET read_until = json_extract(data, '$.read_until');
+UPDATE participants SET data = json_set(data,
+    '$.read_base', (
+        SELECT COUNT(*) FROM messages m
+        WHERE m.conversation = participants.conversation AND m.user_message = 1
+          AND m.created_at <= participants.read_until
+    ),
+    '$.sent_since_read', (
+        SELECT COUNT(*) FROM messages m
+        WHERE m.conversation = participants.conversation AND m.user_message = 1
+          AND m.created_at > participants.read_until AND m.sender = participants.user
+    )
+);
+CREATE INDEX participants_by_read_mark ON participants (conversation, read_until);
+"#,
+];
 
 fn db(error: rusqlite::Error) -> StorageError {
     StorageError(error.to_string())
@@ -241,12 +265,12 @@ pub(crate) struct SqliteStorage {
     writes_at_command: u64,
     /// The time last written to the database.
     stored_time: Timestamp,
-    conversations: Cache<ConversationId, ConversationRecord>,
+    conversations: Cache<ConversationId, StoredConversation>,
     participants: Cache<(ConversationId, UserId), StoredParticipant>,
     /// Conversations changed in the open transaction, written once at commit: every send
     /// changes its conversation's last message, and a batch holds many sends to few
     /// conversations.
-    unwritten: HashMap<ConversationId, ConversationRecord>,
+    unwritten: HashMap<ConversationId, StoredConversation>,
     /// Nudges the background checkpointer after each commit.
     checkpoint: Option<std::sync::mpsc::SyncSender<()>>,
 }
@@ -460,24 +484,35 @@ impl Storage for SqliteStorage {
         )
     }
 
-    fn conversation(&self, id: &ConversationId) -> StorageResult<Option<ConversationRecord>> {
+    fn conversation(&self, id: &ConversationId) -> StorageResult<Option<StoredConversation>> {
         if let Some(conversation) = self.unwritten.get(id) {
             return Ok(Some(conversation.clone()));
         }
         self.conversations.get_or_load(id.clone(), || {
-            self.one(
-                "SELECT data FROM conversations WHERE id = ?1",
-                [id.as_str()],
-            )
+            let row: Option<(String, i64)> = self
+                .conn
+                .prepare_cached("SELECT data, user_messages FROM conversations WHERE id = ?1")
+                .map_err(db)?
+                .query_row([id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+                .map_err(db)?;
+            row.map(|(data, user_messages)| {
+                Ok(StoredConversation {
+                    record: from_json(&data)?,
+                    user_messages: user_messages as u64,
+                })
+            })
+            .transpose()
         })
     }
 
-    fn put_conversation(&mut self, conversation: ConversationRecord) -> StorageResult<()> {
+    fn put_conversation(&mut self, conversation: StoredConversation) -> StorageResult<()> {
         self.begin()?;
         self.writes += 1;
+        let id = conversation.record.id.clone();
         self.conversations
-            .put(conversation.id.clone(), Some(conversation.clone()));
-        self.unwritten.insert(conversation.id.clone(), conversation);
+            .put(id.clone(), Some(conversation.clone()));
+        self.unwritten.insert(id, conversation);
         Ok(())
     }
 
@@ -507,12 +542,14 @@ impl Storage for SqliteStorage {
         let data = to_json(&participant)?;
         let record = &participant.record;
         self.write(
-            "INSERT INTO participants (conversation, user, data) VALUES (?1, ?2, ?3)
-             ON CONFLICT (conversation, user) DO UPDATE SET data = excluded.data",
+            "INSERT INTO participants (conversation, user, data, read_until) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (conversation, user)
+             DO UPDATE SET data = excluded.data, read_until = excluded.read_until",
             params![
                 record.conversation_id.as_str(),
                 record.user_id.as_str(),
-                data
+                data,
+                participant.read_until,
             ],
         )?;
         let key = (record.conversation_id.clone(), record.user_id.clone());
@@ -539,6 +576,17 @@ impl Storage for SqliteStorage {
             "SELECT data FROM participants WHERE conversation = ?1",
             [conversation.as_str()],
         )
+    }
+
+    fn everyone_read_until(
+        &self,
+        conversation: &ConversationId,
+    ) -> StorageResult<Option<Timestamp>> {
+        self.conn
+            .prepare_cached("SELECT MIN(read_until) FROM participants WHERE conversation = ?1")
+            .map_err(db)?
+            .query_row([conversation.as_str()], |row| row.get(0))
+            .map_err(db)
     }
 
     fn conversations_of(&self, user: &UserId) -> StorageResult<Vec<ConversationId>> {
@@ -604,24 +652,22 @@ impl Storage for SqliteStorage {
         )
     }
 
-    fn count_unread(
+    fn count_user_messages(
         &self,
         conversation: &ConversationId,
         after: Timestamp,
-        reader: &UserId,
-    ) -> StorageResult<u64> {
+        sender: &UserId,
+    ) -> StorageResult<(u64, u64)> {
         self.conn
             .prepare_cached(
-                "SELECT COUNT(*) FROM messages
-                 WHERE conversation = ?1 AND created_at > ?2 AND user_message = 1
-                   AND sender IS NOT ?3",
+                "SELECT COUNT(*), COALESCE(SUM(sender = ?3), 0) FROM messages
+                 WHERE conversation = ?1 AND created_at > ?2 AND user_message = 1",
             )
             .map_err(db)?
             .query_row(
-                params![conversation.as_str(), after, reader.as_str()],
-                |row| row.get::<_, i64>(0),
+                params![conversation.as_str(), after, sender.as_str()],
+                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
             )
-            .map(|n| n as u64)
             .map_err(db)
     }
 
@@ -744,9 +790,14 @@ impl Storage for SqliteStorage {
             }
             for (id, conversation) in std::mem::take(&mut self.unwritten) {
                 self.write(
-                    "INSERT INTO conversations (id, data) VALUES (?1, ?2)
-                     ON CONFLICT (id) DO UPDATE SET data = excluded.data",
-                    params![id.as_str(), to_json(&conversation)?],
+                    "INSERT INTO conversations (id, data, user_messages) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id)
+                     DO UPDATE SET data = excluded.data, user_messages = excluded.user_messages",
+                    params![
+                        id.as_str(),
+                        to_json(&conversation.record)?,
+                        conversation.user_messages as i64
+                    ],
                 )?;
             }
             self.run("COMMIT", [])?;
@@ -810,5 +861,106 @@ mod tests {
             commits += 1;
         }
         assert!(commits > WAL_RESTART_PAGES as u64 / 2, "{commits}");
+    }
+
+    /// A database of schema 1 (written before read state was kept) migrates: every
+    /// participant's unread count equals a count from scratch, and `everyone_read_until` is the
+    /// earliest read mark.
+    #[test]
+    fn read_state_migrates_from_schema_one() {
+        use crate::model::{Access, ConversationRecord, Notify, Origin, ParticipantRecord};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        let c = ConversationId::new("c");
+        let users = ["alice", "bob", "carol"];
+        {
+            let mut s = SqliteStorage::open(&path, Durability::Normal).unwrap();
+            let record = ConversationRecord {
+                id: c.clone(),
+                subject: None,
+                photo_url: None,
+                welcome_messages: Vec::new(),
+                custom: Default::default(),
+                created_at: 1,
+                last_message_id: None,
+            };
+            let user_messages = 0;
+            s.put_conversation(StoredConversation {
+                record,
+                user_messages,
+            })
+            .unwrap();
+            for i in 0..12_u64 {
+                let at = 10 * (i as Timestamp + 1);
+                let message = MessageRecord {
+                    id: MessageId::new(format!("m{i}")),
+                    conversation_id: c.clone(),
+                    message_type: if i == 7 {
+                        MessageType::SystemMessage
+                    } else {
+                        MessageType::UserMessage
+                    },
+                    sender_id: Some(UserId::new(users[i as usize % 3])),
+                    custom: Default::default(),
+                    created_at: at,
+                    edited_at: None,
+                    referenced_message_id: None,
+                    origin: Origin::Rest,
+                    plaintext: String::new(),
+                    content: Vec::new().into(),
+                };
+                let pos = MessagePos {
+                    created_at: at,
+                    ordinal: i,
+                };
+                s.put_message(message, pos).unwrap();
+            }
+            for (user, read_until) in users.into_iter().zip([0, 35, 60]) {
+                let record = ParticipantRecord {
+                    conversation_id: c.clone(),
+                    user_id: UserId::new(user),
+                    access: Access::ReadWrite,
+                    notify: Notify::default(),
+                    joined_at: 1,
+                };
+                let participant = StoredParticipant {
+                    record,
+                    read_until,
+                    marked_unread: false,
+                    read_base: 0,
+                    sent_since_read: 0,
+                };
+                s.put_participant(participant).unwrap();
+            }
+            s.commit().unwrap();
+        }
+        // Back to schema 1, as a database written before read state was kept.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "DROP INDEX participants_by_read_mark;
+                 ALTER TABLE participants DROP COLUMN read_until;
+                 ALTER TABLE conversations DROP COLUMN user_messages;
+                 UPDATE participants SET data = json_remove(data, '$.read_base', '$.sent_since_read');
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        let s = SqliteStorage::open(&path, Durability::Normal).unwrap();
+        let conversation = s.conversation(&c).unwrap().unwrap();
+        assert_eq!(conversation.user_messages, 11);
+        let mut unread = Vec::new();
+        for user in users {
+            let p = s.participant(&c, &UserId::new(user)).unwrap().unwrap();
+            let (after, own) = s
+                .count_user_messages(&c, p.read_until, &p.record.user_id)
+                .unwrap();
+            let state = super::super::unread::read_state(&s, &conversation, &p).unwrap();
+            assert_eq!(state.unread_message_count, after - own, "{user}");
+            assert_eq!(state.everyone_read_until, 0);
+            unread.push(state.unread_message_count);
+        }
+        // alice: the 7 user messages of bob and carol; bob (read to 35): m3..m11 less his
+        // own m4 and m10 and the system message m7; carol (read to 60): m6, m9 and m10.
+        assert_eq!(unread, [7, 6, 3]);
     }
 }

@@ -31,7 +31,20 @@ pub(crate) struct StoredUser {
     pub(crate) phone: Vec<String>,
 }
 
+/// A conversation with the counter its participants' unread counts are kept against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredConversation {
+    pub(crate) record: ConversationRecord,
+    /// User messages ever created in the conversation; never decreases (see
+    /// [`StoredParticipant::read_base`]).
+    pub(crate) user_messages: u64,
+}
+
 /// A participant with their read state.
+///
+/// Their unread count is kept at write time, not counted at read time: it is the
+/// conversation's [`StoredConversation::user_messages`] less `read_base` less
+/// `sent_since_read` (the rules are in `engine::unread`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredParticipant {
     pub(crate) record: ParticipantRecord,
@@ -39,6 +52,13 @@ pub(crate) struct StoredParticipant {
     pub(crate) read_until: Timestamp,
     /// Set by mark-as-unread, cleared by mark-as-read.
     pub(crate) marked_unread: bool,
+    /// The conversation's user messages that are not unread for this participant: those
+    /// created up to `read_until`, and those deleted since that were created after it.
+    #[serde(default)]
+    pub(crate) read_base: u64,
+    /// This participant's own user messages created after `read_until`, still existing.
+    #[serde(default)]
+    pub(crate) sent_since_read: u64,
 }
 
 /// The position of a message in its conversation: creation time, then insertion order.
@@ -113,8 +133,8 @@ pub(crate) trait Storage: Send {
     fn user(&self, id: &UserId) -> StorageResult<Option<StoredUser>>;
     fn put_user(&mut self, user: StoredUser) -> StorageResult<()>;
 
-    fn conversation(&self, id: &ConversationId) -> StorageResult<Option<ConversationRecord>>;
-    fn put_conversation(&mut self, conversation: ConversationRecord) -> StorageResult<()>;
+    fn conversation(&self, id: &ConversationId) -> StorageResult<Option<StoredConversation>>;
+    fn put_conversation(&mut self, conversation: StoredConversation) -> StorageResult<()>;
     /// Removes a conversation record (its participants and messages are removed separately).
     #[cfg(feature = "server")]
     fn remove_conversation(&mut self, id: &ConversationId) -> StorageResult<()>;
@@ -132,6 +152,12 @@ pub(crate) trait Storage: Send {
     ) -> StorageResult<()>;
     /// Every participant of a conversation, in no particular order.
     fn participants(&self, conversation: &ConversationId) -> StorageResult<Vec<StoredParticipant>>;
+    /// The earliest `read_until` of a conversation's participants (`None` without
+    /// participants), from an index: O(log participants).
+    fn everyone_read_until(
+        &self,
+        conversation: &ConversationId,
+    ) -> StorageResult<Option<Timestamp>>;
     /// Every conversation a user participates in, in no particular order.
     fn conversations_of(&self, user: &UserId) -> StorageResult<Vec<ConversationId>>;
 
@@ -146,13 +172,15 @@ pub(crate) trait Storage: Send {
         before: Option<MessagePos>,
         limit: usize,
     ) -> StorageResult<Vec<(MessageRecord, MessagePos)>>;
-    /// The number of user messages created after `after` and not sent by `reader`.
-    fn count_unread(
+    /// The number of user messages created after `after`, and how many of them `sender`
+    /// sent. Reads every such message: only for a participant who joins (see
+    /// `engine::unread`), never on the way of a send or a read.
+    fn count_user_messages(
         &self,
         conversation: &ConversationId,
         after: Timestamp,
-        reader: &UserId,
-    ) -> StorageResult<u64>;
+        sender: &UserId,
+    ) -> StorageResult<(u64, u64)>;
 
     /// The message created by an earlier send with this idempotency key.
     fn idempotent_send(&self, sender: &UserId, key: &str) -> StorageResult<Option<MessageId>>;

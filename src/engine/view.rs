@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Storage, storage::StorageResult};
+use super::{Storage, storage::StorageResult, unread};
 use crate::{
     model::{ConversationId, MessageId, ReadStateRecord, UserId},
     protocol::{EntityKey, Record},
@@ -23,23 +23,13 @@ pub(crate) fn read_state(
     conversation: &ConversationId,
     me: &UserId,
 ) -> StorageResult<Option<ReadStateRecord>> {
-    let Some(mine) = storage.participant(conversation, me)? else {
+    let (Some(mine), Some(conversation)) = (
+        storage.participant(conversation, me)?,
+        storage.conversation(conversation)?,
+    ) else {
         return Ok(None);
     };
-    let everyone_read_until = storage
-        .participants(conversation)?
-        .iter()
-        .map(|p| p.read_until)
-        .min()
-        .unwrap_or(mine.read_until);
-    let unread_message_count = storage.count_unread(conversation, mine.read_until, me)?;
-    Ok(Some(ReadStateRecord {
-        conversation_id: conversation.clone(),
-        read_until: mine.read_until,
-        everyone_read_until,
-        unread_message_count,
-        is_unread: mine.marked_unread || unread_message_count > 0,
-    }))
+    unread::read_state(storage, &conversation, &mine).map(Some)
 }
 
 /// The current record behind `key` as `me` may see it, or `None` if it is missing or hidden.
@@ -52,7 +42,9 @@ pub(crate) fn fetch(
         EntityKey::User { id } => storage.user(id)?.map(|u| Record::User(u.public)),
         EntityKey::Conversation { id } => {
             if is_participant(storage, id, me)? {
-                storage.conversation(id)?.map(Record::Conversation)
+                storage
+                    .conversation(id)?
+                    .map(|c| Record::Conversation(c.record))
             } else {
                 None
             }
