@@ -152,6 +152,12 @@ impl Interest {
                 (_, None) => {}
             }
         }
+        // A user who left no longer takes part, but their lists still change.
+        for event in events {
+            if let Event::ParticipantRemoved { user, .. } = event {
+                conns.extend(self.lists.get(user).into_iter().flatten());
+            }
+        }
         for conversation in events.iter().filter_map(Event::conversation) {
             self.lists_showing(storage, conversation, &mut conns);
         }

@@ -459,41 +459,48 @@ impl<T: Clone + Send + Sync + 'static, X: Send + Sync + 'static> ListSubscriptio
     /// the bigger window is the latest snapshot.
     ///
     /// Bounds: conversations 1..=30 (default 20), messages 1..=100 (default 30), participants
-    /// 1..=50 (default 10). Concurrent calls load one page: a call that waited for another
-    /// returns without loading more.
+    /// 1..=50 (default 10). Concurrent calls load one page: a call made while another one's
+    /// load was not complete yet waits for it and returns without loading more. (Whether calls
+    /// are concurrent is decided when they are made, not when their futures are first polled,
+    /// so `join!(a.load_more(n), a.load_more(n))` always loads one page.)
     ///
     /// # Errors
     ///
     /// [`Error::OutOfRange`] for a count outside the bounds (nothing is sent),
     /// [`Error::Ended`] if the subscription ended.
-    pub async fn load_more(&self, count: Option<u32>) -> Result<(), Error> {
-        let core = &self.inner.core;
-        let paging = core.paging;
-        let count = count.unwrap_or(paging.default as u32);
-        let action = format!("Load more of subscription {}", core.id);
-        if count == 0 || count as usize > paging.max {
-            return Err(Error::OutOfRange {
-                action,
-                count,
-                max: paging.max as u32,
-            });
-        }
-        if core.ended.load(Ordering::Acquire) {
-            return Err(Error::ended(action));
-        }
+    pub fn load_more(
+        &self,
+        count: Option<u32>,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static + use<T, X> {
+        let core = self.inner.core.clone();
+        // Read at the call, so that a call made before another completes counts as concurrent.
         let seen = core.loads.load(Ordering::Acquire);
-        let _guard = core.load_lock.lock().await;
-        if core.loads.load(Ordering::Acquire) != seen {
-            return Ok(());
-        }
-        core.session
-            .request(Request::LoadMore {
+        async move {
+            let paging = core.paging;
+            let count = count.unwrap_or(paging.default as u32);
+            let action = format!("Load more of subscription {}", core.id);
+            if count == 0 || count as usize > paging.max {
+                return Err(Error::OutOfRange {
+                    action,
+                    count,
+                    max: paging.max as u32,
+                });
+            }
+            if core.ended.load(Ordering::Acquire) {
+                return Err(Error::ended(action));
+            }
+            let _guard = core.load_lock.lock().await;
+            if core.loads.load(Ordering::Acquire) != seen {
+                return Ok(());
+            }
+            let request = Request::LoadMore {
                 sub: core.id,
                 count,
-            })
-            .await?;
-        core.loads.fetch_add(1, Ordering::AcqRel);
-        Ok(())
+            };
+            core.session.request(request).await?;
+            core.loads.fetch_add(1, Ordering::AcqRel);
+            Ok(())
+        }
     }
 
     /// The rows as keyed diffs (futures-signals `SignalVec`, lossless and ordered): a row whose
