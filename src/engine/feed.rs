@@ -1335,6 +1335,36 @@ mod tests {
         engine.handle(conns[u], ClientFrame { id: 0, request });
     }
 
+    /// The incremental paths list nothing: a new message in a conversation at the top of the
+    /// lists and in the open message windows, one in a conversation below a list's bound
+    /// (which moves to the front), a read mark and an edit each read no list from storage,
+    /// where re-listing would read every conversation and a window's worth of messages.
+    #[test]
+    fn commits_read_what_they_change_not_the_windows() {
+        let (engine, conns, _inboxes) = world();
+        let listed = || engine.with_state(|state| state.storage().listed());
+        let ops = [
+            Op::Send(1, 0),
+            Op::Send(0, 2),
+            Op::MarkRead(0, 0),
+            Op::Edit(0, 3),
+        ];
+        for op in ops {
+            let before = listed();
+            apply(&engine, &conns, op.clone());
+            assert_eq!(listed() - before, 0, "{op:?} listed");
+        }
+        // The counter counts: a re-list (u2 joining changes what u2 may see) does list.
+        let before = listed();
+        apply(&engine, &conns, Op::Join(2, 0));
+        assert!(listed() > before);
+        engine.with_state(|state| {
+            for connection in state.connections.values() {
+                connection.feed.check(state.storage());
+            }
+        });
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig {
             cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(200),

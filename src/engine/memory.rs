@@ -43,6 +43,9 @@ pub(crate) struct MemoryStorage {
     undo: Vec<Undo>,
     /// The undo log's length when the current command began.
     command_start: usize,
+    /// Rows returned by the calls that list (see [`Storage::listed`]).
+    #[cfg(test)]
+    listed: std::cell::Cell<usize>,
 }
 
 impl MemoryStorage {
@@ -51,6 +54,12 @@ impl MemoryStorage {
             epoch,
             ..Self::default()
         }
+    }
+
+    /// Counts rows returned by a listing call, in tests (see [`Storage::listed`]).
+    fn count_listed(&self, _rows: usize) {
+        #[cfg(test)]
+        self.listed.set(self.listed.get() + _rows);
     }
 
     fn set_participant(
@@ -174,11 +183,13 @@ impl Storage for MemoryStorage {
     }
 
     fn participants(&self, conversation: &ConversationId) -> StorageResult<Vec<StoredParticipant>> {
-        Ok(self
+        let rows: Vec<_> = self
             .participants
             .get(conversation)
             .map(|t| t.values().cloned().collect())
-            .unwrap_or_default())
+            .unwrap_or_default();
+        self.count_listed(rows.len());
+        Ok(rows)
     }
 
     fn everyone_read_until(
@@ -193,11 +204,13 @@ impl Storage for MemoryStorage {
     }
 
     fn conversations_of(&self, user: &UserId) -> StorageResult<Vec<ConversationId>> {
-        Ok(self
+        let rows: Vec<_> = self
             .memberships
             .get(user)
             .map(|m| m.iter().cloned().collect())
-            .unwrap_or_default())
+            .unwrap_or_default();
+        self.count_listed(rows.len());
+        Ok(rows)
     }
 
     fn message(&self, id: &MessageId) -> StorageResult<Option<(MessageRecord, MessagePos)>> {
@@ -230,11 +243,18 @@ impl Storage for MemoryStorage {
             Some(before) => timeline.range(..before),
             None => timeline.range(..),
         };
-        Ok(range
+        let rows: Vec<_> = range
             .rev()
             .take(limit)
             .filter_map(|(_, id)| self.messages.get(id).cloned())
-            .collect())
+            .collect();
+        self.count_listed(rows.len());
+        Ok(rows)
+    }
+
+    #[cfg(test)]
+    fn listed(&self) -> usize {
+        self.listed.get()
     }
 
     fn count_user_messages(

@@ -194,6 +194,14 @@ pub(crate) trait Storage: Send {
         id: &MessageId,
     ) -> StorageResult<Option<MessageId>>;
 
+    /// How many rows the listing calls (`participants`, `conversations_of`,
+    /// `messages_before`) returned so far: tests use it to tell an incremental feed from one
+    /// that re-lists. Only the memory storage counts.
+    #[cfg(test)]
+    fn listed(&self) -> usize {
+        0
+    }
+
     /// The log's epoch and last sequence number (0 when empty).
     fn log_position(&self) -> StorageResult<(u64, u64)>;
     /// The events after sequence number `after`, oldest first, or `None` if the log no longer
