@@ -271,6 +271,10 @@ pub(crate) struct SqliteStorage {
     /// changes its conversation's last message, and a batch holds many sends to few
     /// conversations.
     unwritten: HashMap<ConversationId, StoredConversation>,
+    /// Participants changed in the open transaction, written before a statement reads the
+    /// table and at commit: every send changes its sender's unread counters, and a batch holds
+    /// many sends by few senders.
+    unwritten_participants: RefCell<HashMap<(ConversationId, UserId), StoredParticipant>>,
     /// Nudges the background checkpointer after each commit.
     checkpoint: Option<std::sync::mpsc::SyncSender<()>>,
 }
@@ -303,6 +307,7 @@ impl SqliteStorage {
             conversations: Cache::new(),
             participants: Cache::new(),
             unwritten: HashMap::new(),
+            unwritten_participants: RefCell::default(),
             checkpoint: None,
         };
         storage.migrate()?;
@@ -371,6 +376,28 @@ impl SqliteStorage {
             self.in_transaction = true;
             self.at_begin = self.counters;
             self.writes_at_begin = self.writes;
+        }
+        Ok(())
+    }
+
+    /// Writes the participants changed since the last time: before any statement reads the
+    /// table, and at commit. (Within the open transaction; `put_participant` opened it.)
+    fn write_participants(&self) -> StorageResult<()> {
+        let unwritten = std::mem::take(&mut *self.unwritten_participants.borrow_mut());
+        for (_, participant) in unwritten {
+            let record = &participant.record;
+            self.run(
+                "INSERT INTO participants (conversation, user, data, read_until)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (conversation, user)
+                 DO UPDATE SET data = excluded.data, read_until = excluded.read_until",
+                params![
+                    record.conversation_id.as_str(),
+                    record.user_id.as_str(),
+                    to_json(&participant)?,
+                    participant.read_until,
+                ],
+            )?;
         }
         Ok(())
     }
@@ -530,6 +557,10 @@ impl Storage for SqliteStorage {
         user: &UserId,
     ) -> StorageResult<Option<StoredParticipant>> {
         let key = (conversation.clone(), user.clone());
+        // The cache may have been emptied since: what is not written yet comes first.
+        if let Some(participant) = self.unwritten_participants.borrow().get(&key) {
+            return Ok(Some(participant.clone()));
+        }
         self.participants.get_or_load(key, || {
             self.one(
                 "SELECT data FROM participants WHERE conversation = ?1 AND user = ?2",
@@ -539,21 +570,14 @@ impl Storage for SqliteStorage {
     }
 
     fn put_participant(&mut self, participant: StoredParticipant) -> StorageResult<()> {
-        let data = to_json(&participant)?;
+        self.begin()?;
+        self.writes += 1;
         let record = &participant.record;
-        self.write(
-            "INSERT INTO participants (conversation, user, data, read_until) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (conversation, user)
-             DO UPDATE SET data = excluded.data, read_until = excluded.read_until",
-            params![
-                record.conversation_id.as_str(),
-                record.user_id.as_str(),
-                data,
-                participant.read_until,
-            ],
-        )?;
         let key = (record.conversation_id.clone(), record.user_id.clone());
-        self.participants.put(key, Some(participant));
+        self.participants.put(key.clone(), Some(participant.clone()));
+        self.unwritten_participants
+            .borrow_mut()
+            .insert(key, participant);
         Ok(())
     }
 
@@ -562,6 +586,8 @@ impl Storage for SqliteStorage {
         conversation: &ConversationId,
         user: &UserId,
     ) -> StorageResult<()> {
+        let key = (conversation.clone(), user.clone());
+        self.unwritten_participants.borrow_mut().remove(&key);
         self.write(
             "DELETE FROM participants WHERE conversation = ?1 AND user = ?2",
             [conversation.as_str(), user.as_str()],
@@ -572,6 +598,7 @@ impl Storage for SqliteStorage {
     }
 
     fn participants(&self, conversation: &ConversationId) -> StorageResult<Vec<StoredParticipant>> {
+        self.write_participants()?;
         self.all(
             "SELECT data FROM participants WHERE conversation = ?1",
             [conversation.as_str()],
@@ -582,6 +609,7 @@ impl Storage for SqliteStorage {
         &self,
         conversation: &ConversationId,
     ) -> StorageResult<Option<Timestamp>> {
+        self.write_participants()?;
         self.conn
             .prepare_cached("SELECT MIN(read_until) FROM participants WHERE conversation = ?1")
             .map_err(db)?
@@ -590,6 +618,7 @@ impl Storage for SqliteStorage {
     }
 
     fn conversations_of(&self, user: &UserId) -> StorageResult<Vec<ConversationId>> {
+        self.write_participants()?;
         let mut statement = self
             .conn
             .prepare_cached("SELECT conversation FROM participants WHERE user = ?1")
@@ -788,6 +817,7 @@ impl Storage for SqliteStorage {
             if self.counters.time > self.stored_time {
                 self.set_meta("time", self.counters.time as u64)?;
             }
+            self.write_participants()?;
             for (id, conversation) in std::mem::take(&mut self.unwritten) {
                 self.write(
                     "INSERT INTO conversations (id, data, user_messages) VALUES (?1, ?2, ?3)
@@ -817,6 +847,7 @@ impl Storage for SqliteStorage {
             self.conversations.clear();
             self.participants.clear();
             self.unwritten.clear();
+            self.unwritten_participants.get_mut().clear();
             if let Err(error) = self.run("ROLLBACK", []) {
                 tracing::error!(%error, "rollback failed");
             }
