@@ -574,7 +574,8 @@ impl Storage for SqliteStorage {
         self.writes += 1;
         let record = &participant.record;
         let key = (record.conversation_id.clone(), record.user_id.clone());
-        self.participants.put(key.clone(), Some(participant.clone()));
+        self.participants
+            .put(key.clone(), Some(participant.clone()));
         self.unwritten_participants
             .borrow_mut()
             .insert(key, participant);
