@@ -8,6 +8,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use futures_util::StreamExt;
+
 use talkstore::{
     ConversationParams, ConversationSnapshot, Notify, ParticipantParams, SendParams,
     SessionOptions, UserParams, Vector, get_talk_session,
@@ -87,19 +89,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         reply.id()
     );
 
-    // Bob renames himself: one emission of the list, with the new name nested twice.
+    // Bob renames himself: one emission of the list, with the new name nested twice. The rename
+    // is Bob's write; Alice's session sees it when its own update arrives, so wait for it.
+    let mut snapshots = list.stream();
     bob.current_user()
         .set(UserParams::new().name("Robert"))
         .await?;
-
-    let renamed = bob_sub.latest().flatten().map(|u| u.name.clone());
-    println!("── bob as seen by alice: {renamed:?}");
-    let snapshot = list.latest().ok_or("list is not active")?;
-    let last = snapshot[0].last_message.as_ref().ok_or("no last message")?;
-    let replied_to = last.referenced_message.as_ref().ok_or("no reply")?;
-    assert_eq!(
-        replied_to.sender.as_ref().map(|u| u.name.as_str()),
-        Some("Robert")
+    let renamed = |s: &Vector<Arc<ConversationSnapshot>>| {
+        let reply = s
+            .front()?
+            .last_message
+            .as_ref()?
+            .referenced_message
+            .as_ref()?;
+        Some(reply.sender.as_ref()?.name == "Robert")
+    };
+    let snapshot = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(snapshot) = snapshots.next().await {
+            if renamed(&snapshot) == Some(true) {
+                return Some(snapshot);
+            }
+        }
+        None
+    })
+    .await?
+    .ok_or("the list ended before the rename arrived")?;
+    print_list("alice's conversations after the rename", &snapshot);
+    println!(
+        "── bob as seen by alice: {:?}",
+        bob_sub.latest().flatten().map(|u| u.name.clone())
     );
 
     // Let the callback of the last frame run before exiting.
