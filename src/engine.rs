@@ -777,7 +777,7 @@ mod tests {
                     match update {
                         Update::Upsert { record } => sent.push(record.key()),
                         Update::Remove { key } => sent.push(key),
-                        Update::Window { .. } | Update::Failed { .. } => {}
+                        Update::Window { .. } | Update::Rows { .. } | Update::Failed { .. } => {}
                     }
                 }
             }
@@ -1046,7 +1046,15 @@ mod tests {
         // User "u" creates conversation "c", taking part in it.
         chat(&engine, 1);
         let c = EntityKey::conversation(&ConversationId::new("c"));
-        let shows_c = |update: &Update| matches!(update, Update::Window { items: Some(items), .. } if items.contains(&c));
+        let shows_c = |update: &Update| {
+            match update {
+            Update::Window { items, .. } => items.iter().flatten().any(|key| *key == c),
+            Update::Rows { changes, .. } => changes.iter().any(
+                |change| matches!(change, crate::protocol::RowChange::Insert { key, .. } if *key == c),
+            ),
+            _ => false,
+        }
+        };
         let shown = std::iter::from_fn(|| mine.try_recv().ok()).any(|frame| {
             matches!(frame, ServerFrame::Push { updates, .. } if updates.iter().any(shows_c))
         });

@@ -415,8 +415,27 @@ pub(crate) enum Update {
         items: Option<Vec<EntityKey>>,
         loaded_all: bool,
     },
+    /// Changes to a subscription's window since the last `window` or `rows` update, applied
+    /// in order; `loaded_all` as after them.
+    Rows {
+        sub: SubId,
+        changes: Vec<RowChange>,
+        loaded_all: bool,
+    },
     /// A subscription failed and ended.
     Failed { sub: SubId, error: WireError },
+}
+
+/// One change to a window's items, at indices of the window as it is when the change applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub(crate) enum RowChange {
+    /// `key` joins the window at `index`.
+    Insert { index: usize, key: EntityKey },
+    /// The item at `index` leaves the window.
+    Remove { index: usize },
+    /// The item at `from` moves to `to` (its index once it is out of the way).
+    Move { from: usize, to: usize },
 }
 
 /// A server frame.
@@ -478,12 +497,24 @@ mod tests {
                     items: Some(vec![EntityKey::user(&UserId::new("u"))]),
                     loaded_all: true,
                 },
+                Update::Rows {
+                    sub: 4,
+                    changes: vec![
+                        RowChange::Insert {
+                            index: 0,
+                            key: EntityKey::message(&MessageId::new("m2")),
+                        },
+                        RowChange::Move { from: 3, to: 0 },
+                        RowChange::Remove { index: 30 },
+                    ],
+                    loaded_all: false,
+                },
             ],
         };
         let json = serde_json::to_string(&push).unwrap();
         assert_eq!(
             json,
-            r#"{"type":"push","seq":1,"epoch":9,"updates":[{"op":"remove","key":{"kind":"message","id":"m1"}},{"op":"window","sub":3,"items":[{"kind":"user","id":"u"}],"loadedAll":true}]}"#
+            r#"{"type":"push","seq":1,"epoch":9,"updates":[{"op":"remove","key":{"kind":"message","id":"m1"}},{"op":"window","sub":3,"items":[{"kind":"user","id":"u"}],"loadedAll":true},{"op":"rows","sub":4,"changes":[{"op":"insert","index":0,"key":{"kind":"message","id":"m2"}},{"op":"move","from":3,"to":0},{"op":"remove","index":30}],"loadedAll":false}]}"#
         );
         assert_eq!(serde_json::from_str::<ServerFrame>(&json).unwrap(), push);
         let err = ServerFrame::Response {

@@ -19,7 +19,10 @@
 
 mod assemble;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, MutexGuard},
+};
 
 use dashmap::DashMap;
 
@@ -30,7 +33,7 @@ use self::assemble::Lookup;
 pub(crate) use self::assemble::{Bundle, Node, Rec, node};
 use crate::{
     model::UserId,
-    protocol::{EntityKey, MAX_HELD_KEYS, Position, Restore, SubId, Update, WireError},
+    protocol::{EntityKey, MAX_HELD_KEYS, Position, Restore, RowChange, SubId, Update, WireError},
 };
 
 /// Where a subscription's snapshots go. Implemented by the session's typed subscriptions.
@@ -39,6 +42,13 @@ pub(crate) trait Output: Send {
     fn reset(&mut self, rows: Option<Vec<Node>>) -> bool;
     /// Replaces one row. Returns whether it changed.
     fn set(&mut self, index: usize, row: Node) -> bool;
+    /// Inserts a row at `index`. Returns false if the node is not of the output's row type
+    /// (then nothing changed).
+    fn insert(&mut self, index: usize, row: Node) -> bool;
+    /// Removes the row at `index`.
+    fn remove(&mut self, index: usize);
+    /// Moves the row at `from` to `to` (its index once it is out of the way).
+    fn move_row(&mut self, from: usize, to: usize);
     /// Publishes the current rows to the subscription's state and signals. Returns the app's
     /// callback, to run once the store is unlocked.
     fn publish(&mut self, loaded_all: bool) -> Option<Callback>;
@@ -101,9 +111,13 @@ struct Sub {
     /// Whether the output still publishes (false once the app unsubscribed).
     live: bool,
     loaded_all: bool,
-    /// The window's rows in order (`None`: the root is missing), and their positions.
-    rows: Option<Vec<EntityKey>>,
-    positions: Map<EntityKey, usize>,
+    /// The window's rows in the server's order (`None`: the root is missing).
+    rows: Option<VecDeque<EntityKey>>,
+    /// Each row's distance from the end of `rows`: a new first row, the usual change, moves
+    /// none of them, and a row that moves to the front moves only those above it.
+    from_end: Map<EntityKey, usize>,
+    /// Rows that have no record (a server bug), left out of the output.
+    missing: Set<EntityKey>,
     /// The keys each row read.
     row_deps: Map<EntityKey, Arc<[EntityKey]>>,
     /// For each key read, the rows that read it (a row appears once per read).
@@ -192,7 +206,8 @@ impl Store {
             live: true,
             loaded_all: false,
             rows: None,
-            positions: Map::default(),
+            from_end: Map::default(),
+            missing: Set::default(),
             row_deps: Map::default(),
             keys: Map::default(),
         };
@@ -223,7 +238,7 @@ impl Store {
         };
         Some(Restore {
             len: rows.len() as u32,
-            oldest: rows.last().cloned(),
+            oldest: rows.back().cloned(),
             since,
             held,
         })
@@ -287,7 +302,7 @@ impl Store {
         inner.frame += 1;
         let frame = inner.frame;
         let mut changed: Vec<EntityKey> = Vec::new();
-        let mut windows: Vec<(SubId, Option<Vec<EntityKey>>, bool)> = Vec::new();
+        let mut windows: Vec<Update> = Vec::new();
         for update in updates {
             match update {
                 Update::Upsert { record } => {
@@ -316,11 +331,7 @@ impl Store {
                         changed.push(key);
                     }
                 }
-                Update::Window {
-                    sub,
-                    items,
-                    loaded_all,
-                } => windows.push((sub, items, loaded_all)),
+                Update::Window { .. } | Update::Rows { .. } => windows.push(update),
                 Update::Failed { sub, error } => {
                     if let Some(s) = inner.subs.get_mut(&sub)
                         && s.live
@@ -332,8 +343,8 @@ impl Store {
             }
         }
 
-        // Rows to rebuild, per subscription; `None` means the whole window.
-        let mut dirty: Map<SubId, Option<Vec<EntityKey>>> = Map::default();
+        // What to rebuild, per subscription.
+        let mut dirty: Map<SubId, Work> = Map::default();
         for key in &changed {
             let Some(subs) = inner.index.get(key) else {
                 continue;
@@ -342,24 +353,48 @@ impl Store {
                 let Some(s) = inner.subs.get(sub) else {
                     continue;
                 };
-                let rows = dirty.entry(*sub).or_insert_with(|| Some(Vec::new()));
-                if let (Some(rows), Some(readers)) = (rows, s.keys.get(key)) {
-                    for reader in readers {
-                        if !rows.contains(reader) {
-                            rows.push(reader.clone());
-                        }
+                let rows = &mut dirty.entry(*sub).or_default().rows;
+                for reader in s.keys.get(key).into_iter().flatten() {
+                    if !rows.contains(reader) {
+                        rows.push(reader.clone());
                     }
                 }
             }
         }
-        for (sub, items, loaded_all) in windows {
+        for update in windows {
+            let (sub, loaded_all) = match &update {
+                Update::Window {
+                    sub, loaded_all, ..
+                }
+                | Update::Rows {
+                    sub, loaded_all, ..
+                } => (*sub, *loaded_all),
+                _ => continue,
+            };
             let Some(s) = inner.subs.get_mut(&sub) else {
                 continue;
             };
-            if s.rows != items || s.loaded_all != loaded_all || !s.output.is_active() {
-                s.rows = items;
-                s.loaded_all = loaded_all;
-                dirty.insert(sub, None);
+            let work = dirty.entry(sub).or_default();
+            work.publish |= s.loaded_all != loaded_all || !s.output.is_active();
+            s.loaded_all = loaded_all;
+            match update {
+                Update::Window { items, .. } => {
+                    let items = items.map(VecDeque::from);
+                    if s.rows != items {
+                        s.rows = items;
+                        work.whole = true;
+                        work.changes.clear();
+                    }
+                }
+                // After a whole window in the same frame, only the rows change: the rebuild
+                // reads them all.
+                Update::Rows { changes, .. } if work.whole => {
+                    for change in changes {
+                        s.change_rows(change);
+                    }
+                }
+                Update::Rows { changes, .. } => work.changes.extend(changes),
+                _ => {}
             }
         }
 
@@ -369,16 +404,21 @@ impl Store {
         dirty.sort_unstable_by_key(|(sub, _)| *sub);
         let mut published = Vec::new();
         let Inner { subs, index, .. } = &mut *inner;
-        for (sub, rows) in dirty {
+        for (sub, work) in dirty {
             let Some(s) = subs.get_mut(&sub) else {
                 continue;
             };
             let mut gained = Vec::new();
             let mut lost = Vec::new();
-            let changed_output = match rows {
-                None => rebuild_window(&lookup, s, &mut gained, &mut lost),
-                Some(rows) => rebuild_rows(&lookup, s, &rows, &mut gained, &mut lost),
-            };
+            let mut changed_output = work.publish;
+            if work.whole {
+                changed_output |= rebuild_window(&lookup, s, &mut gained, &mut lost);
+            } else {
+                for change in work.changes {
+                    changed_output |= s.apply_change(&lookup, change, &mut gained, &mut lost);
+                }
+                changed_output |= rebuild_rows(&lookup, s, &work.rows, &mut gained, &mut lost);
+            }
             for key in gained {
                 index.entry(key.clone()).or_default().insert(sub);
                 if let Some(mut entry) = self.entities.get_mut(&key) {
@@ -464,6 +504,131 @@ fn approx_size(record: &Rec) -> usize {
     }
 }
 
+/// What one frame asks of one subscription.
+#[derive(Default)]
+struct Work {
+    /// Rebuild every row (a whole window arrived).
+    whole: bool,
+    /// Changes to the window's rows, in order.
+    changes: Vec<RowChange>,
+    /// Rows whose inputs changed.
+    rows: Vec<EntityKey>,
+    /// Publish even if no row changed (`loaded_all` changed, or nothing was published yet).
+    publish: bool,
+}
+
+impl Sub {
+    /// The index of `row` in `rows`.
+    fn index_of(&self, row: &EntityKey) -> Option<usize> {
+        let len = self.rows.as_ref()?.len();
+        Some(len - 1 - self.from_end.get(row)?)
+    }
+
+    /// Where the row at `index` of `rows` is in the output, which leaves out missing rows.
+    fn shown(&self, index: usize) -> usize {
+        let before = self
+            .missing
+            .iter()
+            .filter(|row| self.index_of(row).is_some_and(|at| at < index));
+        index - before.count()
+    }
+
+    /// Applies `change` to `rows` and `from_end` only. Returns the row inserted or removed
+    /// and the index it has or had, or `None` (logged) if the change does not fit the
+    /// window (a server bug).
+    ///
+    /// # Performance
+    ///
+    /// O(index): only the rows above the change move away from the end.
+    fn change_rows(&mut self, change: RowChange) -> Option<(EntityKey, usize, bool)> {
+        let rows = self.rows.as_mut()?;
+        let (key, index, inserted) = match change {
+            RowChange::Insert { index, key }
+                if index <= rows.len() && !self.from_end.contains_key(&key) =>
+            {
+                rows.insert(index, key.clone());
+                self.from_end.insert(key.clone(), rows.len() - 1 - index);
+                (key, index, true)
+            }
+            RowChange::Remove { index } if index < rows.len() => {
+                let key = rows.remove(index)?;
+                self.from_end.remove(&key);
+                (key, index, false)
+            }
+            RowChange::Move { from, to } if from < rows.len() && to < rows.len() => {
+                let key = rows.remove(from)?;
+                rows.insert(to, key.clone());
+                for (at, row) in rows.iter().enumerate().take(from.max(to) + 1) {
+                    self.from_end.insert(row.clone(), rows.len() - 1 - at);
+                }
+                return Some((key, to, true));
+            }
+            change => {
+                tracing::warn!(?change, "window change does not fit the window; skipped");
+                return None;
+            }
+        };
+        let delta = |n: &mut usize| if inserted { *n += 1 } else { *n -= 1 };
+        for row in rows.range(..index) {
+            if let Some(n) = self.from_end.get_mut(row) {
+                delta(n);
+            }
+        }
+        Some((key, index, inserted))
+    }
+
+    /// Applies `change` to the rows and the output. Returns whether the output changed.
+    fn apply_change(
+        &mut self,
+        lookup: &Frame<'_>,
+        change: RowChange,
+        gained: &mut Vec<EntityKey>,
+        lost: &mut Vec<EntityKey>,
+    ) -> bool {
+        if let RowChange::Move { from, to } = change {
+            let (shown_from, missing) = match self.rows.as_ref().and_then(|rows| rows.get(from)) {
+                Some(row) => (self.shown(from), self.missing.contains(row)),
+                None => return false,
+            };
+            if self.change_rows(change).is_none() || missing {
+                return false;
+            }
+            self.output.move_row(shown_from, self.shown(to));
+            return true;
+        }
+        // A removed row's place in the output is found before it leaves `rows`.
+        let shown_before = match &change {
+            RowChange::Remove { index } => Some(self.shown(*index)),
+            _ => None,
+        };
+        let Some((row, index, inserted)) = self.change_rows(change) else {
+            return false;
+        };
+        if !inserted {
+            if let Some(deps) = self.row_deps.remove(&row) {
+                count_down(&mut self.keys, &deps, &row, lost);
+            }
+            if self.missing.remove(&row) {
+                return false;
+            }
+            self.output.remove(shown_before.unwrap_or(index));
+            return true;
+        }
+        let mut deps = Vec::new();
+        let built = node(lookup, &row, &mut deps);
+        let deps: Arc<[EntityKey]> = deps.into();
+        count_up(&mut self.keys, &deps, &row, gained);
+        self.row_deps.insert(row.clone(), deps);
+        let shown = self.shown(index);
+        if built.is_some_and(|built| self.output.insert(shown, built)) {
+            return true;
+        }
+        tracing::warn!(?row, "window row has no record; skipped");
+        self.missing.insert(row);
+        false
+    }
+}
+
 /// Rebuilds every row of a window. Returns whether the output changed.
 fn rebuild_window(
     lookup: &Frame<'_>,
@@ -473,17 +638,19 @@ fn rebuild_window(
 ) -> bool {
     let mut row_deps = Map::default();
     let mut nodes = Vec::new();
-    s.positions.clear();
+    s.from_end.clear();
+    s.missing.clear();
     if let Some(rows) = &s.rows {
-        for row in rows {
+        for (at, row) in rows.iter().enumerate() {
             let mut deps = Vec::new();
             let built = node(lookup, row, &mut deps);
             row_deps.insert(row.clone(), Arc::from(deps));
+            s.from_end.insert(row.clone(), rows.len() - 1 - at);
             if let Some(built) = built {
-                s.positions.insert(row.clone(), nodes.len());
                 nodes.push(built);
             } else {
                 tracing::warn!(?row, "window row has no record; skipped");
+                s.missing.insert(row.clone());
             }
         }
     }
@@ -497,7 +664,8 @@ fn rebuild_window(
     s.output.reset(s.rows.is_some().then_some(nodes))
 }
 
-/// Rebuilds some rows of a window in place. Returns whether the output changed.
+/// Rebuilds some rows of a window in place (those still in it). Returns whether the output
+/// changed.
 fn rebuild_rows(
     lookup: &Frame<'_>,
     s: &mut Sub,
@@ -507,6 +675,9 @@ fn rebuild_rows(
 ) -> bool {
     let mut changed = false;
     for row in rows {
+        let Some(index) = s.index_of(row) else {
+            continue;
+        };
         let mut deps = Vec::new();
         let built = node(lookup, row, &mut deps);
         if s.row_deps.get(row).is_none_or(|old| **old != *deps) {
@@ -516,10 +687,22 @@ fn rebuild_rows(
                 count_down(&mut s.keys, &old, row, lost);
             }
         }
-        match (built, s.positions.get(row)) {
-            (Some(built), Some(&index)) => changed |= s.output.set(index, built),
-            // A row appeared or vanished: its position shifts the others, so rebuild them all.
-            _ => return rebuild_window(lookup, s, gained, lost) || changed,
+        let shown = s.shown(index);
+        match (built, s.missing.contains(row)) {
+            (Some(built), false) => changed |= s.output.set(shown, built),
+            (Some(built), true) => {
+                if s.output.insert(shown, built) {
+                    s.missing.remove(row);
+                    changed = true;
+                }
+            }
+            (None, false) => {
+                tracing::warn!(?row, "window row has no record; skipped");
+                s.output.remove(shown);
+                s.missing.insert(row.clone());
+                changed = true;
+            }
+            (None, true) => {}
         }
     }
     changed

@@ -8,7 +8,7 @@
 //! the client lacks or holds stale versions of, and removes nothing else: the client store
 //! collects its own garbage.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::{
     EngineError, EngineResult, Event, MAX_SUBSCRIPTIONS_PER_CONNECTION, Storage,
@@ -21,7 +21,8 @@ use crate::{
         MessageRecord, UserId,
     },
     protocol::{
-        EntityKey, ErrorCode, MAX_HELD_KEYS, Position, Record, Restore, SubId, Target, Update,
+        EntityKey, ErrorCode, MAX_HELD_KEYS, Position, Record, Restore, RowChange, SubId, Target,
+        Update,
     },
 };
 
@@ -68,11 +69,15 @@ struct SortKey(i64, u64, String);
 struct FeedSub {
     target: Target,
     bound: Bound,
-    /// The window in order; `None` while its root is missing or hidden from the user.
-    items: Option<Vec<(SortKey, EntityKey)>>,
+    /// The window in order; `None` while its root is missing or hidden from the user. A deque,
+    /// so that the usual change (a new item at the front) moves nothing.
+    items: Option<VecDeque<(SortKey, EntityKey)>>,
     loaded_all: bool,
     /// Whether the client was sent the window as it is now.
     sent: bool,
+    /// The changes that take the client's window to `items`, or `None` if the client must be
+    /// sent the whole window (it has none yet, or the root appeared or vanished).
+    changes: Option<Vec<RowChange>>,
     /// The window's items by key: where each sorts and the keys its snapshot reads.
     entries: HashMap<EntityKey, (SortKey, Vec<EntityKey>)>,
     /// For the lists read whole (conversations, participants): the items below the window.
@@ -176,6 +181,7 @@ impl Feed {
                 items: None,
                 loaded_all: false,
                 sent: false,
+                changes: None,
                 entries: HashMap::new(),
                 below: None,
                 needed: HashMap::new(),
@@ -524,17 +530,32 @@ impl Feed {
         // read by both is never released and sent again.
         let mut dropped = Vec::new();
         for (key, joins) in &moves {
-            let old = sub.entries.remove(*key);
-            changed |= old.as_ref().map(|(sort, _)| sort) != joins.as_ref();
-            if let Some((sort, reads)) = old {
-                sub.unlist(key, &sort);
+            let mut from = None;
+            if let Some((sort, reads)) = sub.entries.remove(*key) {
+                from = sub.unlist(key, &sort);
                 dropped.push(reads);
             }
+            let mut to = None;
             if let Some(sort) = joins {
                 let reads = reads_of(storage, &self.me, key, collector)?;
                 sub.add_reads(&reads, changes);
-                sub.list(key, sort);
+                to = sub.list(key, sort);
                 sub.entries.insert((*key).clone(), (sort.clone(), reads));
+            }
+            let change = match (from, to) {
+                (Some(from), Some(to)) if from != to => Some(RowChange::Move { from, to }),
+                (Some(index), None) => Some(RowChange::Remove { index }),
+                (None, Some(index)) => Some(RowChange::Insert {
+                    index,
+                    key: (*key).clone(),
+                }),
+                _ => None,
+            };
+            if let Some(change) = change {
+                changed = true;
+                if let Some(changes) = &mut sub.changes {
+                    changes.push(change);
+                }
             }
         }
         for reads in dropped {
@@ -594,6 +615,17 @@ impl Feed {
             self.release(&key);
         }
     }
+    /// The items of each window, as a client that applied every push would hold them.
+    #[cfg(test)]
+    fn windows(&self) -> HashMap<SubId, Option<Vec<EntityKey>>> {
+        let keys =
+            |items: &VecDeque<(SortKey, EntityKey)>| items.iter().map(|(_, k)| k.clone()).collect();
+        self.subs
+            .iter()
+            .map(|(id, sub)| (*id, sub.items.as_ref().map(keys)))
+            .collect()
+    }
+
     /// Asserts that every window equals one listed from scratch with its bound, that each
     /// subscription needs exactly the keys its items read, and that the record last sent for
     /// every needed key is the current one.
@@ -614,7 +646,7 @@ impl Feed {
                 "{} sub {id} {:?} bound {:?}",
                 self.me, sub.target, sub.bound
             );
-            assert_eq!(sub.items, items, "{what}");
+            assert_eq!(sub.items, items.clone().map(VecDeque::from), "{what}");
             assert_eq!(sub.loaded_all, loaded_all, "{what}");
             let mut collector = Collector::default();
             let mut reads = HashSet::new();
@@ -697,7 +729,16 @@ impl Feed {
         for (_, reads) in std::mem::replace(&mut sub.entries, entries).into_values() {
             sub.remove_reads(&reads, changes);
         }
+        let items = items.map(VecDeque::from);
         let changed = sub.items != items || sub.loaded_all != loaded_all;
+        match (&mut sub.changes, &sub.items, &items) {
+            (Some(changes), Some(old), Some(new)) => {
+                if !diff_rows(old, new, changes) {
+                    sub.changes = None;
+                }
+            }
+            (changes, _, _) => *changes = None,
+        }
         sub.items = items;
         sub.loaded_all = loaded_all;
         Ok(changed)
@@ -786,37 +827,88 @@ impl FeedSub {
         }
     }
 
-    /// Inserts `key` into `items` where `sort` goes: O(log window) plus the move.
-    fn list(&mut self, key: &EntityKey, sort: &SortKey) {
-        if let Some(items) = &mut self.items {
-            let at = items.partition_point(|(k, _)| k > sort);
-            items.insert(at, (sort.clone(), key.clone()));
-        }
+    /// Inserts `key` into `items` where `sort` goes, and returns its index: O(log window)
+    /// plus the shorter move, none for a new first item.
+    fn list(&mut self, key: &EntityKey, sort: &SortKey) -> Option<usize> {
+        let items = self.items.as_mut()?;
+        let at = items.partition_point(|(k, _)| k > sort);
+        items.insert(at, (sort.clone(), key.clone()));
+        Some(at)
     }
 
-    /// Removes `key`, which sorts at `sort`, from `items`.
-    fn unlist(&mut self, key: &EntityKey, sort: &SortKey) {
-        if let Some(items) = &mut self.items {
-            let from = items.partition_point(|(k, _)| k > sort);
-            if let Some(at) = items[from..].iter().position(|(_, k)| k == key) {
-                items.remove(from + at);
-            }
-        }
+    /// Removes `key`, which sorts at `sort`, from `items`, and returns the index it had.
+    fn unlist(&mut self, key: &EntityKey, sort: &SortKey) -> Option<usize> {
+        let items = self.items.as_mut()?;
+        let from = items.partition_point(|(k, _)| k > sort);
+        let at = from + items.range(from..).position(|(_, k)| k == key)?;
+        items.remove(at);
+        Some(at)
     }
 }
 
-/// Sends a subscription's window as it is now.
+/// Sends the changes of a subscription's window since it was last sent, or the whole window.
 fn push_window(sub: SubId, feed_sub: &mut FeedSub, updates: &mut Vec<Update>) {
-    let items = feed_sub
-        .items
-        .as_ref()
-        .map(|items| items.iter().map(|(_, key)| key.clone()).collect());
-    updates.push(Update::Window {
-        sub,
-        items,
-        loaded_all: feed_sub.loaded_all,
-    });
+    let loaded_all = feed_sub.loaded_all;
+    match (feed_sub.changes.replace(Vec::new()), &feed_sub.items) {
+        (Some(changes), Some(_)) => updates.push(Update::Rows {
+            sub,
+            changes,
+            loaded_all,
+        }),
+        (_, items) => updates.push(Update::Window {
+            sub,
+            items: items
+                .as_ref()
+                .map(|items| items.iter().map(|(_, key)| key.clone()).collect()),
+            loaded_all,
+        }),
+    }
     feed_sub.sent = true;
+}
+
+/// Appends to `changes` the inserts and removals that take window `old` to `new` (both in
+/// window order), in one walk over both. Returns false, having appended nothing, if they
+/// would outnumber the rows of `new`: the whole window is then the smaller message.
+fn diff_rows(
+    old: &VecDeque<(SortKey, EntityKey)>,
+    new: &VecDeque<(SortKey, EntityKey)>,
+    changes: &mut Vec<RowChange>,
+) -> bool {
+    let mut diff = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        if diff.len() > new.len() {
+            return false;
+        }
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            // `a` sorts before `b` (or is `b`'s key at another place): it left.
+            (Some(a), Some(b)) if a.0 >= b.0 => {
+                diff.push(RowChange::Remove { index: j });
+                i += 1;
+            }
+            (Some(_), None) => {
+                diff.push(RowChange::Remove { index: j });
+                i += 1;
+            }
+            (_, Some(b)) => {
+                diff.push(RowChange::Insert {
+                    index: j,
+                    key: b.1.clone(),
+                });
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    if diff.len() > new.len() {
+        return false;
+    }
+    changes.append(&mut diff);
+    true
 }
 
 /// Collects the records of the snapshot rooted at `key` and returns the keys it reads.
@@ -1373,25 +1465,65 @@ mod tests {
 
         /// After every commit of random writes (with lists and windows past their first page,
         /// filtered lists that gain and lose rows, growth by `load_more`), every window placed
-        /// item by item equals one listed from scratch, and every record the client holds is
-        /// current.
+        /// item by item equals one listed from scratch, every record the client holds is
+        /// current, and a client that applied the pushes (whole windows and row changes)
+        /// holds every window as it is.
         #[test]
         fn incremental_windows_equal_windows_listed_from_scratch(
             ops in proptest::collection::vec(op(), 1..60)
         ) {
-            let (engine, conns, _inboxes) = world();
-            engine.with_state(|state| {
-                for connection in state.connections.values() {
-                    connection.feed.check(state.storage());
+            let (engine, conns, mut inboxes) = world();
+            let mut clients = vec![HashMap::new(); USERS];
+            let mut check = |engine: &Engine| {
+                for (u, inbox) in inboxes.iter_mut().enumerate() {
+                    apply_pushes(inbox, &mut clients[u]);
                 }
-            });
-            for op in ops {
-                apply(&engine, &conns, op);
                 engine.with_state(|state| {
-                    for connection in state.connections.values() {
-                        connection.feed.check(state.storage());
+                    for (u, conn) in conns.iter().enumerate() {
+                        let feed = &state.connections[conn].feed;
+                        feed.check(state.storage());
+                        assert_eq!(clients[u], feed.windows(), "u{u}'s client");
                     }
                 });
+            };
+            check(&engine);
+            for op in ops {
+                apply(&engine, &conns, op);
+                check(&engine);
+            }
+        }
+    }
+
+    /// Applies the windows and row changes of the pushes in `inbox` to a client's windows.
+    fn apply_pushes(
+        inbox: &mut tokio::sync::mpsc::Receiver<crate::protocol::ServerFrame>,
+        windows: &mut HashMap<SubId, Option<Vec<EntityKey>>>,
+    ) {
+        while let Ok(frame) = inbox.try_recv() {
+            let crate::protocol::ServerFrame::Push { updates, .. } = frame else {
+                continue;
+            };
+            for update in updates {
+                match update {
+                    Update::Window { sub, items, .. } => {
+                        windows.insert(sub, items);
+                    }
+                    Update::Rows { sub, changes, .. } => {
+                        let items = windows.get_mut(&sub).and_then(Option::as_mut);
+                        let items = items.expect("row changes to a window the client has");
+                        for change in changes {
+                            match change {
+                                RowChange::Insert { index, key } => items.insert(index, key),
+                                RowChange::Remove { index } => drop(items.remove(index)),
+                                RowChange::Move { from, to } => {
+                                    let key = items.remove(from);
+                                    items.insert(to, key);
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
             }
         }
     }

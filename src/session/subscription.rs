@@ -171,8 +171,19 @@ pub(crate) struct TypedOutput<T, X> {
     state: Mutable<SubscriptionState<T>>,
     /// Only lists track diffs.
     diffs: Option<Arc<Diffs<X>>>,
+    /// The row changes since the last publish, for the keyed diffs; `None` after a reset
+    /// (the diffs are then found by comparing the rows).
+    edits: Option<Vec<Edit<X>>>,
     on_snapshot: Option<Arc<OnSnapshot<T>>>,
     active: bool,
+}
+
+/// One change to a list's rows.
+enum Edit<X> {
+    Set(usize, Arc<X>),
+    Insert(usize, Arc<X>),
+    Remove(usize),
+    Move(usize, usize),
 }
 
 impl<T: Clone + Send + Sync + 'static, X: RowType> TypedOutput<T, X> {
@@ -187,6 +198,7 @@ impl<T: Clone + Send + Sync + 'static, X: RowType> TypedOutput<T, X> {
             view,
             state: core.state.clone(),
             diffs: list.then(|| core.diffs.clone()),
+            edits: None,
             on_snapshot: on_snapshot.map(Arc::new),
             active: false,
         }
@@ -203,8 +215,16 @@ impl<T: Clone + Send + Sync + 'static, X: RowType> TypedOutput<T, X> {
             view,
             state,
             diffs: None,
+            edits: None,
             on_snapshot: None,
             active: false,
+        }
+    }
+
+    /// Notes an edit for the keyed diffs, if this output keeps them.
+    fn edit(&mut self, edit: impl FnOnce() -> Edit<X>) {
+        if let (Some(_), Some(edits)) = (&self.diffs, &mut self.edits) {
+            edits.push(edit());
         }
     }
 }
@@ -221,6 +241,9 @@ impl<T: Clone + Send + Sync + 'static, X: RowType> Output for TypedOutput<T, X> 
             _ => false,
         };
         self.rows = rows;
+        if !same {
+            self.edits = None;
+        }
         !same || !self.active
     }
 
@@ -229,35 +252,72 @@ impl<T: Clone + Send + Sync + 'static, X: RowType> Output for TypedOutput<T, X> 
             return false;
         };
         match rows.get(index) {
-            Some(old) if Arc::ptr_eq(old, &row) => false,
-            Some(_) => {
-                rows.set(index, row);
+            Some(old) if !Arc::ptr_eq(old, &row) => {
+                rows.set(index, row.clone());
+                self.edit(|| Edit::Set(index, row));
                 true
             }
-            None => false,
+            _ => false,
+        }
+    }
+
+    fn insert(&mut self, index: usize, row: Node) -> bool {
+        let (Some(rows), Some(row)) = (&mut self.rows, X::from_node(row)) else {
+            return false;
+        };
+        if index > rows.len() {
+            return false;
+        }
+        rows.insert(index, row.clone());
+        self.edit(|| Edit::Insert(index, row));
+        true
+    }
+
+    fn remove(&mut self, index: usize) {
+        if let Some(rows) = &mut self.rows
+            && index < rows.len()
+        {
+            rows.remove(index);
+            self.edit(|| Edit::Remove(index));
+        }
+    }
+
+    fn move_row(&mut self, from: usize, to: usize) {
+        if let Some(rows) = &mut self.rows
+            && from < rows.len()
+            && to < rows.len()
+        {
+            let row = rows.remove(from);
+            rows.insert(to, row);
+            self.edit(|| Edit::Move(from, to));
         }
     }
 
     fn publish(&mut self, loaded_all: bool) -> Option<Callback> {
         self.active = true;
         let snapshot = (self.view)(self.rows.as_ref());
-        {
-            let mut state = self.state.lock_mut();
-            if state.is_terminal() {
-                return None;
-            }
-            *state = SubscriptionState::Active {
-                snapshot: snapshot.clone(),
-                loaded_all,
-            };
+        let mut state = self.state.lock_mut();
+        if state.is_terminal() {
+            return None;
         }
+        // The rows first: whoever sees the new state and asks for `signal_vec` then starts
+        // from these rows.
+        let edits = self.edits.replace(Vec::new());
         if let Some(diffs) = &self.diffs {
             let rows = self.rows.clone().unwrap_or_default();
             if let Some(vec) = &*lock(&diffs.vec) {
-                apply_diff(vec, &rows);
+                match edits {
+                    Some(edits) => replay(vec, edits),
+                    None => apply_diff(vec, &rows),
+                }
             }
             *lock(&diffs.published) = rows;
         }
+        *state = SubscriptionState::Active {
+            snapshot: snapshot.clone(),
+            loaded_all,
+        };
+        drop(state);
         let callback = self.on_snapshot.clone()?;
         Some(Box::new(move || callback(&snapshot, loaded_all)))
     }
@@ -274,8 +334,23 @@ impl<T: Clone + Send + Sync + 'static, X: RowType> Output for TypedOutput<T, X> 
     }
 }
 
+/// Applies the row changes since the last publish to a `MutableVec` that holds the rows as
+/// last published.
+fn replay<X>(vec: &MutableVec<Arc<X>>, edits: Vec<Edit<X>>) {
+    let mut lock = vec.lock_mut();
+    for edit in edits {
+        match edit {
+            Edit::Set(index, row) => lock.set_cloned(index, row),
+            Edit::Insert(index, row) => lock.insert_cloned(index, row),
+            Edit::Remove(index) => drop(lock.remove(index)),
+            Edit::Move(from, to) => lock.move_from_to(from, to),
+        }
+    }
+}
+
 /// Brings a `MutableVec` from its current rows to `rows` with keyed diffs: removals, moves,
-/// inserts, and replacements of rows whose snapshot changed.
+/// inserts, and replacements of rows whose snapshot changed. Used after a whole window
+/// arrived; row changes are replayed instead (see [`replay`]).
 fn apply_diff<X: RowType>(vec: &MutableVec<Arc<X>>, rows: &Vector<Arc<X>>) {
     let mut lock = vec.lock_mut();
     let wanted: std::collections::HashSet<X::Key> = rows.iter().map(|r| r.key()).collect();

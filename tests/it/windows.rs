@@ -270,3 +270,123 @@ async fn sender_filters_and_missing_users_are_live() {
     settle(&sessions).await;
     assert_eq!(carol.latest().unwrap().unwrap().name, "Carol");
 }
+
+/// A list's keyed diffs are the changes themselves, never the whole list again: a message to
+/// the last conversation moves its row to the front and then replaces that row's snapshot, a
+/// new conversation is one insert, a left one one removal, and older messages loaded are
+/// inserted at the end. Replaying the diffs gives every snapshot.
+#[tokio::test]
+async fn keyed_diffs_are_the_changes() {
+    use std::sync::Arc;
+
+    use futures_signals::signal_vec::{SignalVecExt, VecDiff};
+    use futures_util::StreamExt;
+
+    let sessions = users(&["alice"]).await;
+    let alice = &sessions[0];
+    for c in ["a", "b", "c"] {
+        conversation(alice, c, &[]).await;
+        alice.conversation(c).unwrap().send(c).await.unwrap();
+    }
+    let list = alice.subscribe_conversations(None);
+    list.connected().await.unwrap();
+    let mut diffs = list.signal_vec().to_stream();
+    let mut replay = match diffs.next().await {
+        Some(VecDiff::Replace { values }) => values,
+        other => panic!("expected the rows first, got {other:?}"),
+    };
+    // Applies diffs until the replay equals the latest snapshot; returns their kinds.
+    async fn kinds<X: std::fmt::Debug>(
+        diffs: &mut (impl futures_util::Stream<Item = VecDiff<Arc<X>>> + Unpin),
+        replay: &mut Vec<Arc<X>>,
+        latest: &talkstore::Vector<Arc<X>>,
+    ) -> Vec<&'static str> {
+        let mut kinds = Vec::new();
+        while replay.len() != latest.len()
+            || replay.iter().zip(latest).any(|(a, b)| !Arc::ptr_eq(a, b))
+        {
+            let diff = diffs.next().await.expect("a diff");
+            kinds.push(match diff {
+                VecDiff::InsertAt { index, value } => {
+                    replay.insert(index, value);
+                    "insert"
+                }
+                VecDiff::UpdateAt { index, value } => {
+                    replay[index] = value;
+                    "update"
+                }
+                VecDiff::RemoveAt { index } => {
+                    replay.remove(index);
+                    "remove"
+                }
+                VecDiff::Move {
+                    old_index,
+                    new_index,
+                } => {
+                    let row = replay.remove(old_index);
+                    replay.insert(new_index, row);
+                    "move"
+                }
+                VecDiff::Push { value } => {
+                    replay.push(value);
+                    "insert"
+                }
+                VecDiff::Pop {} => {
+                    replay.pop();
+                    "remove"
+                }
+                other => panic!("a whole-list diff: {other:?}"),
+            });
+        }
+        kinds
+    }
+    let ids = |l: &talkstore::Vector<Arc<talkstore::ConversationSnapshot>>| -> Vec<String> {
+        l.iter().map(|c| c.id.to_string()).collect()
+    };
+
+    alice
+        .conversation("a")
+        .unwrap()
+        .send("again")
+        .await
+        .unwrap();
+    let latest = list.latest().unwrap();
+    assert_eq!(ids(&latest), ["a", "c", "b"]);
+    assert_eq!(
+        kinds(&mut diffs, &mut replay, &latest).await,
+        ["move", "update"]
+    );
+
+    conversation(alice, "d", &[]).await;
+    let latest = list.latest().unwrap();
+    assert_eq!(ids(&latest), ["d", "a", "c", "b"]);
+    assert_eq!(kinds(&mut diffs, &mut replay, &latest).await, ["insert"]);
+
+    alice
+        .conversation("c")
+        .unwrap()
+        .participant("alice")
+        .unwrap()
+        .delete()
+        .await
+        .unwrap();
+    let latest = list.latest().unwrap();
+    assert_eq!(ids(&latest), ["d", "a", "b"]);
+    assert_eq!(kinds(&mut diffs, &mut replay, &latest).await, ["remove"]);
+
+    let chat = alice.conversation("a").unwrap();
+    for i in 0..40 {
+        chat.send(format!("m{i}")).await.unwrap();
+    }
+    let messages = chat.subscribe_messages(None);
+    messages.connected().await.unwrap();
+    let mut diffs = messages.signal_vec().to_stream();
+    let mut replay = match diffs.next().await {
+        Some(VecDiff::Replace { values }) => values,
+        other => panic!("expected the rows first, got {other:?}"),
+    };
+    messages.load_more(Some(5)).await.unwrap();
+    let latest = messages.latest().unwrap().unwrap();
+    assert_eq!(latest.len(), 35);
+    assert_eq!(kinds(&mut diffs, &mut replay, &latest).await, ["insert"; 5]);
+}
