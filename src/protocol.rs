@@ -15,7 +15,7 @@ use crate::params::{ConversationParams, EditParams, ParticipantParams, UserParam
 
 /// The protocol version, sent in [`ServerFrame::Hello`]; bumped on incompatible changes.
 #[cfg(feature = "server")]
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// Identifies a subscription within one connection; chosen by the client.
 pub(crate) type SubId = u64;

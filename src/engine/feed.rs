@@ -393,11 +393,11 @@ impl Feed {
 
     /// How `events` change a window that [`Feed::affects`] chose. Events that concern one
     /// item place that item again: anything in one conversation for a conversation list, a
-    /// new (or, filtered, an edited) message for a message window, another user's
-    /// participation for a participant list. The rest re-lists: a change of the user's own
-    /// participation (what they may see), a deleted message (replies to it read less), a
-    /// user change under a message filter (it may match messages of theirs), the single-record
-    /// targets, and windows without a bound yet.
+    /// new, a deleted (with the window's replies to it, which read less) or, filtered, an
+    /// edited message for a message window, another user's participation for a participant
+    /// list. The rest re-lists: a change of the user's own participation (what they may see),
+    /// a user change under a message filter (it may match messages of theirs), the
+    /// single-record targets, and windows without a bound yet.
     fn plan(&self, sub: &FeedSub, events: &[Event]) -> Plan {
         if sub.items.is_none() || !matches!(sub.bound, Bound::All | Bound::From(_)) {
             return Plan::Relist;
@@ -427,9 +427,39 @@ impl Feed {
                     } if c == conversation && filter.is_some() => {
                         (EntityKey::message(message), false)
                     }
-                    Event::MessageCreated { .. } | Event::MessageChanged { .. } => continue,
+                    Event::MessageDeleted {
+                        conversation: c,
+                        message,
+                    } if c == conversation => {
+                        // Replies in the window read the deleted message: place them again.
+                        let key = EntityKey::message(message);
+                        let readers = sub.needed.get(&key).copied().unwrap_or(0);
+                        if readers > usize::from(sub.entries.contains_key(&key)) {
+                            for (item, (_, reads)) in &sub.entries {
+                                if *item != key && reads.contains(&key) {
+                                    items.push((item.clone(), false));
+                                }
+                            }
+                        }
+                        (key, false)
+                    }
+                    Event::MessageCreated { .. }
+                    | Event::MessageChanged { .. }
+                    | Event::MessageDeleted { .. }
+                    | Event::ConversationChanged { .. }
+                    | Event::ReadChanged { .. } => continue,
                     Event::UserChanged { .. } if filter.is_none() => continue,
-                    _ => return Plan::Relist,
+                    Event::ParticipantChanged {
+                        conversation: c,
+                        user,
+                    }
+                    | Event::ParticipantRemoved {
+                        conversation: c,
+                        user,
+                    } if c != conversation || user != me => continue,
+                    Event::UserChanged { .. }
+                    | Event::ParticipantChanged { .. }
+                    | Event::ParticipantRemoved { .. } => return Plan::Relist,
                 },
                 (
                     Target::Participants { conversation },
@@ -497,6 +527,7 @@ impl Feed {
         // First decide where each item goes (nothing changes before a re-list is ruled out:
         // the only early return comes before `below` is touched, for message windows).
         let mut moves = Vec::new();
+        let mut emptied_below = false;
         for (key, new) in items {
             let sort = self.sort_key(storage, &sub.target, key)?;
             let joins = sort.clone().filter(|sort| match &sub.bound {
@@ -506,7 +537,10 @@ impl Feed {
             let was_in = sub.entries.contains_key(key);
             if !was_in && !new && !sub.loaded_all && sub.below.is_none() {
                 // It may have been below the bound, which decides `loaded_all`.
-                return Ok(None);
+                match anything_below(storage, sub)? {
+                    Some(any) => emptied_below |= !any,
+                    None => return Ok(None),
+                }
             }
             if let Some(below) = &mut sub.below {
                 below.remove(key);
@@ -519,6 +553,9 @@ impl Feed {
             }
         }
         let mut changed = false;
+        if emptied_below {
+            (sub.loaded_all, sub.bound, changed) = (true, Bound::All, true);
+        }
         if let Some(below) = &sub.below {
             changed = sub.loaded_all != below.is_empty();
             sub.loaded_all = below.is_empty();
@@ -651,7 +688,10 @@ impl Feed {
             let mut collector = Collector::default();
             let mut reads = HashSet::new();
             for (_, key) in items.iter().flatten() {
-                reads.extend(reads_of(storage, &self.me, key, &mut collector).unwrap());
+                let read = reads_of(storage, &self.me, key, &mut collector).unwrap();
+                let kept: HashSet<&EntityKey> = sub.entries[key].1.iter().collect();
+                assert_eq!(kept, read.iter().collect(), "{what}: the reads of {key:?}");
+                reads.extend(read);
             }
             let needed: HashSet<EntityKey> = sub.needed.keys().cloned().collect();
             assert_eq!(needed, reads, "{what}");
@@ -1198,6 +1238,27 @@ fn message_matches(
     }))
 }
 
+/// Whether a message window without a filter has messages below its bound: one storage
+/// read. `None` for other windows, which cannot tell without reading.
+fn anything_below(storage: &dyn Storage, sub: &FeedSub) -> StorageResult<Option<bool>> {
+    let (
+        Target::Messages {
+            conversation,
+            filter: None,
+        },
+        Bound::From(SortKey(created_at, ordinal, _)),
+    ) = (&sub.target, &sub.bound)
+    else {
+        return Ok(None);
+    };
+    let bound = MessagePos {
+        created_at: *created_at,
+        ordinal: *ordinal,
+    };
+    let below = storage.messages_before(conversation, Some(bound), 1)?;
+    Ok(Some(!below.is_empty()))
+}
+
 fn message_sort_key(pos: MessagePos) -> SortKey {
     SortKey(pos.created_at, pos.ordinal, String::new())
 }
@@ -1264,6 +1325,8 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Send(usize, usize),
+        /// A message in `c0` replying to another.
+        Reply(usize, u64),
         Edit(usize, u64),
         Delete(usize, u64),
         MarkRead(usize, usize),
@@ -1277,9 +1340,11 @@ mod tests {
         let (u, c) = (0..USERS, 0..CONVERSATIONS);
         // Mostly `c0`, whose message window is open, and the first few conversations.
         let hot = prop_oneof![3 => Just(0_usize), 2 => 0..4_usize, 1 => c.clone()];
-        let message = 1..(BACKLOG as u64 + 60);
+        // Mostly the newest messages of the backlog, so that replies to them get deleted.
+        let message = prop_oneof![2 => 28..(BACKLOG as u64 + 1), 1 => 1..(BACKLOG as u64 + 60)];
         prop_oneof![
             6 => (u.clone(), hot.clone()).prop_map(|(u, c)| Op::Send(u, c)),
+            2 => (u.clone(), message.clone()).prop_map(|(u, m)| Op::Reply(u, m)),
             1 => (u.clone(), message.clone()).prop_map(|(u, m)| Op::Edit(u, m)),
             2 => (u.clone(), message).prop_map(|(u, m)| Op::Delete(u, m)),
             2 => (u.clone(), hot.clone()).prop_map(|(u, c)| Op::MarkRead(u, c)),
@@ -1371,12 +1436,16 @@ mod tests {
     }
 
     fn send(engine: &Engine, conn: ConnId, c: usize) {
+        send_reply(engine, conn, c, None);
+    }
+
+    fn send_reply(engine: &Engine, conn: ConnId, c: usize, reply_to: Option<MessageId>) {
         static KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let key = KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let message = WireSend {
             content: plain_text("hi"),
             custom: Default::default(),
-            referenced_message: None,
+            referenced_message: reply_to,
             idempotency_key: format!("k{key}"),
         };
         let request = Request::Send {
@@ -1390,6 +1459,7 @@ mod tests {
         let message = |m: u64| MessageId::new(format!("msg_{m}"));
         let request = match op {
             Op::Send(u, c) => return send(engine, conns[u], c),
+            Op::Reply(u, m) => return send_reply(engine, conns[u], 0, Some(message(m))),
             Op::Join(u, c) => return join(engine, conns[u], u, c),
             Op::Edit(_, m) | Op::Delete(_, m) => {
                 let conversation = conversation(0);
@@ -1423,14 +1493,16 @@ mod tests {
         let u = match op {
             Op::Edit(u, _) | Op::Delete(u, _) | Op::MarkRead(u, _) | Op::MarkUnread(u, _) => u,
             Op::Leave(u, _) | Op::LoadMore(u, _, _) | Op::Send(u, _) | Op::Join(u, _) => u,
+            Op::Reply(u, _) => u,
         };
         engine.handle(conns[u], ClientFrame { id: 0, request });
     }
 
     /// The incremental paths list nothing: a new message in a conversation at the top of the
     /// lists and in the open message windows, one in a conversation below a list's bound
-    /// (which moves to the front), a read mark and an edit each read no list from storage,
-    /// where re-listing would read every conversation and a window's worth of messages.
+    /// (which moves to the front), a read mark, an edit, and deleting a message in the windows
+    /// and one below them each read no list from storage (or a few rows), where re-listing
+    /// would read every conversation and a window's worth of messages.
     #[test]
     fn commits_read_what_they_change_not_the_windows() {
         let (engine, conns, _inboxes) = world();
@@ -1440,11 +1512,22 @@ mod tests {
             Op::Send(0, 2),
             Op::MarkRead(0, 0),
             Op::Edit(0, 3),
+            // The newest message of the backlog (in the windows), then the oldest (below them).
+            Op::Delete(0, BACKLOG as u64),
+            Op::Delete(0, 1),
         ];
         for op in ops {
             let before = listed();
             apply(&engine, &conns, op.clone());
-            assert_eq!(listed() - before, 0, "{op:?} listed");
+            // A delete reads the conversation's 2 participants (it keeps their unread
+            // counts), and one below a window reads one message per window (is anything
+            // left below it?); a re-list reads every conversation or 30 messages.
+            let bound = if let Op::Delete(..) = op { 4 } else { 0 };
+            assert!(
+                listed() - before <= bound,
+                "{op:?} listed {}",
+                listed() - before
+            );
         }
         // The counter counts: a re-list (u2 joining changes what u2 may see) does list.
         let before = listed();
@@ -1525,6 +1608,21 @@ mod tests {
                     _ => {}
                 }
             }
+        }
+    }
+
+    /// Deleting a message re-reads the window's replies to it, which no longer read its
+    /// sender.
+    #[test]
+    fn deleting_a_message_rereads_its_replies() {
+        let (engine, conns, _inboxes) = world();
+        for op in [Op::Reply(1, 30), Op::Delete(0, 30)] {
+            apply(&engine, &conns, op);
+            engine.with_state(|state| {
+                for connection in state.connections.values() {
+                    connection.feed.check(state.storage());
+                }
+            });
         }
     }
 
