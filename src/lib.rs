@@ -88,6 +88,12 @@ mod session;
 mod store;
 mod transport;
 
+/// The hash maps and sets of the engine's and the store's per-key bookkeeping: foldhash,
+/// randomly seeded per map, several times faster than SipHash on short ids.
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// See [`HashMap`].
+pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 #[cfg(feature = "sqlite")]
 #[doc(inline)]
 pub use self::engine::Durability;

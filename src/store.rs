@@ -26,12 +26,10 @@ use std::{
 
 use dashmap::DashMap;
 
-type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
-
 use self::assemble::Lookup;
 pub(crate) use self::assemble::{Bundle, Node, Rec, node};
 use crate::{
+    HashMap as Map, HashSet as Set,
     model::UserId,
     protocol::{EntityKey, MAX_HELD_KEYS, Position, Restore, RowChange, SubId, Update, WireError},
 };

@@ -8,7 +8,7 @@
 //! the client lacks or holds stale versions of, and removes nothing else: the client store
 //! collects its own garbage.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use super::{
     EngineError, EngineResult, Event, MAX_SUBSCRIPTIONS_PER_CONNECTION, Storage,
@@ -16,6 +16,7 @@ use super::{
     view::{self, Collector},
 };
 use crate::{
+    HashMap, HashSet,
     model::{
         ConversationFacts, ConversationFilter, ConversationId, MessageFacts, MessageFilter,
         MessageRecord, UserId,
@@ -111,8 +112,8 @@ impl Feed {
     pub(crate) fn new(me: UserId) -> Self {
         Self {
             me,
-            subs: HashMap::new(),
-            known: HashMap::new(),
+            subs: HashMap::default(),
+            known: HashMap::default(),
             key_changes: Vec::new(),
             resume: None,
         }
@@ -157,7 +158,7 @@ impl Feed {
             ));
         }
         let (bound, unchanged) = match restore {
-            None => (Bound::First(target.paging().first), HashSet::new()),
+            None => (Bound::First(target.paging().first), HashSet::default()),
             Some(Restore {
                 len,
                 oldest,
@@ -182,9 +183,9 @@ impl Feed {
                 loaded_all: false,
                 sent: false,
                 changes: None,
-                entries: HashMap::new(),
+                entries: HashMap::default(),
                 below: None,
-                needed: HashMap::new(),
+                needed: HashMap::default(),
             },
         );
         let mut updates = Vec::new();
@@ -198,7 +199,7 @@ impl Feed {
                 *sent = Some(record.clone());
             }
         }
-        self.send_records(collector, &HashSet::new(), storage, &mut updates)?;
+        self.send_records(collector, &HashSet::default(), storage, &mut updates)?;
         Ok(updates)
     }
 
@@ -219,19 +220,19 @@ impl Feed {
                 && now - since.seq <= MAX_RESUME_EVENTS
                 && held.len() <= MAX_HELD_KEYS
         }) else {
-            return Ok(HashSet::new());
+            return Ok(HashSet::default());
         };
         let mut touched = match self.resume.take() {
             Some(touched) if touched.since == since => touched,
             _ => Touched {
                 since,
                 upto: since.seq,
-                keys: HashSet::new(),
+                keys: HashSet::default(),
             },
         };
         // Only the events after those already read for this position.
         let Some(events) = storage.events_after(touched.upto)? else {
-            return Ok(HashSet::new());
+            return Ok(HashSet::default());
         };
         touched.keys.extend(touched_keys(&events));
         touched.upto = now;
@@ -269,7 +270,7 @@ impl Feed {
         let mut updates = Vec::new();
         let mut collector = Collector::default();
         self.recompute(storage, sub, count, &mut collector, &mut updates)?;
-        self.send_records(collector, &HashSet::new(), storage, &mut updates)?;
+        self.send_records(collector, &HashSet::default(), storage, &mut updates)?;
         Ok(updates)
     }
 
@@ -668,7 +669,7 @@ impl Feed {
     /// every needed key is the current one.
     #[cfg(test)]
     fn check(&self, storage: &dyn Storage) {
-        let mut wanted: HashMap<EntityKey, usize> = HashMap::new();
+        let mut wanted: HashMap<EntityKey, usize> = HashMap::default();
         for (id, sub) in &self.subs {
             let mut bound = sub.bound.clone();
             let reach = Reach::of(&bound, 0);
@@ -686,7 +687,7 @@ impl Feed {
             assert_eq!(sub.items, items.clone().map(VecDeque::from), "{what}");
             assert_eq!(sub.loaded_all, loaded_all, "{what}");
             let mut collector = Collector::default();
-            let mut reads = HashSet::new();
+            let mut reads = HashSet::default();
             for (_, key) in items.iter().flatten() {
                 let read = reads_of(storage, &self.me, key, &mut collector).unwrap();
                 let kept: HashSet<&EntityKey> = sub.entries[key].1.iter().collect();
@@ -760,7 +761,7 @@ impl Feed {
                 (Some(items), loaded_all)
             }
         };
-        let mut entries = HashMap::new();
+        let mut entries = HashMap::default();
         for (sort, key) in items.iter().flatten() {
             let reads = reads_of(storage, &self.me, key, collector)?;
             sub.add_reads(&reads, changes);
@@ -959,14 +960,14 @@ fn reads_of(
     collector: &mut Collector,
 ) -> StorageResult<Vec<EntityKey>> {
     collector.collect(storage, me, key)?;
-    let mut reads = HashSet::new();
+    let mut reads = HashSet::default();
     closure(&collector.records, me, key, &mut reads);
     Ok(reads.into_iter().collect())
 }
 
 /// The keys whose records the events may have changed.
 pub(crate) fn touched_keys(events: &[Event]) -> HashSet<EntityKey> {
-    let mut keys = HashSet::new();
+    let mut keys = HashSet::default();
     for event in events {
         match event {
             Event::UserChanged { user } => {
@@ -1556,7 +1557,7 @@ mod tests {
             ops in proptest::collection::vec(op(), 1..60)
         ) {
             let (engine, conns, mut inboxes) = world();
-            let mut clients = vec![HashMap::new(); USERS];
+            let mut clients = vec![HashMap::default(); USERS];
             let mut check = |engine: &Engine| {
                 for (u, inbox) in inboxes.iter_mut().enumerate() {
                     apply_pushes(inbox, &mut clients[u]);

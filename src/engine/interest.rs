@@ -6,10 +6,9 @@
 //! connection, a superset of both: the keys its feed holds, and what its subscriptions' targets
 //! watch.
 
-use std::collections::{HashMap, HashSet};
-
 use super::{ConnId, Event, Storage, view};
 use crate::{
+    HashMap, HashSet,
     model::{ConversationId, UserId},
     protocol::{EntityKey, Target},
 };
@@ -75,7 +74,7 @@ impl Interest {
         me: &UserId,
         targets: impl Iterator<Item = &'a Target>,
     ) {
-        let mut watches = HashSet::new();
+        let mut watches = HashSet::default();
         let mut list = None;
         for target in targets {
             match target {
@@ -136,7 +135,7 @@ impl Interest {
         events: &[Event],
         touched: &HashSet<EntityKey>,
     ) -> HashSet<ConnId> {
-        let mut conns = HashSet::new();
+        let mut conns = HashSet::default();
         for key in touched {
             conns.extend(self.holders.get(key).into_iter().flatten());
         }

@@ -26,8 +26,9 @@ pub(crate) const SQLITE_LOG_CAPACITY: u64 = 100_000;
 const CACHE_CAPACITY: usize = 10_000;
 
 /// Records recently read or written, kept in step with the database (every write goes through
-/// it), so that the reads every send makes (its conversation, the sender's participant) skip
-/// SQLite and JSON. `None` caches an absent record. Emptied on rollback.
+/// it), so that the reads every send makes (its conversation, the sender's participant) and
+/// those its push makes per connection (the message, its sender) skip SQLite and JSON. `None`
+/// caches an absent record. Emptied on rollback.
 struct Cache<K, V>(RefCell<HashMap<K, Option<V>>>);
 
 impl<K: Eq + Hash, V: Clone> Cache<K, V> {
@@ -54,6 +55,11 @@ impl<K: Eq + Hash, V: Clone> Cache<K, V> {
             map.clear();
         }
         map.insert(key, value);
+    }
+
+    /// Drops what is cached for `key`: the next read loads it.
+    fn forget(&self, key: &K) {
+        self.0.borrow_mut().remove(key);
     }
 
     fn clear(&self) {
@@ -267,6 +273,9 @@ pub(crate) struct SqliteStorage {
     stored_time: Timestamp,
     conversations: Cache<ConversationId, StoredConversation>,
     participants: Cache<(ConversationId, UserId), StoredParticipant>,
+    /// Users and messages, which a commit's push reads once per connection that shows them.
+    users: Cache<UserId, StoredUser>,
+    messages: Cache<MessageId, (MessageRecord, MessagePos)>,
     /// Conversations changed in the open transaction, written once at commit: every send
     /// changes its conversation's last message, and a batch holds many sends to few
     /// conversations.
@@ -306,6 +315,8 @@ impl SqliteStorage {
             stored_time: 0,
             conversations: Cache::new(),
             participants: Cache::new(),
+            users: Cache::new(),
+            messages: Cache::new(),
             unwritten: HashMap::new(),
             unwritten_participants: RefCell::default(),
             checkpoint: None,
@@ -499,7 +510,9 @@ impl SqliteStorage {
 
 impl Storage for SqliteStorage {
     fn user(&self, id: &UserId) -> StorageResult<Option<StoredUser>> {
-        self.one("SELECT data FROM users WHERE id = ?1", [id.as_str()])
+        self.users.get_or_load(id.clone(), || {
+            self.one("SELECT data FROM users WHERE id = ?1", [id.as_str()])
+        })
     }
 
     fn put_user(&mut self, user: StoredUser) -> StorageResult<()> {
@@ -508,7 +521,9 @@ impl Storage for SqliteStorage {
             "INSERT INTO users (id, data) VALUES (?1, ?2)
              ON CONFLICT (id) DO UPDATE SET data = excluded.data",
             params![user.public.id.as_str(), data],
-        )
+        )?;
+        self.users.put(user.public.id.clone(), Some(user));
+        Ok(())
     }
 
     fn conversation(&self, id: &ConversationId) -> StorageResult<Option<StoredConversation>> {
@@ -636,15 +651,19 @@ impl Storage for SqliteStorage {
     }
 
     fn message(&self, id: &MessageId) -> StorageResult<Option<(MessageRecord, MessagePos)>> {
-        Ok(self
-            .message_rows(
-                "SELECT data, created_at, ordinal FROM messages WHERE id = ?1",
-                [id.as_str()],
-            )?
-            .pop())
+        self.messages.get_or_load(id.clone(), || {
+            Ok(self
+                .message_rows(
+                    "SELECT data, created_at, ordinal FROM messages WHERE id = ?1",
+                    [id.as_str()],
+                )?
+                .pop())
+        })
     }
 
     fn put_message(&mut self, message: MessageRecord, pos: MessagePos) -> StorageResult<()> {
+        // An edit keeps the stored position: the next read loads the message as stored.
+        self.messages.forget(&message.id);
         let data = to_json(&message)?;
         self.write(
             "INSERT INTO messages (id, conversation, created_at, ordinal, sender, user_message, data)
@@ -663,7 +682,9 @@ impl Storage for SqliteStorage {
     }
 
     fn remove_message(&mut self, id: &MessageId) -> StorageResult<()> {
-        self.write("DELETE FROM messages WHERE id = ?1", [id.as_str()])
+        self.write("DELETE FROM messages WHERE id = ?1", [id.as_str()])?;
+        self.messages.put(id.clone(), None);
+        Ok(())
     }
 
     fn messages_before(
@@ -847,6 +868,8 @@ impl Storage for SqliteStorage {
             self.counters = self.at_begin;
             self.conversations.clear();
             self.participants.clear();
+            self.users.clear();
+            self.messages.clear();
             self.unwritten.clear();
             self.unwritten_participants.get_mut().clear();
             if let Err(error) = self.run("ROLLBACK", []) {

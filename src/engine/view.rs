@@ -1,9 +1,8 @@
 //! What one user can see: visibility rules and the records a snapshot needs.
 
-use std::collections::{HashMap, HashSet};
-
 use super::{Storage, storage::StorageResult, unread};
 use crate::{
+    HashMap, HashSet,
     model::{ConversationId, MessageId, ReadStateRecord, UserId},
     protocol::{EntityKey, Record},
 };
