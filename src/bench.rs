@@ -178,7 +178,9 @@ impl Harness {
             message_conversation: (0..messages).map(|m| m % conversations).collect(),
         };
         let mut updates: Vec<Update> = Vec::new();
-        let record = |record| Update::Upsert { record };
+        let record = |record: Record| Update::Upsert {
+            record: record.into(),
+        };
         updates.extend((0..users).map(|u| record(Record::User(user(u, 0)))));
         updates.extend(
             (0..messages).map(|m| record(Record::Message(message(m, m % conversations, None, 0)))),
@@ -286,7 +288,9 @@ impl Harness {
                 } else {
                     self.latest.get(&name).copied().unwrap_or(0)
                 };
-                let upsert = |record| Update::Upsert { record };
+                let upsert = |record: Record| Update::Upsert {
+                    record: record.into(),
+                };
                 match *event {
                     Event::UserEdited(u) => Frame {
                         updates: vec![upsert(Record::User(user(u, v)))],
@@ -409,6 +413,7 @@ impl BareHarness {
             let Update::Upsert { record } = update else {
                 continue;
             };
+            let record = Arc::unwrap_or_clone(record);
             let key = frame.touched.clone();
             if self.k == 0 {
                 let value: Arc<dyn std::any::Any + Send + Sync> = match record {
@@ -486,10 +491,10 @@ impl ListHarness {
         );
         let mut updates = vec![
             Update::Upsert {
-                record: Record::User(user(0, 0)),
+                record: Record::User(user(0, 0)).into(),
             },
             Update::Upsert {
-                record: Record::User(user(1, 0)),
+                record: Record::User(user(1, 0)).into(),
             },
         ];
         let mut items = Vec::new();
@@ -500,16 +505,16 @@ impl ListHarness {
                 1
             };
             updates.push(Update::Upsert {
-                record: Record::Message(message(c, c, Some(sender), 0)),
+                record: Record::Message(message(c, c, Some(sender), 0)).into(),
             });
             updates.push(Update::Upsert {
-                record: Record::Conversation(conversation(c, Some(c))),
+                record: Record::Conversation(conversation(c, Some(c))).into(),
             });
             updates.push(Update::Upsert {
-                record: Record::ReadState(read_state(c, 0)),
+                record: Record::ReadState(read_state(c, 0)).into(),
             });
             updates.push(Update::Upsert {
-                record: Record::Participant(me_in(c)),
+                record: Record::Participant(me_in(c)).into(),
             });
             items.push(EntityKey::conversation(&ConversationId::new(format!(
                 "c{c}"
@@ -538,7 +543,7 @@ impl ListHarness {
         self.version += 1;
         Frame {
             updates: vec![Update::Upsert {
-                record: Record::User(user(0, self.version)),
+                record: Record::User(user(0, self.version)).into(),
             }],
             touched: String::new(),
         }

@@ -269,11 +269,15 @@ impl State {
             return;
         };
         let touched = feed::touched_keys(events);
+        let mut reads = view::Reads::default();
         for id in self.interest.concerned(storage, events, &touched) {
             let Some(connection) = self.connections.get_mut(&id) else {
                 continue;
             };
-            match connection.feed.on_events(storage, events, &touched) {
+            match connection
+                .feed
+                .on_events(storage, events, &touched, &mut reads)
+            {
                 Ok(updates) => self.outgoing.extend(push(id, position, updates)),
                 Err(error) => tracing::error!(%error, "feed failed to compute a push"),
             }

@@ -5,6 +5,8 @@
 //! The server sends normalized entity records and window memberships, never denormalized
 //! snapshots; the client store assembles snapshots (DESIGN.md, decision 1).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
@@ -404,8 +406,8 @@ pub(crate) struct WireError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub(crate) enum Update {
-    /// An entity was created or changed.
-    Upsert { record: Record },
+    /// An entity was created or changed. Shared: one record often goes to many connections.
+    Upsert { record: Arc<Record> },
     /// An entity no longer exists (or is no longer visible).
     Remove { key: EntityKey },
     /// A subscription's window: its items in order, or `None` if the root is missing or not

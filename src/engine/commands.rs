@@ -1,10 +1,12 @@
 //! The rules of every command: validation first, then writes and the events they cause.
 
+use std::sync::Arc;
+
 use super::{
     EngineError, EngineResult, Event, MAX_MESSAGE_TEXT_BYTES, State, Storage,
     storage::{MessagePos, StoredConversation, StoredParticipant, StoredUser},
     unread,
-    view::{self, Collector},
+    view::{self, Collector, Reads},
 };
 use crate::{
     model::{
@@ -67,11 +69,16 @@ pub(super) fn read(state: &State, me: &UserId, request: Request) -> EngineResult
         }
         _ => return Err(invalid("not a read")),
     };
-    let mut collector = Collector::default();
+    let mut reads = Reads::default();
+    let mut collector = Collector::new(&mut reads);
     let root = collector.collect(storage, me, &key)?.then_some(key);
     Ok(Response::Found {
         root,
-        records: collector.records.into_values().collect(),
+        records: collector
+            .records
+            .into_values()
+            .map(Arc::unwrap_or_clone)
+            .collect(),
     })
 }
 

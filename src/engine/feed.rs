@@ -8,12 +8,12 @@
 //! the client lacks or holds stale versions of, and removes nothing else: the client store
 //! collects its own garbage.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
 use super::{
     EngineError, EngineResult, Event, MAX_SUBSCRIPTIONS_PER_CONNECTION, Storage,
     storage::{MessagePos, StorageResult, StoredParticipant},
-    view::{self, Collector},
+    view::{self, Collector, Reads},
 };
 use crate::{
     HashMap, HashSet,
@@ -102,7 +102,7 @@ pub(crate) struct Feed {
     me: UserId,
     subs: HashMap<SubId, FeedSub>,
     /// The last record sent per needed key, with the number of subscriptions needing it.
-    known: HashMap<EntityKey, (Option<Record>, usize)>,
+    known: HashMap<EntityKey, (Option<Arc<Record>>, usize)>,
     /// Keys added to (`true`) or removed from `known` since [`Feed::take_key_changes`].
     key_changes: Vec<(EntityKey, bool)>,
     resume: Option<Touched>,
@@ -189,7 +189,8 @@ impl Feed {
             },
         );
         let mut updates = Vec::new();
-        let mut collector = Collector::default();
+        let mut reads = Reads::default();
+        let mut collector = Collector::new(&mut reads);
         self.recompute(storage, sub, 0, &mut collector, &mut updates)?;
         // The client holds these current: count them as sent.
         for key in &unchanged {
@@ -268,7 +269,8 @@ impl Feed {
             ));
         }
         let mut updates = Vec::new();
-        let mut collector = Collector::default();
+        let mut reads = Reads::default();
+        let mut collector = Collector::new(&mut reads);
         self.recompute(storage, sub, count, &mut collector, &mut updates)?;
         self.send_records(collector, &HashSet::default(), storage, &mut updates)?;
         Ok(updates)
@@ -284,7 +286,8 @@ impl Feed {
     }
 
     /// Computes the push for committed events, which touched the keys `touched` (see
-    /// [`touched_keys`]).
+    /// [`touched_keys`]), reading records through `reads`, which the commit's other feeds
+    /// share.
     ///
     /// # Performance
     ///
@@ -297,6 +300,7 @@ impl Feed {
         storage: &dyn Storage,
         events: &[Event],
         touched: &HashSet<EntityKey>,
+        reads: &mut Reads,
     ) -> StorageResult<Vec<Update>> {
         if self.subs.is_empty() {
             return Ok(Vec::new());
@@ -308,7 +312,7 @@ impl Feed {
             .map(|(id, s)| (*id, self.plan(s, events)))
             .collect();
         let mut updates = Vec::new();
-        let mut collector = Collector::default();
+        let mut collector = Collector::new(reads);
         for (sub, plan) in affected {
             let placed = match plan {
                 Plan::Relist => Ok(false),
@@ -497,7 +501,7 @@ impl Feed {
         storage: &dyn Storage,
         sub: SubId,
         items: &[(EntityKey, bool)],
-        collector: &mut Collector,
+        collector: &mut Collector<'_>,
         updates: &mut Vec<Update>,
     ) -> StorageResult<bool> {
         let Some(mut feed_sub) = self.subs.remove(&sub) else {
@@ -522,7 +526,7 @@ impl Feed {
         storage: &dyn Storage,
         sub: &mut FeedSub,
         items: &[(EntityKey, bool)],
-        collector: &mut Collector,
+        collector: &mut Collector<'_>,
         changes: &mut ReadChanges,
     ) -> StorageResult<Option<bool>> {
         // First decide where each item goes (nothing changes before a re-list is ruled out:
@@ -636,7 +640,12 @@ impl Feed {
     }
 
     /// Counts the keys a subscription started (`gained`) or stopped (`lost`) needing.
-    fn apply(&mut self, changes: ReadChanges, collector: &Collector, updates: &mut Vec<Update>) {
+    fn apply(
+        &mut self,
+        changes: ReadChanges,
+        collector: &Collector<'_>,
+        updates: &mut Vec<Update>,
+    ) {
         for key in changes.gained {
             let entry = self.known.entry(key.clone()).or_insert_with(|| {
                 self.key_changes.push((key.clone(), true));
@@ -686,7 +695,8 @@ impl Feed {
             );
             assert_eq!(sub.items, items.clone().map(VecDeque::from), "{what}");
             assert_eq!(sub.loaded_all, loaded_all, "{what}");
-            let mut collector = Collector::default();
+            let mut fresh = Reads::default();
+            let mut collector = Collector::new(&mut fresh);
             let mut reads = HashSet::default();
             for (_, key) in items.iter().flatten() {
                 let read = reads_of(storage, &self.me, key, &mut collector).unwrap();
@@ -706,8 +716,9 @@ impl Feed {
             .map(|(k, (_, n))| (k.clone(), *n))
             .collect();
         assert_eq!(counted, wanted, "{}", self.me);
+        let mut reads = Reads::default();
         for (key, (sent, _)) in &self.known {
-            let current = view::fetch(storage, &self.me, key).unwrap();
+            let current = reads.fetch(storage, &self.me, key).unwrap();
             assert_eq!(sent, &current, "{} holds {key:?}", self.me);
         }
     }
@@ -719,7 +730,7 @@ impl Feed {
         storage: &dyn Storage,
         sub: SubId,
         extra: usize,
-        collector: &mut Collector,
+        collector: &mut Collector<'_>,
         updates: &mut Vec<Update>,
     ) -> EngineResult<()> {
         let Some(mut feed_sub) = self.subs.remove(&sub) else {
@@ -744,7 +755,7 @@ impl Feed {
         storage: &dyn Storage,
         sub: &mut FeedSub,
         extra: usize,
-        collector: &mut Collector,
+        collector: &mut Collector<'_>,
         changes: &mut ReadChanges,
     ) -> EngineResult<bool> {
         let reach = Reach::of(&sub.bound, extra);
@@ -800,41 +811,42 @@ impl Feed {
     /// collected, and those touched by events.
     fn send_records(
         &mut self,
-        collector: Collector,
+        mut collector: Collector<'_>,
         touched: &HashSet<EntityKey>,
         storage: &dyn Storage,
         updates: &mut Vec<Update>,
     ) -> StorageResult<()> {
-        let mut collected: HashMap<EntityKey, Option<Record>> = collector
-            .records
-            .into_iter()
-            .map(|(key, record)| (key, Some(record)))
-            .collect();
-        let stale = touched.iter().filter(|key| !collected.contains_key(*key));
-        let stale: Vec<EntityKey> = stale.cloned().collect();
-        for key in stale {
-            if self.known.contains_key(&key) {
-                let current = view::fetch(storage, &self.me, &key)?;
-                collected.insert(key, current);
+        for key in touched {
+            if !collector.records.contains_key(key) && self.known.contains_key(key) {
+                let current = collector.fetch(storage, &self.me, key)?;
+                self.offer(key.clone(), current, updates);
             }
         }
-        for (key, current) in collected {
-            let Some((sent, _)) = self.known.get_mut(&key) else {
-                continue;
-            };
-            if *sent == current {
-                continue;
-            }
-
-            match &current {
-                Some(record) => updates.push(Update::Upsert {
-                    record: record.clone(),
-                }),
-                None => updates.push(Update::Remove { key }),
-            }
-            *sent = current;
+        for (key, record) in collector.records {
+            self.offer(key, Some(record), updates);
         }
         Ok(())
+    }
+
+    /// Sends `current` for `key` if the client needs it and holds another version.
+    fn offer(&mut self, key: EntityKey, current: Option<Arc<Record>>, updates: &mut Vec<Update>) {
+        let Some((sent, _)) = self.known.get_mut(&key) else {
+            return;
+        };
+        let same = match (&*sent, &current) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if same {
+            return;
+        }
+        updates.push(match &current {
+            Some(record) => Update::Upsert {
+                record: record.clone(),
+            },
+            None => Update::Remove { key },
+        });
+        *sent = current;
     }
 }
 
@@ -957,7 +969,7 @@ fn reads_of(
     storage: &dyn Storage,
     me: &UserId,
     key: &EntityKey,
-    collector: &mut Collector,
+    collector: &mut Collector<'_>,
 ) -> StorageResult<Vec<EntityKey>> {
     collector.collect(storage, me, key)?;
     let mut reads = HashSet::default();
@@ -1014,7 +1026,7 @@ pub(crate) fn touched_keys(events: &[Event]) -> HashSet<EntityKey> {
 /// the client evicts records no snapshot reads, and the feed does not resend records it
 /// believes the client holds.
 fn closure(
-    records: &HashMap<EntityKey, Record>,
+    records: &HashMap<EntityKey, Arc<Record>>,
     me: &UserId,
     key: &EntityKey,
     out: &mut HashSet<EntityKey>,
@@ -1022,7 +1034,7 @@ fn closure(
     if !out.insert(key.clone()) {
         return;
     }
-    match records.get(key) {
+    match records.get(key).map(|record| &**record) {
         Some(Record::Conversation(c)) => {
             out.insert(EntityKey::read_state(&c.id));
             out.insert(EntityKey::participant(&c.id, me));
@@ -1039,7 +1051,7 @@ fn closure(
             }
             if let Some(r) = &m.referenced_message_id {
                 let key = EntityKey::message(r);
-                if let Some(Record::Message(referenced)) = records.get(&key)
+                if let Some(Record::Message(referenced)) = records.get(&key).map(|r| &**r)
                     && let Some(sender) = &referenced.sender_id
                 {
                     out.insert(EntityKey::user(sender));

@@ -1,5 +1,7 @@
 //! What one user can see: visibility rules and the records a snapshot needs.
 
+use std::sync::Arc;
+
 use super::{Storage, storage::StorageResult, unread};
 use crate::{
     HashMap, HashSet,
@@ -31,53 +33,91 @@ pub(crate) fn read_state(
     unread::read_state(storage, &conversation, &mine).map(Some)
 }
 
-/// The current record behind `key` as `me` may see it, or `None` if it is missing or hidden.
-pub(crate) fn fetch(
-    storage: &dyn Storage,
-    me: &UserId,
-    key: &EntityKey,
-) -> StorageResult<Option<Record>> {
+/// Records read from storage, shared by every viewer they are read for: during one commit's
+/// pushes each record is read (on SQLite, parsed) once, however many connections show it.
+/// Visibility is checked per viewer; read states, which differ per viewer, are not kept.
+///
+/// Valid only while storage does not change: make one per commit or request.
+#[derive(Default)]
+pub(crate) struct Reads(HashMap<EntityKey, Option<Arc<Record>>>);
+
+impl Reads {
+    /// The current record behind `key` as `me` may see it, or `None` if it is missing or
+    /// hidden.
+    pub(crate) fn fetch(
+        &mut self,
+        storage: &dyn Storage,
+        me: &UserId,
+        key: &EntityKey,
+    ) -> StorageResult<Option<Arc<Record>>> {
+        if let EntityKey::ReadState { conversation } = key {
+            let record = read_state(storage, conversation, me)?;
+            return Ok(record.map(|r| Arc::new(Record::ReadState(r))));
+        }
+        let record = match self.0.get(key) {
+            Some(record) => record.clone(),
+            None => {
+                let record = load(storage, key)?.map(Arc::new);
+                self.0.insert(key.clone(), record.clone());
+                record
+            }
+        };
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let visible = match &*record {
+            Record::User(_) => true,
+            Record::Conversation(c) => is_participant(storage, &c.id, me)?,
+            Record::Participant(p) => is_participant(storage, &p.conversation_id, me)?,
+            Record::Message(m) => is_participant(storage, &m.conversation_id, me)?,
+            Record::ReadState(_) => false,
+        };
+        Ok(visible.then_some(record))
+    }
+}
+
+/// The record behind `key`, whoever may see it (not for read states, which are per viewer).
+fn load(storage: &dyn Storage, key: &EntityKey) -> StorageResult<Option<Record>> {
     Ok(match key {
         EntityKey::User { id } => storage.user(id)?.map(|u| Record::User(u.public)),
-        EntityKey::Conversation { id } => {
-            if is_participant(storage, id, me)? {
-                storage
-                    .conversation(id)?
-                    .map(|c| Record::Conversation(c.record))
-            } else {
-                None
-            }
-        }
-        EntityKey::Participant { conversation, user } => {
-            if is_participant(storage, conversation, me)? {
-                storage
-                    .participant(conversation, user)?
-                    .map(|p| Record::Participant(p.record))
-            } else {
-                None
-            }
-        }
-        EntityKey::ReadState { conversation } => {
-            read_state(storage, conversation, me)?.map(Record::ReadState)
-        }
-        EntityKey::Message { id } => match storage.message(id)? {
-            Some((message, _)) if is_participant(storage, &message.conversation_id, me)? => {
-                Some(Record::Message(message))
-            }
-            _ => None,
-        },
+        EntityKey::Conversation { id } => storage
+            .conversation(id)?
+            .map(|c| Record::Conversation(c.record)),
+        EntityKey::Participant { conversation, user } => storage
+            .participant(conversation, user)?
+            .map(|p| Record::Participant(p.record)),
+        EntityKey::Message { id } => storage.message(id)?.map(|(m, _)| Record::Message(m)),
+        EntityKey::ReadState { .. } => None,
     })
 }
 
 /// Gathers the records needed to assemble snapshots: each root record and everything nested
 /// in it (last message, senders, referenced message, participant users).
-#[derive(Default)]
-pub(crate) struct Collector {
-    pub(crate) records: HashMap<EntityKey, Record>,
+pub(crate) struct Collector<'r> {
+    reads: &'r mut Reads,
+    pub(crate) records: HashMap<EntityKey, Arc<Record>>,
     expanded: HashSet<EntityKey>,
 }
 
-impl Collector {
+impl<'r> Collector<'r> {
+    pub(crate) fn new(reads: &'r mut Reads) -> Self {
+        Self {
+            reads,
+            records: HashMap::default(),
+            expanded: HashSet::default(),
+        }
+    }
+
+    /// The current record behind `key` as `me` may see it (see [`Reads::fetch`]).
+    pub(crate) fn fetch(
+        &mut self,
+        storage: &dyn Storage,
+        me: &UserId,
+        key: &EntityKey,
+    ) -> StorageResult<Option<Arc<Record>>> {
+        self.reads.fetch(storage, me, key)
+    }
+
     /// Collects the snapshot rooted at `key`; returns whether the root is visible.
     pub(crate) fn collect(
         &mut self,
@@ -90,14 +130,14 @@ impl Collector {
         }
         let record = match self.records.get(key) {
             Some(record) => record.clone(),
-            None => match fetch(storage, me, key)? {
+            None => match self.fetch(storage, me, key)? {
                 Some(record) => record,
                 None => return Ok(false),
             },
         };
         self.expanded.insert(key.clone());
         let mut nested: Vec<EntityKey> = Vec::new();
-        match &record {
+        match &*record {
             Record::User(_) | Record::ReadState(_) => {}
             Record::Conversation(c) => {
                 self.shallow(storage, me, EntityKey::read_state(&c.id))?;
@@ -121,10 +161,10 @@ impl Collector {
 
     /// One record, without what is nested in it.
     fn shallow(&mut self, storage: &dyn Storage, me: &UserId, key: EntityKey) -> StorageResult<()> {
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.records.entry(key)
-            && let Some(record) = fetch(storage, me, slot.key())?
+        if !self.records.contains_key(&key)
+            && let Some(record) = self.fetch(storage, me, &key)?
         {
-            slot.insert(record);
+            self.records.insert(key, record);
         }
         Ok(())
     }
@@ -140,8 +180,8 @@ impl Collector {
         if self.records.contains_key(&key) {
             return Ok(());
         }
-        if let Some(record) = fetch(storage, me, &key)? {
-            if let Record::Message(m) = &record
+        if let Some(record) = self.fetch(storage, me, &key)? {
+            if let Record::Message(m) = &*record
                 && let Some(sender) = &m.sender_id
             {
                 self.collect(storage, me, &EntityKey::user(sender))?;
