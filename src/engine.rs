@@ -150,6 +150,11 @@ pub(crate) struct State {
     /// Frames of the open batch, sent once its commit succeeds: an answer is never sent
     /// before the writes it reports are durable.
     outgoing: Vec<(ConnId, ServerFrame)>,
+    /// The events of the writes run since the last push, and their answers: consecutive
+    /// writes of a batch are pushed together, one push per connection however many writes
+    /// it sees (see [`State::publish_pending`]).
+    pending: Vec<Event>,
+    held: Vec<(ConnId, ServerFrame)>,
     /// Commands in the open batch.
     batched: usize,
     /// Why the open batch cannot commit, if it cannot.
@@ -215,6 +220,7 @@ impl State {
     /// ([`Dropped::StorageFailure`]): each feed counted the lost writes as sent, so its client
     /// must resume from its last push.
     fn flush(&mut self) {
+        self.publish_pending();
         self.batched = 0;
         // Drained, not taken: a busy engine reuses the queue's memory instead of growing a
         // new one (with a thousand subscribers, a page fault per few frames) on every batch.
@@ -257,6 +263,23 @@ impl State {
                 connection.drop_for(Dropped::SlowReader);
             }
         }
+    }
+
+    /// Pushes the pending writes' events, then queues their answers: each answer comes after
+    /// the push that shows its effects. Runs before anything that reads the feeds or storage
+    /// for a connection (a subscribe, a read, a disconnect) and before a commit, so feeds
+    /// never see an event twice.
+    ///
+    /// # Performance
+    ///
+    /// Under load a batch holds many writes: each connection's feed then handles them in one
+    /// pass and gets one frame, so the cost per delivery falls as the load grows.
+    fn publish_pending(&mut self) {
+        if !self.pending.is_empty() {
+            let events = std::mem::take(&mut self.pending);
+            self.publish(&events);
+        }
+        self.outgoing.append(&mut self.held);
     }
 
     /// Turns committed events into one push per connection that sees them.
@@ -404,6 +427,8 @@ impl Engine {
             interest: Interest::default(),
             next_conn: 1,
             outgoing: Vec::new(),
+            pending: Vec::new(),
+            held: Vec::new(),
             batched: 0,
             failed: None,
         };
@@ -525,12 +550,12 @@ impl Engine {
         command: impl FnOnce(&mut State) -> EngineResult<(T, Vec<Event>)>,
     ) -> EngineResult<T> {
         self.with_state(|state| {
-            let result = state.write(command);
-            if let Ok((_, events)) = &result {
-                state.publish(events);
-            }
+            let result = state.write(command).map(|(value, events)| {
+                state.pending.extend(events);
+                value
+            });
             state.flush();
-            result.map(|(value, _)| value)
+            result
         })
     }
 
@@ -600,6 +625,7 @@ impl Shared {
                             state.batched += 1;
                         }
                         Command::Disconnect(conn) => {
+                            state.publish_pending();
                             state.remove_connection(conn);
                         }
                     }
@@ -617,6 +643,9 @@ impl Shared {
             return;
         };
         let id = frame.id;
+        if !frame.request.is_write() {
+            state.publish_pending();
+        }
         let result = match frame.request {
             Request::Subscribe {
                 sub,
@@ -636,16 +665,23 @@ impl Shared {
             request if request.is_read() => commands::read(state, &me, request),
             request => match state.write(|state| commands::write(state, &me, request)) {
                 Ok((response, events)) => {
-                    state.publish(&events);
-                    Ok(response)
+                    state.pending.extend(events);
+                    let result = Ok(response);
+                    state.held.push((conn, ServerFrame::Response { id, result }));
+                    return;
                 }
                 Err(error) => Err(error),
             },
         };
         let result = result.map_err(EngineError::into_wire);
-        state
-            .outgoing
-            .push((conn, ServerFrame::Response { id, result }));
+        // After the answers held for the pending writes of the batch (a failed write's
+        // answer too: answers keep their order).
+        let queue = if state.held.is_empty() {
+            &mut state.outgoing
+        } else {
+            &mut state.held
+        };
+        queue.push((conn, ServerFrame::Response { id, result }));
     }
 }
 
@@ -677,6 +713,30 @@ impl Request {
                 | Request::GetParticipant { .. }
                 | Request::GetMessage { .. }
         )
+    }
+
+    /// Whether the request writes (its events are pushed with the batch's other writes).
+    /// Exhaustive: a new request must say.
+    fn is_write(&self) -> bool {
+        match self {
+            Request::SetUser { .. }
+            | Request::SetConversation { .. }
+            | Request::MarkRead { .. }
+            | Request::MarkUnread { .. }
+            | Request::Send { .. }
+            | Request::SetParticipant { .. }
+            | Request::DeleteParticipant { .. }
+            | Request::EditMessage { .. }
+            | Request::DeleteMessage { .. } => true,
+            Request::GetUser { .. }
+            | Request::GetConversation { .. }
+            | Request::GetParticipant { .. }
+            | Request::GetMessage { .. }
+            | Request::Subscribe { .. }
+            | Request::LoadMore { .. }
+            | Request::Unsubscribe { .. }
+            | Request::Authenticate { .. } => false,
+        }
     }
 }
 

@@ -881,10 +881,14 @@ impl FeedSub {
     }
 
     /// Inserts `key` into `items` where `sort` goes, and returns its index: O(log window)
-    /// plus the shorter move, none for a new first item.
+    /// plus the shorter move; O(1) for a new first item, the usual case, which reads only the
+    /// current first one (a binary search would miss the cache about log₂ window times).
     fn list(&mut self, key: &EntityKey, sort: &SortKey) -> Option<usize> {
         let items = self.items.as_mut()?;
-        let at = items.partition_point(|(k, _)| k > sort);
+        let at = match items.front() {
+            Some((first, _)) if sort < first => items.partition_point(|(k, _)| k > sort),
+            _ => 0,
+        };
         items.insert(at, (sort.clone(), key.clone()));
         Some(at)
     }
