@@ -328,6 +328,7 @@ fn push(
             seq,
             epoch,
             updates,
+            more: false,
         },
     ))
 }
@@ -667,7 +668,9 @@ impl Shared {
                 Ok((response, events)) => {
                     state.pending.extend(events);
                     let result = Ok(response);
-                    state.held.push((conn, ServerFrame::Response { id, result }));
+                    state
+                        .held
+                        .push((conn, ServerFrame::Response { id, result }));
                     return;
                 }
                 Err(error) => Err(error),
@@ -836,6 +839,7 @@ mod tests {
                 updates,
                 epoch,
                 seq,
+                ..
             } = frame
             {
                 position = Some(crate::protocol::Position { epoch, seq });

@@ -15,6 +15,12 @@ use crate::model::{
 };
 use crate::params::{ConversationParams, EditParams, ParticipantParams, UserParams, WireSend};
 
+/// The largest frame the server sends, in bytes: a larger push is split into parts (see
+/// [`ServerFrame::Push`]). A single update larger than this (a record of an exceptionally
+/// large message) travels alone in a larger part.
+#[cfg(feature = "server")]
+pub(crate) const MAX_PUSH_FRAME_BYTES: usize = 256 * 1024;
+
 /// The protocol version, sent in [`ServerFrame::Hello`]; bumped on incompatible changes.
 #[cfg(feature = "server")]
 pub(crate) const PROTOCOL_VERSION: u32 = 2;
@@ -465,10 +471,16 @@ pub(crate) enum ServerFrame {
     /// in the engine's event log that the push brings the client to: it never decreases on a
     /// connection, and may skip numbers (events this connection does not see). `epoch`
     /// changes when the log restarts.
+    ///
+    /// A push too large for one frame is split into several (see [`MAX_PUSH_FRAME_BYTES`]):
+    /// every part but the last has `more`, and the client applies them as one push when
+    /// the last arrives.
     Push {
         seq: u64,
         epoch: u64,
         updates: Vec<Update>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
 }
 
@@ -490,6 +502,7 @@ mod tests {
         let push = ServerFrame::Push {
             seq: 1,
             epoch: 9,
+            more: false,
             updates: vec![
                 Update::Remove {
                     key: EntityKey::message(&MessageId::new("m1")),

@@ -29,7 +29,7 @@ use crate::{
     model::{ConversationFilter, ConversationId, ConversationSnapshot, UserId},
     protocol::{
         ClientFrame, ErrorCode, Position, Record, Request, Response, ServerFrame, SubId, Target,
-        WireError,
+        Update, WireError,
     },
     store::{self, Bundle, Node, Store, StoreStats},
     transport::{Embedded, jitter, wire_round_trip},
@@ -158,6 +158,7 @@ pub fn get_talk_session(options: SessionOptions) -> Result<TalkSession, Error> {
         link: OnceLock::new(),
         calls: Mutex::new(Calls::default()),
         position: Mutex::new(None),
+        parts: Mutex::default(),
         next_id: AtomicU64::new(1),
         token: Mutex::new(options.token),
         on_need_token: Mutex::new(None),
@@ -307,6 +308,9 @@ pub(crate) struct SessionInner {
     calls: Mutex<Calls>,
     /// The log position of the last push applied: a new connection resumes from it.
     position: Mutex<Option<Position>>,
+    /// The parts of a push split across frames, until its last part arrives (dropped with
+    /// the connection: the next one resumes from `position`).
+    parts: Mutex<Vec<Update>>,
     next_id: AtomicU64,
     token: Mutex<Option<String>>,
     on_need_token: Mutex<Option<Callback>>,
@@ -505,11 +509,21 @@ impl SessionInner {
                 updates,
                 epoch,
                 seq,
+                more,
             } => {
+                let mut parts = lock(&self.parts);
+                parts.extend(updates);
+                if more {
+                    return;
+                }
+                let updates = std::mem::take(&mut *parts);
+                drop(parts);
                 store::run(self.store.apply(updates));
                 *lock(&self.position) = Some(Position { epoch, seq });
             }
-            ServerFrame::Hello { .. } | ServerFrame::Error { .. } => {}
+            // A connection starts: parts of a push the last one did not finish are void.
+            ServerFrame::Hello { .. } => lock(&self.parts).clear(),
+            ServerFrame::Error { .. } => {}
             ServerFrame::Response { id, result } => self.on_response(id, result),
         }
     }

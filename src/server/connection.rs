@@ -10,7 +10,8 @@ use crate::{
     engine::{Dropped, MAX_SUBSCRIPTIONS_PER_CONNECTION},
     model::UserId,
     protocol::{
-        ClientFrame, ErrorCode, PROTOCOL_VERSION, Request, Response, ServerFrame, WireError,
+        ClientFrame, ErrorCode, MAX_PUSH_FRAME_BYTES, PROTOCOL_VERSION, Request, Response,
+        ServerFrame, WireError,
     },
 };
 
@@ -94,9 +95,65 @@ fn error_frame(code: ErrorCode, reason: impl Into<String>) -> ServerFrame {
 }
 
 fn text(frame: &ServerFrame) -> Message {
+    Message::Text(json(frame).into())
+}
+
+fn json(value: &impl serde::Serialize) -> String {
     // Serializing our own frame types cannot fail: they hold no maps with non-string keys and
     // no non-finite floats (content is validated before it is stored).
-    Message::Text(serde_json::to_string(frame).unwrap_or_default().into())
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// A frame as websocket messages: one, or for a push larger than [`MAX_PUSH_FRAME_BYTES`]
+/// its parts, each at most that large unless one update alone is larger.
+fn texts(frame: ServerFrame) -> Vec<Message> {
+    let whole = json(&frame);
+    let ServerFrame::Push {
+        seq,
+        epoch,
+        updates,
+        ..
+    } = frame
+    else {
+        return vec![Message::Text(whole.into())];
+    };
+    if whole.len() <= MAX_PUSH_FRAME_BYTES {
+        return vec![Message::Text(whole.into())];
+    }
+    // What a part holds besides its updates: the envelope with the largest numbers.
+    let envelope = json(&ServerFrame::Push {
+        seq: u64::MAX,
+        epoch: u64::MAX,
+        updates: Vec::new(),
+        more: true,
+    })
+    .len();
+    let mut parts = vec![Vec::new()];
+    let mut size = envelope;
+    for update in updates {
+        let len = json(&update).len() + 1;
+        if size + len > MAX_PUSH_FRAME_BYTES && parts.last().is_some_and(|p| !p.is_empty()) {
+            parts.push(Vec::new());
+            size = envelope;
+        }
+        size += len;
+        if let Some(part) = parts.last_mut() {
+            part.push(update);
+        }
+    }
+    let last = parts.len() - 1;
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(at, updates)| {
+            text(&ServerFrame::Push {
+                seq,
+                epoch,
+                updates,
+                more: at < last,
+            })
+        })
+        .collect()
 }
 
 fn closing(code: u16, reason: &str) -> Message {
@@ -142,7 +199,9 @@ async fn send_queued(
             if matches!(frame, ServerFrame::Response { .. }) {
                 *unanswered = unanswered.saturating_sub(1);
             }
-            sink.feed(text(&frame)).await?;
+            for message in texts(frame) {
+                sink.feed(message).await?;
+            }
             written += 1;
             next = (written < MAX_WRITE_BATCH)
                 .then(|| inbox.try_recv().ok())
@@ -315,4 +374,84 @@ pub(crate) async fn run(
     }
     app.engine.disconnect(conn);
     tracing::debug!(%user, conn, "connection closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        model::UserSnapshot,
+        protocol::{Record, Update},
+    };
+
+    fn push(users: usize, name_bytes: usize) -> ServerFrame {
+        let updates = (0..users)
+            .map(|i| Update::Upsert {
+                record: Arc::new(Record::User(UserSnapshot {
+                    id: UserId::new(format!("u{i}")),
+                    name: "n".repeat(name_bytes),
+                    custom: Default::default(),
+                    locale: None,
+                    photo_url: None,
+                    role: "default".into(),
+                    welcome_message: None,
+                })),
+            })
+            .collect();
+        ServerFrame::Push {
+            seq: 7,
+            epoch: 3,
+            updates,
+            more: false,
+        }
+    }
+
+    fn parse(message: &Message) -> ServerFrame {
+        serde_json::from_str(message.to_text().unwrap()).unwrap()
+    }
+
+    /// A small push is one frame, exactly as serialized; a large one is split into parts of
+    /// at most the maximum, all but the last marked `more`, which together hold every update
+    /// in order.
+    #[test]
+    fn large_pushes_are_split_into_bounded_parts() {
+        let small = push(3, 10);
+        let messages = texts(small.clone());
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].to_text().unwrap(), json(&small));
+
+        let large = push(300, 3_000);
+        assert!(json(&large).len() > 3 * MAX_PUSH_FRAME_BYTES);
+        let messages = texts(large.clone());
+        assert!(messages.len() >= 4, "{} parts", messages.len());
+        let mut updates = Vec::new();
+        for (at, message) in messages.iter().enumerate() {
+            assert!(
+                message.to_text().unwrap().len() <= MAX_PUSH_FRAME_BYTES,
+                "part {at}: {}",
+                message.to_text().unwrap().len()
+            );
+            let ServerFrame::Push {
+                seq: 7,
+                epoch: 3,
+                updates: part,
+                more,
+            } = parse(message)
+            else {
+                panic!("part {at} is not the push");
+            };
+            assert_eq!(more, at + 1 < messages.len(), "part {at}");
+            updates.extend(part);
+        }
+        let ServerFrame::Push { updates: all, .. } = large else {
+            unreachable!()
+        };
+        assert_eq!(updates, all);
+
+        // An update larger than the maximum travels alone.
+        let huge = texts(push(3, MAX_PUSH_FRAME_BYTES));
+        assert_eq!(huge.len(), 3);
+    }
 }

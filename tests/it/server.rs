@@ -9,7 +9,8 @@ use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use talkstore::{
-    Error, ErrorCode, SessionOptions, UserParams, get_talk_session, server::mint_user_token,
+    ConversationParams, Error, ErrorCode, SessionOptions, UserParams, get_talk_session,
+    server::mint_user_token,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
@@ -532,7 +533,7 @@ async fn tokens_are_refreshed_before_they_expire() {
 #[tokio::test]
 async fn shutdown_answers_every_frame_it_accepted() {
     use talkstore::{
-        ConversationParams, Engine,
+        Engine,
         server::{AppCredentials, Server, ServerConfig},
     };
     let app = app();
@@ -701,4 +702,62 @@ async fn a_failed_commit_closes_connections_with_1011_and_sessions_resume() {
         }
     };
     assert_eq!(u16::from(close.code), 1011);
+}
+
+/// A push larger than the frame maximum arrives in parts of at most 256 KiB, all but the last
+/// marked `more`, and a session applies them as one: its first snapshot of a window of large
+/// messages already holds every row.
+#[tokio::test]
+async fn large_pushes_arrive_in_bounded_parts_applied_as_one() {
+    let running = Running::start(&app()).await;
+    let credentials = running.credentials.clone();
+    let token = mint_user_token(&credentials, "u", 600).unwrap();
+    let session = get_talk_session(
+        SessionOptions::new(&credentials.id, "u")
+            .url(format!("ws://{}", running.addr))
+            .token(token.clone()),
+    )
+    .unwrap();
+    session
+        .current_user()
+        .set(UserParams::new().name("U"))
+        .await
+        .unwrap();
+    let chat = session.conversation("big").unwrap();
+    chat.set(ConversationParams::new()).await.unwrap();
+    let text = "x".repeat(12_000);
+    for i in 0..30 {
+        chat.send(format!("{i} {text}")).await.unwrap();
+    }
+
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(bearer_request(&url(&running, "u"), &token))
+            .await
+            .unwrap();
+    socket.next().await.unwrap().unwrap();
+    let subscribe = json!({"id": 1, "op": "subscribe", "sub": 1,
+        "target": {"kind": "messages", "conversation": "big", "filter": null}});
+    socket
+        .send(Message::Text(subscribe.to_string().into()))
+        .await
+        .unwrap();
+    let mut parts = 0;
+    loop {
+        let frame = socket.next().await.unwrap().unwrap();
+        let text = frame.to_text().unwrap();
+        assert!(text.len() <= 256 * 1024, "a frame of {} bytes", text.len());
+        let frame: Value = serde_json::from_str(text).unwrap();
+        if frame["type"] == "push" {
+            parts += 1;
+            if frame["more"] != true {
+                break;
+            }
+        }
+    }
+    assert!(parts >= 3, "{parts} parts");
+
+    let window = chat.subscribe_messages(None);
+    let first = window.connected().await.unwrap().unwrap();
+    assert_eq!(first.len(), 30);
+    assert!(first.iter().all(|m| m.plaintext.len() > 12_000));
 }
