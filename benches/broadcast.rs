@@ -9,6 +9,10 @@
 //! carries its send time; a subscriber that receives it records the delay. A case is
 //! *sustained* when every message reached every subscriber within 2 s after the last send.
 //!
+//! Last, posts per second through the real server from four closed-loop connections, with
+//! nobody watching and with one user's conversation list open while she has 20,000 unread
+//! messages elsewhere (issue 10: the second should be at least half the first).
+//!
 //! Run with `cargo bench --features server --bench broadcast`; options: `--subscribers
 //! 100,1000,5000`, `--rates 100`, `--ramp 100,300,1000,3000` (rates tried at 1,000
 //! subscribers), `--seconds 4`. See `benches/README.md`.
@@ -327,6 +331,34 @@ async fn load(running: &Running, kind: Kind, n: usize, rate: usize, seconds: u64
     }
 }
 
+/// Runs `load` on the generator thread (core 1, a runtime of its own).
+fn on_generator<T: Send>(load: impl std::future::Future<Output = T> + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                pin(1);
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(load)
+            })
+            .join()
+            .unwrap()
+    })
+}
+
+/// Stops a server, noting if it takes more than 30 s.
+fn stop(server_runtime: &tokio::runtime::Runtime, running: Running, name: &str) {
+    let _ = running.stop.send(());
+    server_runtime.block_on(async {
+        let stopped = tokio::time::timeout(Duration::from_secs(30), running.served).await;
+        if stopped.is_err() {
+            eprintln!("{name} did not stop within 30 s");
+        }
+    });
+}
+
 /// Runs one case on a fresh server: setup on the server runtime, load on the generator
 /// thread.
 fn case(server_runtime: &tokio::runtime::Runtime, kind: Kind, n: usize, rate: usize) -> Outcome {
@@ -337,32 +369,77 @@ fn case(server_runtime: &tokio::runtime::Runtime, kind: Kind, n: usize, rate: us
             Kind::Talkstore => talkstore(n).await,
         }
     });
-    let running = Arc::new(running);
-    let outcome = std::thread::scope(|scope| {
-        let running = running.clone();
-        scope
-            .spawn(move || {
-                pin(1);
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(load(&running, kind, n, rate, seconds))
-            })
-            .join()
-            .unwrap()
-    });
-    let running = Arc::into_inner(running).expect("the load is done");
-    let _ = running.stop.send(());
-    server_runtime.block_on(async {
-        if tokio::time::timeout(Duration::from_secs(30), running.served)
-            .await
-            .is_err()
-        {
-            eprintln!("{} did not stop within 30 s", kind.name());
-        }
-    });
+    let outcome = on_generator(load(&running, kind, n, rate, seconds));
+    stop(server_runtime, running, kind.name());
     outcome
+}
+
+/// Posts per second into `room` from four connections of u1, each sending its next message
+/// when the last is answered, for `seconds`; with `list_open`, u0 has her conversation list
+/// open, and 20,000 unread messages from u1 in another conversation.
+fn posts(server_runtime: &tokio::runtime::Runtime, list_open: bool) -> f64 {
+    let seconds = list("--seconds", &[4])[0] as u64;
+    let running = server_runtime.block_on(async {
+        let running = talkstore(2).await;
+        if list_open {
+            let token = mint_user_token(&running.credentials, "u1", 3600).unwrap();
+            let u1 = get_talk_session(
+                SessionOptions::new(APP, "u1")
+                    .url(format!("ws://{}", running.addr))
+                    .token(token),
+            )
+            .unwrap();
+            let backlog = u1.conversation("backlog").unwrap();
+            backlog.set(ConversationParams::new()).await.unwrap();
+            let u0 = backlog.participant("u0").unwrap();
+            u0.set(ParticipantParams::new()).await.unwrap();
+            for chunk in (0..20_000).collect::<Vec<_>>().chunks(500) {
+                let sends = chunk.iter().map(|i| backlog.send(format!("backlog {i}")));
+                join_all(sends)
+                    .await
+                    .into_iter()
+                    .for_each(|r| drop(r.unwrap()));
+            }
+        }
+        running
+    });
+    let rate = on_generator(async {
+        let mut watcher = connect(&running, Kind::Talkstore, "u0").await;
+        if list_open {
+            let subscribe = r#"{"id":1,"op":"subscribe","sub":1,"target":{"kind":"conversations","filter":null}}"#;
+            watcher.send(Message::text(subscribe)).await.unwrap();
+        }
+        let watching = tokio::spawn(async move { while let Some(Ok(_)) = watcher.next().await {} });
+        let posted = Arc::new(AtomicU64::new(0));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+        let senders = (0..4).map(|s| {
+            let (running, posted) = (&running, posted.clone());
+            async move {
+                let mut socket = connect(running, Kind::Talkstore, "u1").await;
+                for k in 0.. {
+                    if tokio::time::Instant::now() >= deadline {
+                        return;
+                    }
+                    let frame = format!(
+                        r#"{{"id":{k},"op":"send","conversation":"room","message":{{"content":[{{"type":"text","children":["post"]}}],"custom":{{}},"referencedMessage":null,"idempotencyKey":"p{s}-{k}"}}}}"#
+                    );
+                    socket.send(Message::text(frame)).await.unwrap();
+                    let answered = format!(r#"{{"type":"response","id":{k},"#);
+                    while let Some(Ok(frame)) = socket.next().await {
+                        if frame.to_text().unwrap_or_default().starts_with(&answered) {
+                            break;
+                        }
+                    }
+                    posted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        join_all(senders).await;
+        watching.abort();
+        posted.load(Ordering::Relaxed) as f64 / seconds as f64
+    });
+    stop(server_runtime, running, "talkstore");
+    rate
 }
 
 fn report(kind: Kind, n: usize, rate: usize, outcome: &Outcome, bare_rate: Option<f64>) -> f64 {
@@ -422,5 +499,12 @@ fn main() {
     println!(
         "\nmaximum sustained deliveries/s at N = 1,000: bare {bare:.0}, talkstore {ours:.0} ({:.2}x)",
         ours / bare
+    );
+    let alone = posts(&server_runtime, false);
+    let watched = posts(&server_runtime, true);
+    println!(
+        "\nposts/s from 4 closed-loop connections: {alone:.0} with nobody watching, {watched:.0} \
+         with a conversation list open over 20,000 unread messages ({:.2}x)",
+        watched / alone
     );
 }
