@@ -352,11 +352,7 @@ impl Store {
                     continue;
                 };
                 let rows = &mut dirty.entry(*sub).or_default().rows;
-                for reader in s.keys.get(key).into_iter().flatten() {
-                    if !rows.contains(reader) {
-                        rows.push(reader.clone());
-                    }
-                }
+                rows.extend(s.keys.get(key).into_iter().flatten().cloned());
             }
         }
         for update in windows {
@@ -510,7 +506,7 @@ struct Work {
     /// Changes to the window's rows, in order.
     changes: Vec<RowChange>,
     /// Rows whose inputs changed.
-    rows: Vec<EntityKey>,
+    rows: Set<EntityKey>,
     /// Publish even if no row changed (`loaded_all` changed, or nothing was published yet).
     publish: bool,
 }
@@ -667,7 +663,7 @@ fn rebuild_window(
 fn rebuild_rows(
     lookup: &Frame<'_>,
     s: &mut Sub,
-    rows: &[EntityKey],
+    rows: &Set<EntityKey>,
     gained: &mut Vec<EntityKey>,
     lost: &mut Vec<EntityKey>,
 ) -> bool {
