@@ -530,6 +530,12 @@ impl Engine {
         (id, inbox, dropped)
     }
 
+    /// Frames and disconnects queued for the engine and not yet run.
+    #[cfg(feature = "server")]
+    pub(crate) fn backlog(&self) -> usize {
+        self.shared.queue().len()
+    }
+
     /// Closes a connection and drops its subscriptions, after the frames it sent before.
     pub(crate) fn disconnect(&self, conn: ConnId) {
         self.submit(Command::Disconnect(conn));
@@ -720,7 +726,7 @@ impl Request {
 
     /// Whether the request writes (its events are pushed with the batch's other writes).
     /// Exhaustive: a new request must say.
-    fn is_write(&self) -> bool {
+    pub(crate) fn is_write(&self) -> bool {
         match self {
             Request::SetUser { .. }
             | Request::SetConversation { .. }

@@ -58,6 +58,11 @@ pub struct Limits {
     pub requests_per_second: u32,
     /// Open connections per user and app; more are refused with HTTP 429. The default is 16.
     pub connections_per_user: usize,
+    /// Frames waiting for an app's engine, over all its connections, past which writes are
+    /// answered `RATE_LIMITED` instead of queued (sessions retry them after a delay). It
+    /// bounds how far pushes fall behind under overload and how long a shutdown waits for
+    /// the engine. The default is 1,024.
+    pub engine_backlog: usize,
 }
 
 impl Default for Limits {
@@ -67,6 +72,7 @@ impl Default for Limits {
             outbound_queue: 1_024,
             requests_per_second: 100,
             connections_per_user: 16,
+            engine_backlog: 1_024,
         }
     }
 }

@@ -63,6 +63,9 @@ struct Args {
     /// Open connections per user and app.
     #[arg(long, env = "TALKSTORE_CONNECTIONS_PER_USER", default_value_t = Limits::default().connections_per_user)]
     connections_per_user: usize,
+    /// Frames waiting for an app's engine past which writes are answered RATE_LIMITED.
+    #[arg(long, env = "TALKSTORE_ENGINE_BACKLOG", default_value_t = Limits::default().engine_backlog)]
+    engine_backlog: usize,
     /// Log filter (tracing `EnvFilter` syntax), for example `info` or `talkstore=debug`.
     #[arg(long, env = "TALKSTORE_LOG", default_value = "info")]
     log: String,
@@ -85,6 +88,7 @@ fn config(args: Args) -> Result<ServerConfig, String> {
     limits.max_message_bytes = args.max_message_bytes;
     limits.outbound_queue = args.outbound_queue;
     limits.requests_per_second = args.requests_per_second;
+    limits.engine_backlog = args.engine_backlog;
     limits.connections_per_user = args.connections_per_user;
     config.limits = limits;
     Ok(config)

@@ -308,15 +308,17 @@ pub(crate) async fn run(
                         Err(error) => vec![error_frame(ErrorCode::InvalidRequest, format!("invalid frame: {error}"))],
                         Ok(frame) => {
                             let replies = intercept(&frame, app, &user, &mut expires_at);
+                            let limited = |reason: String| {
+                                let error = WireError { code: ErrorCode::RateLimited, reasons: vec![reason] };
+                                vec![ServerFrame::Response { id: frame.id, result: Err(error) }]
+                            };
+                            let backlog = state.limits.engine_backlog;
                             if !replies.is_empty() {
                                 replies
                             } else if !(replay_allowance.take(&frame) || limit.allow()) {
-                                let reason = format!(
-                                    "more than {} requests per second",
-                                    state.limits.requests_per_second
-                                );
-                                let error = WireError { code: ErrorCode::RateLimited, reasons: vec![reason] };
-                                vec![ServerFrame::Response { id: frame.id, result: Err(error) }]
+                                limited(format!("more than {} requests per second", state.limits.requests_per_second))
+                            } else if frame.request.is_write() && app.engine.backlog() >= backlog {
+                                limited(format!("the server is busy ({backlog} requests wait); retry later"))
                             } else {
                                 app.engine.handle(conn, frame);
                                 unanswered += 1;

@@ -761,3 +761,42 @@ async fn large_pushes_arrive_in_bounded_parts_applied_as_one() {
     assert_eq!(first.len(), 30);
     assert!(first.iter().all(|m| m.plaintext.len() > 12_000));
 }
+
+/// Past the engine backlog, writes are answered `RATE_LIMITED` at once instead of queued (a
+/// backlog of 0 refuses every write), while reads are still answered.
+#[tokio::test]
+async fn writes_past_the_engine_backlog_are_refused() {
+    let running = Running::start_with(&app(), |limits| limits.engine_backlog = 0).await;
+    let token = mint_user_token(&running.credentials, "u", 600).unwrap();
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(bearer_request(&url(&running, "u"), &token))
+            .await
+            .unwrap();
+    socket.next().await.unwrap().unwrap();
+    let frames = [
+        json!({"id": 1, "op": "setUser", "user": "u", "params": {"name": "U"}, "createOnly": false}),
+        json!({"id": 2, "op": "getUser", "user": "u"}),
+    ];
+    for frame in frames {
+        socket
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    while answers.len() < 2 {
+        let frame: Value =
+            serde_json::from_str(socket.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+        if frame["type"] == "response" {
+            answers.insert(frame["id"].as_u64().unwrap(), frame["result"].clone());
+        }
+    }
+    assert_eq!(answers[&1]["Err"]["code"], "RATE_LIMITED");
+    assert!(
+        answers[&1]["Err"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("busy")
+    );
+    assert!(answers[&2].get("Ok").is_some(), "{}", answers[&2]);
+}
