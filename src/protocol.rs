@@ -5,6 +5,8 @@
 //! The server sends normalized entity records and window memberships, never denormalized
 //! snapshots; the client store assembles snapshots (DESIGN.md, decision 1).
 
+pub(crate) mod shape;
+
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};

@@ -71,7 +71,9 @@ pub(super) fn read(state: &State, me: &UserId, request: Request) -> EngineResult
     };
     let mut reads = Reads::default();
     let mut collector = Collector::new(&mut reads);
-    let root = collector.collect(storage, me, &key)?.then_some(key);
+    let root = collector
+        .collect(storage, me, &key, &mut |_| {})?
+        .then_some(key);
     Ok(Response::Found {
         root,
         records: collector

@@ -975,10 +975,13 @@ fn reads_of(
     key: &EntityKey,
     collector: &mut Collector<'_>,
 ) -> StorageResult<Vec<EntityKey>> {
-    collector.collect(storage, me, key)?;
-    let mut reads = HashSet::default();
-    closure(&collector.records, me, key, &mut reads);
-    Ok(reads.into_iter().collect())
+    let mut reads = Vec::new();
+    collector.collect(storage, me, key, &mut |key| {
+        if !reads.contains(key) {
+            reads.push(key.clone());
+        }
+    })?;
+    Ok(reads)
 }
 
 /// The keys whose records the events may have changed.
@@ -1022,49 +1025,6 @@ pub(crate) fn touched_keys(events: &[Event]) -> HashSet<EntityKey> {
         }
     }
     keys
-}
-
-/// The keys a snapshot rooted at `key` reads, from records already collected.
-///
-/// This must be exactly the set of keys the client store's assembly reads (`store::assemble`):
-/// the client evicts records no snapshot reads, and the feed does not resend records it
-/// believes the client holds.
-fn closure(
-    records: &HashMap<EntityKey, Arc<Record>>,
-    me: &UserId,
-    key: &EntityKey,
-    out: &mut HashSet<EntityKey>,
-) {
-    if !out.insert(key.clone()) {
-        return;
-    }
-    match records.get(key).map(|record| &**record) {
-        Some(Record::Conversation(c)) => {
-            out.insert(EntityKey::read_state(&c.id));
-            out.insert(EntityKey::participant(&c.id, me));
-            if let Some(m) = &c.last_message_id {
-                closure(records, me, &EntityKey::message(m), out);
-            }
-        }
-        Some(Record::Participant(p)) => {
-            out.insert(EntityKey::user(&p.user_id));
-        }
-        Some(Record::Message(m)) => {
-            if let Some(sender) = &m.sender_id {
-                out.insert(EntityKey::user(sender));
-            }
-            if let Some(r) = &m.referenced_message_id {
-                let key = EntityKey::message(r);
-                if let Some(Record::Message(referenced)) = records.get(&key).map(|r| &**r)
-                    && let Some(sender) = &referenced.sender_id
-                {
-                    out.insert(EntityKey::user(sender));
-                }
-                out.insert(key);
-            }
-        }
-        _ => {}
-    }
 }
 
 /// How much of a long list a window needs: the items it holds, `extra` more, and one beyond

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use super::{Storage, storage::StorageResult, unread};
 use crate::{
-    HashMap, HashSet,
-    model::{ConversationId, MessageId, ReadStateRecord, UserId},
-    protocol::{EntityKey, Record},
+    HashMap,
+    model::{ConversationId, ReadStateRecord, UserId},
+    protocol::{EntityKey, Record, shape},
 };
 
 /// Whether `user` participates in `conversation`.
@@ -92,11 +92,11 @@ fn load(storage: &dyn Storage, key: &EntityKey) -> StorageResult<Option<Record>>
 }
 
 /// Gathers the records needed to assemble snapshots: each root record and everything nested
-/// in it (last message, senders, referenced message, participant users).
+/// in it, as [`shape::walk`] says (last message, senders, referenced message, participant
+/// users).
 pub(crate) struct Collector<'r> {
     reads: &'r mut Reads,
     pub(crate) records: HashMap<EntityKey, Arc<Record>>,
-    expanded: HashSet<EntityKey>,
 }
 
 impl<'r> Collector<'r> {
@@ -104,7 +104,6 @@ impl<'r> Collector<'r> {
         Self {
             reads,
             records: HashMap::default(),
-            expanded: HashSet::default(),
         }
     }
 
@@ -118,76 +117,26 @@ impl<'r> Collector<'r> {
         self.reads.fetch(storage, me, key)
     }
 
-    /// Collects the snapshot rooted at `key`; returns whether the root is visible.
+    /// Collects the snapshot rooted at `key`, passing `visit` every key it reads; returns
+    /// whether the root is visible.
     pub(crate) fn collect(
         &mut self,
         storage: &dyn Storage,
         me: &UserId,
         key: &EntityKey,
+        visit: &mut dyn FnMut(&EntityKey),
     ) -> StorageResult<bool> {
-        if self.expanded.contains(key) {
-            return Ok(true);
-        }
-        let record = match self.records.get(key) {
-            Some(record) => record.clone(),
-            None => match self.fetch(storage, me, key)? {
-                Some(record) => record,
-                None => return Ok(false),
-            },
+        let Self { reads, records } = self;
+        let mut get = |key: &EntityKey| -> StorageResult<Option<Arc<Record>>> {
+            if let Some(record) = records.get(key) {
+                return Ok(Some(record.clone()));
+            }
+            let record = reads.fetch(storage, me, key)?;
+            if let Some(record) = &record {
+                records.insert(key.clone(), record.clone());
+            }
+            Ok(record)
         };
-        self.expanded.insert(key.clone());
-        let mut nested: Vec<EntityKey> = Vec::new();
-        match &*record {
-            Record::User(_) | Record::ReadState(_) => {}
-            Record::Conversation(c) => {
-                self.shallow(storage, me, EntityKey::read_state(&c.id))?;
-                self.shallow(storage, me, EntityKey::participant(&c.id, me))?;
-                nested.extend(c.last_message_id.as_ref().map(EntityKey::message));
-            }
-            Record::Participant(p) => nested.push(EntityKey::user(&p.user_id)),
-            Record::Message(m) => {
-                nested.extend(m.sender_id.as_ref().map(EntityKey::user));
-                if let Some(referenced) = &m.referenced_message_id {
-                    self.collect_referenced(storage, me, referenced)?;
-                }
-            }
-        }
-        self.records.insert(key.clone(), record);
-        for key in nested {
-            self.collect(storage, me, &key)?;
-        }
-        Ok(true)
-    }
-
-    /// One record, without what is nested in it.
-    fn shallow(&mut self, storage: &dyn Storage, me: &UserId, key: EntityKey) -> StorageResult<()> {
-        if !self.records.contains_key(&key)
-            && let Some(record) = self.fetch(storage, me, &key)?
-        {
-            self.records.insert(key, record);
-        }
-        Ok(())
-    }
-
-    /// A referenced message and its sender, without following its own reference.
-    fn collect_referenced(
-        &mut self,
-        storage: &dyn Storage,
-        me: &UserId,
-        id: &MessageId,
-    ) -> StorageResult<()> {
-        let key = EntityKey::message(id);
-        if self.records.contains_key(&key) {
-            return Ok(());
-        }
-        if let Some(record) = self.fetch(storage, me, &key)? {
-            if let Record::Message(m) = &*record
-                && let Some(sender) = &m.sender_id
-            {
-                self.collect(storage, me, &EntityKey::user(sender))?;
-            }
-            self.records.insert(key, record);
-        }
-        Ok(())
+        shape::walk(key, me, &mut get, visit)
     }
 }

@@ -8,7 +8,7 @@ use crate::{
         ParticipantRecord, ParticipantSnapshot, ReadStateRecord, ReferencedMessageSnapshot, UserId,
         UserSnapshot,
     },
-    protocol::{EntityKey, Record},
+    protocol::{EntityKey, Record, shape},
 };
 
 /// A record as the store keeps it: cheap to clone.
@@ -77,7 +77,7 @@ pub(crate) trait Lookup {
 /// Assembles the snapshot rooted at `key`, appending every key it reads to `deps`.
 pub(crate) fn node<L: Lookup>(l: &L, key: &EntityKey, deps: &mut Vec<EntityKey>) -> Option<Node> {
     match key {
-        EntityKey::User { id } => user(l, id, deps).map(Node::User),
+        EntityKey::User { .. } => user(l, key, deps).map(Node::User),
         EntityKey::Conversation { .. } => l.node(key, deps, &|l, deps| conversation(l, key, deps)),
         EntityKey::Message { .. } => l.node(key, deps, &|l, deps| message(l, key, deps)),
         EntityKey::Participant { .. } => l.node(key, deps, &|l, deps| participant(l, key, deps)),
@@ -85,10 +85,9 @@ pub(crate) fn node<L: Lookup>(l: &L, key: &EntityKey, deps: &mut Vec<EntityKey>)
     }
 }
 
-fn user<L: Lookup>(l: &L, id: &UserId, deps: &mut Vec<EntityKey>) -> Option<Arc<UserSnapshot>> {
-    let key = EntityKey::user(id);
-    let record = l.record(&key);
-    deps.push(key);
+fn user<L: Lookup>(l: &L, key: &EntityKey, deps: &mut Vec<EntityKey>) -> Option<Arc<UserSnapshot>> {
+    let record = l.record(key);
+    deps.push(key.clone());
     match record {
         Some(Rec::User(user)) => Some(user),
         _ => None,
@@ -105,15 +104,15 @@ fn message_record<L: Lookup>(l: &L, key: &EntityKey) -> Option<Arc<MessageRecord
 fn message<L: Lookup>(l: &L, key: &EntityKey, deps: &mut Vec<EntityKey>) -> Option<Node> {
     deps.push(key.clone());
     let m = message_record(l, key)?;
-    let sender = m.sender_id.as_ref().and_then(|s| user(l, s, deps));
-    let referenced_message = m.referenced_message_id.as_ref().and_then(|id| {
-        let key = EntityKey::message(id);
-        let r = message_record(l, &key);
-        deps.push(key);
+    let links = shape::message(&m);
+    let sender = links.sender.as_ref().and_then(|s| user(l, s, deps));
+    let referenced_message = links.referenced.as_ref().and_then(|key| {
+        let r = message_record(l, key);
+        deps.push(key.clone());
         let r = r?;
         Some(Arc::new(ReferencedMessageSnapshot {
             id: r.id.clone(),
-            sender: r.sender_id.as_ref().and_then(|s| user(l, s, deps)),
+            sender: shape::referenced(&r).and_then(|s| user(l, &s, deps)),
             custom: r.custom.clone(),
             created_at: r.created_at,
             edited_at: r.edited_at,
@@ -143,22 +142,20 @@ fn conversation<L: Lookup>(l: &L, key: &EntityKey, deps: &mut Vec<EntityKey>) ->
     let Some(Rec::Conversation(c)) = l.record(key) else {
         return None;
     };
-    let read_key = EntityKey::read_state(&c.id);
-    let read = l.record(&read_key);
-    deps.push(read_key);
-    let mine_key = EntityKey::participant(&c.id, l.me());
-    let mine = l.record(&mine_key);
-    deps.push(mine_key);
+    let links = shape::conversation(&c, l.me());
+    let read = l.record(&links.read_state);
+    deps.push(links.read_state);
+    let mine = l.record(&links.mine);
+    deps.push(links.mine);
     let (Some(Rec::ReadState(read)), Some(Rec::Participant(mine))) = (read, mine) else {
         return None;
     };
-    let last_message =
-        c.last_message_id
-            .as_ref()
-            .and_then(|id| match node(l, &EntityKey::message(id), deps) {
-                Some(Node::Message(m)) => Some(m),
-                _ => None,
-            });
+    let last_message = links
+        .last_message
+        .and_then(|key| match node(l, &key, deps) {
+            Some(Node::Message(m)) => Some(m),
+            _ => None,
+        });
     Some(Node::Conversation(Arc::new(ConversationSnapshot {
         id: c.id.clone(),
         subject: c.subject.clone(),
@@ -182,7 +179,7 @@ fn participant<L: Lookup>(l: &L, key: &EntityKey, deps: &mut Vec<EntityKey>) -> 
     let Some(Rec::Participant(p)) = l.record(key) else {
         return None;
     };
-    let user = user(l, &p.user_id, deps)?;
+    let user = user(l, &shape::participant(&p), deps)?;
     Some(Node::Participant(Arc::new(ParticipantSnapshot {
         user,
         access: p.access,
@@ -213,5 +210,113 @@ impl Lookup for Bundle<'_> {
 
     fn me(&self) -> &UserId {
         self.me
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::protocol::shape;
+
+    /// A random little world: which of users u0..u2, messages m0..m3 (each with an optional
+    /// sender and reference), conversations c0..c1 (each with an optional last message),
+    /// read states and participations exist.
+    fn records() -> impl Strategy<Value = Vec<Record>> {
+        let user = proptest::option::of(0..3_usize);
+        let message = proptest::option::of(0..4_usize);
+        (
+            proptest::collection::vec(any::<bool>(), 3),
+            proptest::collection::vec(proptest::option::of((user.clone(), message.clone())), 4),
+            proptest::collection::vec(proptest::option::of(message), 2),
+            proptest::collection::vec(any::<bool>(), 2),
+            proptest::collection::vec(any::<bool>(), 6),
+        )
+            .prop_map(|(users, messages, conversations, reads, participants)| {
+                let mut records = Vec::new();
+                let mut push = |value| records.push(serde_json::from_value(value).unwrap());
+                for (u, _) in users.iter().enumerate().filter(|(_, e)| **e) {
+                    push(
+                        json!({"kind": "user", "record": {"id": format!("u{u}"), "name": "U",
+                        "custom": {}, "locale": null, "photoUrl": null, "role": "default",
+                        "welcomeMessage": null}}),
+                    );
+                }
+                for (m, message) in messages.iter().enumerate() {
+                    let Some((sender, reference)) = message else {
+                        continue;
+                    };
+                    push(json!({"kind": "message", "record": {"id": format!("m{m}"),
+                        "conversationId": "c0", "type": "UserMessage",
+                        "senderId": sender.map(|u| format!("u{u}")), "custom": {},
+                        "createdAt": 1, "editedAt": null,
+                        "referencedMessageId": reference.map(|r| format!("m{r}")),
+                        "origin": "rest", "plaintext": "x",
+                        "content": [{"type": "text", "children": ["x"]}]}}));
+                }
+                for (c, last) in conversations.iter().enumerate() {
+                    let Some(last) = last else { continue };
+                    push(
+                        json!({"kind": "conversation", "record": {"id": format!("c{c}"),
+                        "subject": null, "photoUrl": null, "welcomeMessages": [], "custom": {},
+                        "createdAt": 1, "lastMessageId": last.map(|m| format!("m{m}"))}}),
+                    );
+                }
+                for (c, _) in reads.iter().enumerate().filter(|(_, e)| **e) {
+                    push(
+                        json!({"kind": "readState", "record": {"conversationId": format!("c{c}"),
+                        "readUntil": 0, "everyoneReadUntil": 0, "unreadMessageCount": 0,
+                        "isUnread": false}}),
+                    );
+                }
+                for (at, _) in participants.iter().enumerate().filter(|(_, e)| **e) {
+                    push(json!({"kind": "participant", "record": {
+                        "conversationId": format!("c{}", at / 3), "userId": format!("u{}", at % 3),
+                        "access": "ReadWrite", "notify": true, "joinedAt": 1}}));
+                }
+                records
+            })
+    }
+
+    proptest! {
+        /// For every root, the keys the engine's walk visits (the records it sends a client)
+        /// are exactly the keys the store's assembly reads, whatever is missing.
+        #[test]
+        fn the_engine_sends_what_the_store_reads(records in records()) {
+            let me = UserId::new("u0");
+            let by_key: HashMap<EntityKey, Arc<Record>> =
+                records.iter().map(|r| (r.key(), Arc::new(r.clone()))).collect();
+            let bundle = Bundle {
+                me: &me,
+                records: records.iter().map(|r| (r.key(), r.clone().into())).collect(),
+            };
+            let mut roots: Vec<EntityKey> = (0..3)
+                .map(|u| EntityKey::user(&UserId::new(format!("u{u}"))))
+                .chain((0..4).map(|m| EntityKey::message(&crate::model::MessageId::new(format!("m{m}")))))
+                .collect();
+            for c in 0..2 {
+                let c = crate::model::ConversationId::new(format!("c{c}"));
+                roots.push(EntityKey::conversation(&c));
+                for u in 0..3 {
+                    roots.push(EntityKey::participant(&c, &UserId::new(format!("u{u}"))));
+                }
+            }
+            for root in roots {
+                let mut sent = BTreeSet::new();
+                let mut get = |key: &EntityKey| Ok::<_, ()>(by_key.get(key).cloned());
+                shape::walk(&root, &me, &mut get, &mut |key| {
+                    sent.insert(format!("{key:?}"));
+                })
+                    .unwrap();
+                let mut deps = Vec::new();
+                node(&bundle, &root, &mut deps);
+                let read: BTreeSet<String> = deps.iter().map(|key| format!("{key:?}")).collect();
+                prop_assert_eq!(&sent, &read, "root {:?}", root);
+            }
+        }
     }
 }

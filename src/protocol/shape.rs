@@ -1,0 +1,110 @@
+//! What each snapshot reads: the one definition of a snapshot's shape, shared by the engine
+//! (which records a client must hold, [`walk`]) and the client store (which records it
+//! assembles a snapshot from, `store::assemble`). A nested field added to a snapshot is added
+//! here, to the links of the record that points to it; both sides then follow it.
+//!
+//! | Root | Reads besides its own record |
+//! |---|---|
+//! | user | nothing |
+//! | conversation C | read state C, the viewer's participant (C, me) (not its user), and, if both exist, the last message with all it reads |
+//! | message M | its sender, and its referenced message R with R's sender (not R's own reference) |
+//! | participant (C, U) | user U |
+
+use super::{EntityKey, Record};
+use crate::model::{ConversationRecord, MessageRecord, ParticipantRecord, UserId};
+
+/// The keys a conversation snapshot reads besides the conversation.
+pub(crate) struct ConversationLinks {
+    /// Read shallowly: the record alone.
+    pub(crate) read_state: EntityKey,
+    /// The viewer's participation, read shallowly (its user is not read).
+    pub(crate) mine: EntityKey,
+    /// Read with everything a message snapshot reads.
+    pub(crate) last_message: Option<EntityKey>,
+}
+
+pub(crate) fn conversation(c: &ConversationRecord, me: &UserId) -> ConversationLinks {
+    ConversationLinks {
+        read_state: EntityKey::read_state(&c.id),
+        mine: EntityKey::participant(&c.id, me),
+        last_message: c.last_message_id.as_ref().map(EntityKey::message),
+    }
+}
+
+/// The keys a message snapshot reads besides the message.
+pub(crate) struct MessageLinks {
+    pub(crate) sender: Option<EntityKey>,
+    /// Read as a referenced message (see [`referenced`]).
+    pub(crate) referenced: Option<EntityKey>,
+}
+
+pub(crate) fn message(m: &MessageRecord) -> MessageLinks {
+    MessageLinks {
+        sender: m.sender_id.as_ref().map(EntityKey::user),
+        referenced: m.referenced_message_id.as_ref().map(EntityKey::message),
+    }
+}
+
+/// What a referenced message's snapshot reads besides the message: its sender. Its own
+/// reference is not followed.
+pub(crate) fn referenced(r: &MessageRecord) -> Option<EntityKey> {
+    r.sender_id.as_ref().map(EntityKey::user)
+}
+
+/// What a participant snapshot reads besides the participation: its user.
+pub(crate) fn participant(p: &ParticipantRecord) -> EntityKey {
+    EntityKey::user(&p.user_id)
+}
+
+/// Visits every key the snapshot rooted at `key` reads (each root and nested key once, in
+/// the order assembly reads them), fetching records through `get` (`None`: missing). Returns
+/// whether the root record exists.
+///
+/// # Errors
+///
+/// The first error of `get`.
+pub(crate) fn walk<R: AsRef<Record>, E>(
+    key: &EntityKey,
+    me: &UserId,
+    get: &mut dyn FnMut(&EntityKey) -> Result<Option<R>, E>,
+    visit: &mut dyn FnMut(&EntityKey),
+) -> Result<bool, E> {
+    visit(key);
+    let Some(record) = get(key)? else {
+        return Ok(false);
+    };
+    match record.as_ref() {
+        Record::User(_) | Record::ReadState(_) => {}
+        Record::Conversation(c) => {
+            // Without both, there is no snapshot to show the last message in.
+            let links = conversation(c, me);
+            let mut complete = true;
+            for shallow in [&links.read_state, &links.mine] {
+                visit(shallow);
+                complete &= get(shallow)?.is_some();
+            }
+            if let Some(last) = links.last_message.as_ref().filter(|_| complete) {
+                walk(last, me, get, visit)?;
+            }
+        }
+        Record::Message(m) => {
+            let links = message(m);
+            if let Some(sender) = &links.sender {
+                walk(sender, me, get, visit)?;
+            }
+            if let Some(r) = &links.referenced {
+                visit(r);
+                if let Some(record) = get(r)?
+                    && let Record::Message(r) = record.as_ref()
+                    && let Some(sender) = referenced(r)
+                {
+                    walk(&sender, me, get, visit)?;
+                }
+            }
+        }
+        Record::Participant(p) => {
+            walk(&participant(p), me, get, visit)?;
+        }
+    }
+    Ok(true)
+}
