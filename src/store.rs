@@ -514,8 +514,8 @@ struct Work {
 impl Sub {
     /// The index of `row` in `rows`.
     fn index_of(&self, row: &EntityKey) -> Option<usize> {
-        let len = self.rows.as_ref()?.len();
-        Some(len - 1 - self.from_end.get(row)?)
+        let from_end = self.from_end.get(row)?;
+        self.rows.as_ref()?.len().checked_sub(from_end + 1)
     }
 
     /// Where the row at `index` of `rows` is in the output, which leaves out missing rows.

@@ -1,19 +1,24 @@
 //! Property test: after every step of random operations by several users, every live
 //! subscription's latest snapshot equals one computed from scratch by a naive model of the
-//! rules, written here independently of the store and the engine.
+//! rules, written here independently of the store and the engine: windows grown by
+//! `load_more` past their first page, long backlogs, a filtered list, reconnects.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use talkstore::{
-    Access, ConversationParams, ConversationSnapshot, Error, MessageSnapshot, ParticipantSnapshot,
-    SendParams, TalkSession, UserParams,
+    Access, ConversationFilter, ConversationParams, ConversationSnapshot, Error, MessageSnapshot,
+    ParticipantSnapshot, SendParams, SimpleConversationFilter, TalkSession, UserParams,
 };
 
 const USERS: usize = 3;
 const CONVERSATIONS: usize = 3;
-/// Keeps every message window within its first page, so the model needs no paging.
-const MAX_MESSAGES: usize = 25;
+/// More than two first pages of a message window (30), so that windows page.
+const MAX_MESSAGES: usize = 70;
+/// A message window's first page.
+const FIRST_PAGE: usize = 30;
+/// Messages a backlog sends at once.
+const BACKLOG: usize = 12;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -43,6 +48,10 @@ enum Op {
         read: bool,
     },
     Resubscribe(usize),
+    /// [`BACKLOG`] messages at once into `c0`.
+    Backlog(usize),
+    /// Grows a user's message window of `c0`.
+    LoadMore(usize, u32),
     /// Cuts every connection (on a server; nothing on the embedded engine).
     Cut,
 }
@@ -64,7 +73,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (u.clone(), c.clone()).prop_map(|(u, c)| Op::MarkUnread(u, c)),
         1 => (u.clone(), c.clone(), any::<bool>())
             .prop_map(|(user, conversation, read)| Op::SetAccess { user, conversation, read }),
-        1 => u.prop_map(Op::Resubscribe),
+        1 => u.clone().prop_map(Op::Resubscribe),
+        1 => u.clone().prop_map(Op::Backlog),
+        2 => (u, 1..15_u32).prop_map(|(u, n)| Op::LoadMore(u, n)),
         1 => Just(Op::Cut),
     ]
 }
@@ -86,6 +97,16 @@ struct Member {
     read_only: bool,
 }
 
+/// Where a user's message window of `c0` ends (PROTOCOL.md §6).
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// Not computed yet (the user was not a participant): the first page once they are.
+    First,
+    All,
+    /// Messages sent at or after this time.
+    From(u64),
+}
+
 /// The naive model: plain maps, recomputed from scratch for every expectation.
 #[derive(Default)]
 struct Model {
@@ -94,6 +115,8 @@ struct Model {
     exists: BTreeSet<usize>,
     members: BTreeMap<usize, BTreeMap<usize, Member>>,
     messages: BTreeMap<usize, Vec<Msg>>,
+    /// Each user's message window of `c0`.
+    bounds: Vec<Bound>,
 }
 
 /// What the tests compare: everything but timestamps, which the model does not know.
@@ -165,14 +188,69 @@ impl Model {
         )
     }
 
-    fn messages(&self, u: usize, c: usize) -> View {
-        View::Messages(self.members[&c].contains_key(&u).then(|| {
-            self.messages[&c]
+    /// User `u`'s window of `c0`: the messages at or above its bound, newest first.
+    fn messages(&self, u: usize) -> View {
+        View::Messages(self.members[&0].contains_key(&u).then(|| {
+            self.messages[&0]
                 .iter()
                 .rev()
-                .map(|m| self.msg_view(c, m))
+                .filter(|m| match self.bounds[u] {
+                    Bound::All => true,
+                    Bound::From(at) => m.at >= at,
+                    Bound::First => false,
+                })
+                .map(|m| self.msg_view(0, m))
                 .collect()
         }))
+    }
+
+    /// The bound of a window that holds the `n` newest messages of `c0`.
+    fn newest(&self, n: usize) -> Bound {
+        let all = &self.messages[&0];
+        match all.len().checked_sub(n) {
+            Some(at) if at > 0 => Bound::From(all[at].at),
+            _ => Bound::All,
+        }
+    }
+
+    /// A window (re)computed from scratch: the first page, once `u` may see it.
+    fn subscribed(&mut self, u: usize) {
+        self.bounds[u] = Bound::First;
+        self.resolve(u);
+    }
+
+    fn resolve(&mut self, u: usize) {
+        if matches!(self.bounds[u], Bound::First) && self.members[&0].contains_key(&u) {
+            self.bounds[u] = self.newest(FIRST_PAGE);
+        }
+    }
+
+    /// `load_more(n)`: `n` older messages join.
+    fn load_more(&mut self, u: usize, n: usize) {
+        if let Bound::From(at) = self.bounds[u] {
+            let inside = self.messages[&0].iter().filter(|m| m.at >= at).count();
+            self.bounds[u] = self.newest(inside + n);
+        }
+    }
+
+    /// After a reconnect a window restores its length, and at least a first page; one the
+    /// user could not see starts afresh.
+    fn restored(&mut self, u: usize) {
+        match (self.bounds[u], self.messages(u)) {
+            (_, View::Messages(None)) => self.bounds[u] = Bound::First,
+            (Bound::From(_), View::Messages(Some(rows))) => {
+                self.bounds[u] = self.newest(rows.len().max(FIRST_PAGE));
+            }
+            _ => {}
+        }
+    }
+
+    /// The conversation list filtered to unread conversations.
+    fn unread(&self, u: usize) -> View {
+        let View::List(rows) = self.list(u) else {
+            unreachable!()
+        };
+        View::List(rows.into_iter().filter(|row| row.2).collect())
     }
 
     fn participants(&self, u: usize, c: usize) -> View {
@@ -201,31 +279,20 @@ fn msg_view(m: &MessageSnapshot) -> MsgView {
     }
 }
 
-/// The live subscriptions of one user: conversation list, messages of c0, participants of
-/// c1, and user u0.
+/// The live subscriptions of one user: conversation list, unread conversations, messages of
+/// c0, participants of c1, and user u0.
 struct Subs {
     list: talkstore::ConversationListSubscription,
+    unread: talkstore::ConversationListSubscription,
     messages: talkstore::MessageListSubscription,
     participants: talkstore::ParticipantListSubscription,
     user: talkstore::UserSubscription,
 }
 
-impl Subs {
-    fn new(s: &TalkSession) -> Self {
-        Subs {
-            list: s.subscribe_conversations(None),
-            messages: s.conversation("c0").unwrap().subscribe_messages(None),
-            participants: s.conversation("c1").unwrap().subscribe_participants(),
-            user: s.user("u0").unwrap().subscribe(),
-        }
-    }
-
-    fn views(&self) -> [View; 4] {
-        let list: Vec<_> = self
-            .list
-            .latest()
-            .expect("list active")
-            .iter()
+fn list_view(list: &talkstore::ConversationListSubscription) -> View {
+    let rows = list.latest().expect("list active");
+    View::List(
+        rows.iter()
             .map(|c: &std::sync::Arc<ConversationSnapshot>| {
                 (
                     c.id.to_string(),
@@ -234,7 +301,26 @@ impl Subs {
                     c.last_message.as_deref().map(msg_view),
                 )
             })
-            .collect();
+            .collect(),
+    )
+}
+
+impl Subs {
+    /// Opens the subscriptions of user `u`, telling the model.
+    fn new(s: &TalkSession, model: &mut Model, u: usize) -> Self {
+        let unread = ConversationFilter::any([SimpleConversationFilter::new().is_unread(true)]);
+        let subs = Subs {
+            list: s.subscribe_conversations(None),
+            unread: s.subscribe_conversations(Some(unread)),
+            messages: s.conversation("c0").unwrap().subscribe_messages(None),
+            participants: s.conversation("c1").unwrap().subscribe_participants(),
+            user: s.user("u0").unwrap().subscribe(),
+        };
+        model.subscribed(u);
+        subs
+    }
+
+    fn views(&self) -> [View; 5] {
         let messages = self
             .messages
             .latest()
@@ -261,7 +347,8 @@ impl Subs {
             .expect("user active")
             .map(|u| u.name.clone());
         [
-            View::List(list),
+            list_view(&self.list),
+            list_view(&self.unread),
             View::Messages(messages),
             View::Participants(participants),
             View::User(user),
@@ -273,12 +360,19 @@ impl Subs {
 /// session's first request.
 async fn run(ops: Vec<Op>, subscribe_first: [bool; USERS]) -> Result<(), TestCaseError> {
     let world = crate::support::World::new().await;
-    let mut model = Model::default();
+    let mut model = Model {
+        bounds: vec![Bound::First; USERS],
+        ..Model::default()
+    };
+    for c in 0..CONVERSATIONS {
+        model.members.insert(c, BTreeMap::new());
+        model.messages.insert(c, Vec::new());
+    }
     let mut sessions = Vec::new();
     let mut early = Vec::new();
     for (u, first) in subscribe_first.into_iter().enumerate() {
         let s = world.session(&format!("u{u}"));
-        early.push(first.then(|| Subs::new(&s)));
+        early.push(first.then(|| Subs::new(&s, &mut model, u)));
         s.current_user()
             .set(UserParams::new().name(format!("name{u}")))
             .await
@@ -287,27 +381,33 @@ async fn run(ops: Vec<Op>, subscribe_first: [bool; USERS]) -> Result<(), TestCas
         model.exists.insert(u);
         sessions.push(s);
     }
-    for c in 0..CONVERSATIONS {
-        model.members.insert(c, BTreeMap::new());
-        model.messages.insert(c, Vec::new());
+    let mut subs: Vec<Subs> = Vec::new();
+    for (u, (subs_of_u, s)) in early.into_iter().zip(&sessions).enumerate() {
+        subs.push(subs_of_u.unwrap_or_else(|| Subs::new(s, &mut model, u)));
     }
-    let mut subs: Vec<Subs> = early
-        .into_iter()
-        .zip(&sessions)
-        .map(|(subs, s)| subs.unwrap_or_else(|| Subs::new(s)))
-        .collect();
     for (step, op) in ops.into_iter().enumerate() {
-        if matches!(op, Op::Cut) {
-            world.cut();
+        if matches!(op, Op::Cut) && world.cut() {
+            for u in 0..USERS {
+                model.restored(u);
+            }
         }
-        apply(&mut model, &sessions, &mut subs, op.clone()).await?;
-        for s in &sessions {
-            s.current_user().get().await.unwrap();
-        }
+        let step_done = apply(&mut model, &sessions, &mut subs, op.clone());
+        tokio::time::timeout(std::time::Duration::from_secs(20), step_done)
+            .await
+            .map_err(|_| TestCaseError::fail(format!("step {step} ({op:?}) hung for 20 s")))??;
+        let settled = async {
+            for s in &sessions {
+                s.current_user().get().await.unwrap();
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(20), settled)
+            .await
+            .map_err(|_| TestCaseError::fail(format!("no answers after step {step} ({op:?})")))?;
         for (u, sub) in subs.iter().enumerate() {
             let expected = [
                 model.list(u),
-                model.messages(u, 0),
+                model.unread(u),
+                model.messages(u),
                 model.participants(u, 1),
                 View::User(Some(model.names[0].clone())),
             ];
@@ -341,31 +441,20 @@ async fn apply(
             user,
             conversation,
             reply_to,
-        } => {
-            if m.messages[&conversation].len() >= MAX_MESSAGES {
-                return Ok(());
+        } => send(m, s, user, conversation, reply_to).await?,
+        Op::Backlog(user) => {
+            for _ in 0..BACKLOG {
+                send(m, s, user, 0, None).await?;
             }
-            let reply =
-                reply_to.and_then(|i| m.messages[&conversation].get(i).map(|x| x.id.clone()));
-            let mut params = SendParams::text(format!("text {}", m.clock));
-            if let Some(r) = &reply {
-                params = params.referenced_message(talkstore::MessageId::new(r));
-            }
-            let text = format!("text {}", m.clock);
-            let result = conv(user, conversation).send(params).await;
-            match member(m, user, conversation) {
-                Some(me) if !me.read_only => {
-                    let id = result.unwrap().id().to_string();
-                    let at = m.tick();
-                    m.messages.get_mut(&conversation).unwrap().push(Msg {
-                        id,
-                        sender: user,
-                        text,
-                        reply_to: reply,
-                        at,
-                    });
-                }
-                _ => prop_assert!(result.is_err()),
+        }
+        Op::LoadMore(u, n) => {
+            if m.members[&0].contains_key(&u) {
+                subs[u]
+                    .messages
+                    .load_more(Some(n))
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                m.load_more(u, n as usize);
             }
         }
         Op::Edit {
@@ -410,6 +499,7 @@ async fn apply(
                     read_only: false,
                 };
                 m.members.get_mut(&c).unwrap().insert(u, me);
+                m.resolve(u);
             }
         }
         Op::Leave(u, c) => {
@@ -461,6 +551,7 @@ async fn apply(
                     read_only: read,
                 };
                 m.members.get_mut(&conversation).unwrap().insert(user, me);
+                m.resolve(user);
             }
             m.members
                 .get_mut(&conversation)
@@ -470,7 +561,7 @@ async fn apply(
                 .read_only = read;
         }
         Op::Resubscribe(u) => {
-            subs[u] = Subs::new(&s[u]);
+            subs[u] = Subs::new(&s[u], m, u);
             subs[u]
                 .list
                 .connected()
@@ -479,6 +570,45 @@ async fn apply(
         }
         // The world cuts (it owns the connections); the model has nothing to change.
         Op::Cut => {}
+    }
+    Ok(())
+}
+
+/// Sends one message through the API and the model.
+async fn send(
+    m: &mut Model,
+    s: &[TalkSession],
+    user: usize,
+    conversation: usize,
+    reply_to: Option<usize>,
+) -> Result<(), TestCaseError> {
+    if m.messages[&conversation].len() >= MAX_MESSAGES {
+        return Ok(());
+    }
+    let reply = reply_to.and_then(|i| m.messages[&conversation].get(i).map(|x| x.id.clone()));
+    let text = format!("text {}", m.clock);
+    let mut params = SendParams::text(text.clone());
+    if let Some(r) = &reply {
+        params = params.referenced_message(talkstore::MessageId::new(r));
+    }
+    let result = s[user]
+        .conversation(format!("c{conversation}"))
+        .unwrap()
+        .send(params)
+        .await;
+    match m.members[&conversation].get(&user) {
+        Some(me) if !me.read_only => {
+            let id = result.unwrap().id().to_string();
+            let at = m.tick();
+            m.messages.get_mut(&conversation).unwrap().push(Msg {
+                id,
+                sender: user,
+                text,
+                reply_to: reply,
+                at,
+            });
+        }
+        _ => prop_assert!(result.is_err()),
     }
     Ok(())
 }

@@ -100,13 +100,15 @@ impl World {
         get_talk_session(options).unwrap()
     }
 
-    /// Cuts every session's connection (they reconnect and resume). Only a server has
-    /// connections to cut: on the embedded engine this does nothing.
-    pub(crate) fn cut(&self) {
+    /// Cuts every session's connection (they reconnect and resume), and returns whether it
+    /// did. Only a server has connections to cut: on the embedded engine this does nothing.
+    pub(crate) fn cut(&self) -> bool {
         #[cfg(feature = "server")]
         if let Backend::Server(_, proxy) = &self.backend {
             proxy.cut();
+            return true;
         }
+        false
     }
 }
 
