@@ -503,7 +503,25 @@ impl SessionInner {
         }
     }
 
+    /// Applies one server frame. A panic while applying it (a bug: frames are checked before
+    /// they are applied) ends the session with an error instead of leaving its connection
+    /// task dead and every later call waiting.
     fn on_frame(self: &Arc<Self>, frame: ServerFrame) {
+        let applied =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply_frame(frame)));
+        if applied.is_err() {
+            tracing::error!(user = %self.user_id, "applying a server frame panicked; ending the session");
+            let error = WireError {
+                code: ErrorCode::Internal,
+                reasons: vec![
+                    "the session failed to apply a server frame (a bug in talkstore)".into(),
+                ],
+            };
+            self.terminate(Error::rejected("Apply a server frame".to_owned(), error));
+        }
+    }
+
+    fn apply_frame(self: &Arc<Self>, frame: ServerFrame) {
         match frame {
             ServerFrame::Push {
                 updates,
