@@ -562,7 +562,14 @@ impl Sub {
                 return None;
             }
         };
-        let delta = |n: &mut usize| if inserted { *n += 1 } else { *n -= 1 };
+        // Saturating: a server that sent a window with a key twice must not make this panic.
+        let delta = |n: &mut usize| {
+            *n = if inserted {
+                *n + 1
+            } else {
+                n.saturating_sub(1)
+            }
+        };
         for row in rows.range(..index) {
             if let Some(n) = self.from_end.get_mut(row) {
                 delta(n);

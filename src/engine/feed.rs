@@ -74,10 +74,9 @@ struct FeedSub {
     /// so that the usual change (a new item at the front) moves nothing.
     items: Option<VecDeque<(SortKey, EntityKey)>>,
     loaded_all: bool,
-    /// Whether the client was sent the window as it is now.
-    sent: bool,
     /// The changes that take the client's window to `items`, or `None` if the client must be
-    /// sent the whole window (it has none yet, or the root appeared or vanished).
+    /// sent the whole window (it has none yet, the root appeared or vanished, or the changes
+    /// would be longer than the window).
     changes: Option<Vec<RowChange>>,
     /// The window's items by key: where each sorts and the keys its snapshot reads.
     entries: HashMap<EntityKey, (SortKey, Vec<EntityKey>)>,
@@ -181,7 +180,6 @@ impl Feed {
                 bound,
                 items: None,
                 loaded_all: false,
-                sent: false,
                 changes: None,
                 entries: HashMap::default(),
                 below: None,
@@ -510,7 +508,7 @@ impl Feed {
         let mut changes = ReadChanges::default();
         let placed = self.place_in(storage, &mut feed_sub, items, collector, &mut changes);
         if let Ok(Some(changed)) = &placed
-            && (*changed || !feed_sub.sent)
+            && (*changed || feed_sub.changes.is_none())
         {
             push_window(sub, &mut feed_sub, updates);
         }
@@ -662,6 +660,7 @@ impl Feed {
             self.release(&key);
         }
     }
+
     /// The items of each window, as a client that applied every push would hold them.
     #[cfg(test)]
     fn windows(&self) -> HashMap<SubId, Option<Vec<EntityKey>>> {
@@ -739,7 +738,7 @@ impl Feed {
         let mut changes = ReadChanges::default();
         let done = self.recompute_in(storage, &mut feed_sub, extra, collector, &mut changes);
         if let Ok(changed) = done
-            && (changed || !feed_sub.sent)
+            && (changed || feed_sub.changes.is_none())
         {
             push_window(sub, &mut feed_sub, updates);
         }
@@ -920,7 +919,6 @@ fn push_window(sub: SubId, feed_sub: &mut FeedSub, updates: &mut Vec<Update>) {
             loaded_all,
         }),
     }
-    feed_sub.sent = true;
 }
 
 /// Appends to `changes` the inserts and removals that take window `old` to `new` (both in
@@ -933,39 +931,33 @@ fn diff_rows(
 ) -> bool {
     let mut diff = Vec::new();
     let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < new.len() {
-        if diff.len() > new.len() {
-            return false;
-        }
-        match (old.get(i), new.get(j)) {
+    while (i < old.len() || j < new.len()) && diff.len() <= new.len() {
+        let left = match (old.get(i), new.get(j)) {
             (Some(a), Some(b)) if a == b => {
-                i += 1;
-                j += 1;
+                (i, j) = (i + 1, j + 1);
+                continue;
             }
-            // `a` sorts before `b` (or is `b`'s key at another place): it left.
-            (Some(a), Some(b)) if a.0 >= b.0 => {
-                diff.push(RowChange::Remove { index: j });
-                i += 1;
-            }
-            (Some(_), None) => {
-                diff.push(RowChange::Remove { index: j });
-                i += 1;
-            }
-            (_, Some(b)) => {
-                diff.push(RowChange::Insert {
-                    index: j,
-                    key: b.1.clone(),
-                });
-                j += 1;
-            }
-            (None, None) => break,
+            // `a` sorts before `b`, or is `b`'s key at another place.
+            (Some(a), Some(b)) => a.0 >= b.0,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if left {
+            diff.push(RowChange::Remove { index: j });
+            i += 1;
+        } else {
+            diff.push(RowChange::Insert {
+                index: j,
+                key: new[j].1.clone(),
+            });
+            j += 1;
         }
     }
-    if diff.len() > new.len() {
-        return false;
+    let fits = diff.len() <= new.len();
+    if fits {
+        changes.append(&mut diff);
     }
-    changes.append(&mut diff);
-    true
+    fits
 }
 
 /// Collects the records of the snapshot rooted at `key` and returns the keys it reads.
@@ -1600,6 +1592,38 @@ mod tests {
                     connection.feed.check(state.storage());
                 }
             });
+        }
+    }
+
+    proptest! {
+        /// The row changes between two windows, applied to the first, give the second; when
+        /// they would outnumber its rows, nothing is appended.
+        #[test]
+        fn row_diffs_take_one_window_to_another(
+            old in proptest::collection::btree_set(0..40_i64, 0..30),
+            new in proptest::collection::btree_set(0..40_i64, 0..30),
+        ) {
+            let window = |set: &std::collections::BTreeSet<i64>| -> VecDeque<_> {
+                let all: VecDeque<_> = items(40).into();
+                all.into_iter().filter(|(k, _)| set.contains(&k.0)).collect()
+            };
+            let (old, new) = (window(&old), window(&new));
+            let mut changes = Vec::new();
+            if diff_rows(&old, &new, &mut changes) {
+                prop_assert!(changes.len() <= new.len());
+                let mut rows: Vec<EntityKey> = old.iter().map(|(_, k)| k.clone()).collect();
+                for change in changes {
+                    match change {
+                        RowChange::Insert { index, key } => rows.insert(index, key),
+                        RowChange::Remove { index } => drop(rows.remove(index)),
+                        RowChange::Move { .. } => prop_assert!(false, "a diff has no moves"),
+                    }
+                }
+                let expected: Vec<EntityKey> = new.iter().map(|(_, k)| k.clone()).collect();
+                prop_assert_eq!(rows, expected);
+            } else {
+                prop_assert!(changes.is_empty());
+            }
         }
     }
 
