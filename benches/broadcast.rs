@@ -14,8 +14,9 @@
 //! messages elsewhere (issue 10: the second should be at least half the first).
 //!
 //! Run with `cargo bench --features server --bench broadcast`; options: `--subscribers
-//! 100,1000,5000`, `--rates 100`, `--ramp 100,300,1000,3000` (rates tried at 1,000
-//! subscribers), `--seconds 4`. See `benches/README.md`.
+//! 100,1000,5000`, `--rates 100`, `--ramp 100,300,600,1000,3000` (rates tried at 1,000
+//! subscribers), `--seconds 4`, `--only talkstore` (one server alone, no posts: for profiles).
+//! See `benches/README.md`.
 
 use std::{
     sync::{
@@ -45,14 +46,20 @@ fn now_ns() -> u64 {
 
 /// The numbers after `name` on the command line, or `default`.
 fn list(name: &str, default: &[usize]) -> Vec<usize> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        Some(at) => args[at + 1]
+    match arg(name) {
+        Some(numbers) => numbers
             .split(',')
             .map(|n| n.parse().expect("numbers separated by commas"))
             .collect(),
         None => default.to_vec(),
     }
+}
+
+/// The value after `name` on the command line.
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == name)?;
+    args.get(at + 1).cloned()
 }
 
 fn pin(core: usize) {
@@ -466,6 +473,8 @@ fn header() {
 
 fn main() {
     pin(0);
+    let only = arg("--only");
+    let runs = |kind: Kind| only.as_deref().is_none_or(|only| only == kind.name());
     LazyLock::force(&EPOCH);
     let server_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -477,17 +486,21 @@ fn main() {
     header();
     for n in list("--subscribers", &[100, 1_000, 5_000]) {
         for &rate in &rates {
-            let bare = case(&server_runtime, Kind::Bare, n, rate);
-            let bare_rate = report(Kind::Bare, n, rate, &bare, None);
-            let ours = case(&server_runtime, Kind::Talkstore, n, rate);
-            report(Kind::Talkstore, n, rate, &ours, Some(bare_rate));
+            let bare_rate = runs(Kind::Bare).then(|| {
+                let bare = case(&server_runtime, Kind::Bare, n, rate);
+                report(Kind::Bare, n, rate, &bare, None)
+            });
+            if runs(Kind::Talkstore) {
+                let ours = case(&server_runtime, Kind::Talkstore, n, rate);
+                report(Kind::Talkstore, n, rate, &ours, bare_rate);
+            }
         }
     }
     println!("\nsustained at N = 1,000 (every message delivered within 2 s of the last send):");
     header();
     let mut best = [(Kind::Bare, 0.0), (Kind::Talkstore, 0.0)];
-    for rate in list("--ramp", &[100, 300, 1_000, 3_000]) {
-        for (kind, best) in &mut best {
+    for rate in list("--ramp", &[100, 300, 600, 1_000, 3_000]) {
+        for (kind, best) in best.iter_mut().filter(|(kind, _)| runs(*kind)) {
             let outcome = case(&server_runtime, *kind, 1_000, rate);
             let per_second = report(*kind, 1_000, rate, &outcome, None);
             if outcome.delivered == outcome.sent {
@@ -500,6 +513,9 @@ fn main() {
         "\nmaximum sustained deliveries/s at N = 1,000: bare {bare:.0}, talkstore {ours:.0} ({:.2}x)",
         ours / bare
     );
+    if only.is_some() {
+        return;
+    }
     let alone = posts(&server_runtime, false);
     let watched = posts(&server_runtime, true);
     println!(

@@ -304,13 +304,13 @@ impl State {
                 Ok(updates) => self.outgoing.extend(push(id, position, updates)),
                 Err(error) => tracing::error!(%error, "feed failed to compute a push"),
             }
-            self.interest.hold(id, connection.feed.take_key_changes());
+            self.interest.hold(id, connection.feed.take_user_changes());
         }
     }
 
     fn remove_connection(&mut self, conn: ConnId) -> Option<Connection> {
         let connection = self.connections.remove(&conn)?;
-        self.interest.forget(conn, connection.feed.held());
+        self.interest.forget(conn, connection.feed.held_users());
         Some(connection)
     }
 }
@@ -708,7 +708,7 @@ fn feed_op(
     let result = op(&mut connection.feed, storage);
     let feed = &mut connection.feed;
     state.interest.watch(conn, feed.me(), feed.targets());
-    state.interest.hold(conn, feed.take_key_changes());
+    state.interest.hold(conn, feed.take_user_changes());
     state.outgoing.extend(push(conn, position, result?));
     Ok(Response::Ack)
 }

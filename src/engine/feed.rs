@@ -102,8 +102,8 @@ pub(crate) struct Feed {
     subs: HashMap<SubId, FeedSub>,
     /// The last record sent per needed key, with the number of subscriptions needing it.
     known: HashMap<EntityKey, (Option<Arc<Record>>, usize)>,
-    /// Keys added to (`true`) or removed from `known` since [`Feed::take_key_changes`].
-    key_changes: Vec<(EntityKey, bool)>,
+    /// Users added to (`true`) or removed from `known` since [`Feed::take_user_changes`].
+    user_changes: Vec<(UserId, bool)>,
     resume: Option<Touched>,
 }
 
@@ -113,7 +113,7 @@ impl Feed {
             me,
             subs: HashMap::default(),
             known: HashMap::default(),
-            key_changes: Vec::new(),
+            user_changes: Vec::new(),
             resume: None,
         }
     }
@@ -127,14 +127,17 @@ impl Feed {
         self.subs.values().map(|sub| &sub.target)
     }
 
-    /// The keys whose records the client holds, as far as this feed knows.
-    pub(crate) fn held(&self) -> impl Iterator<Item = &EntityKey> {
-        self.known.keys()
+    /// The users whose records the client holds, as far as this feed knows.
+    pub(crate) fn held_users(&self) -> impl Iterator<Item = &UserId> {
+        self.known.keys().filter_map(|key| match key {
+            EntityKey::User { id } => Some(id),
+            _ => None,
+        })
     }
 
-    /// The keys the feed started (`true`) or stopped (`false`) holding since the last call.
-    pub(crate) fn take_key_changes(&mut self) -> std::vec::Drain<'_, (EntityKey, bool)> {
-        self.key_changes.drain(..)
+    /// The users the feed started (`true`) or stopped (`false`) holding since the last call.
+    pub(crate) fn take_user_changes(&mut self) -> std::vec::Drain<'_, (UserId, bool)> {
+        self.user_changes.drain(..)
     }
 
     pub(crate) fn subscribe(
@@ -306,7 +309,7 @@ impl Feed {
         let affected: Vec<(SubId, Plan)> = self
             .subs
             .iter()
-            .filter(|(_, s)| self.affects(storage, s, events))
+            .filter(|(_, s)| self.affects(storage, s, events, reads))
             .map(|(id, s)| (*id, self.plan(s, events)))
             .collect();
         let mut updates = Vec::new();
@@ -333,7 +336,13 @@ impl Feed {
     }
 
     /// Whether `events` can change the window of a subscription.
-    fn affects(&self, storage: &dyn Storage, sub: &FeedSub, events: &[Event]) -> bool {
+    fn affects(
+        &self,
+        storage: &dyn Storage,
+        sub: &FeedSub,
+        events: &[Event],
+        reads: &mut Reads,
+    ) -> bool {
         let me = &self.me;
         events.iter().any(|event| match (&sub.target, event) {
             (Target::User { id }, Event::UserChanged { user }) => id == user,
@@ -348,7 +357,7 @@ impl Feed {
                             .below
                             .as_ref()
                             .is_some_and(|below| below.contains_key(&key))
-                        || view::is_participant(storage, c, me).unwrap_or(true)
+                        || reads.is_participant(storage, c, me).unwrap_or(true)
                 }
             },
             (
@@ -407,6 +416,7 @@ impl Feed {
         }
         let me = &self.me;
         let mut items: Vec<(EntityKey, bool)> = Vec::new();
+        let mut planned = HashSet::default();
         for event in events {
             let item = match (&sub.target, event) {
                 (Target::Conversations { .. }, event) => match event.conversation() {
@@ -439,7 +449,10 @@ impl Feed {
                         let readers = sub.needed.get(&key).copied().unwrap_or(0);
                         if readers > usize::from(sub.entries.contains_key(&key)) {
                             for (item, (_, reads)) in &sub.entries {
-                                if *item != key && reads.contains(&key) {
+                                if *item != key
+                                    && reads.contains(&key)
+                                    && planned.insert(item.clone())
+                                {
                                     items.push((item.clone(), false));
                                 }
                             }
@@ -484,7 +497,7 @@ impl Feed {
                 }
                 _ => return Plan::Relist,
             };
-            if !items.iter().any(|(key, _)| *key == item.0) {
+            if planned.insert(item.0.clone()) {
                 items.push(item);
             }
         }
@@ -532,7 +545,7 @@ impl Feed {
         let mut moves = Vec::new();
         let mut emptied_below = false;
         for (key, new) in items {
-            let sort = self.sort_key(storage, &sub.target, key)?;
+            let sort = self.sort_key(storage, &sub.target, key, collector.reads())?;
             let joins = sort.clone().filter(|sort| match &sub.bound {
                 Bound::From(bound) => sort >= bound,
                 _ => true,
@@ -610,6 +623,7 @@ impl Feed {
         storage: &dyn Storage,
         target: &Target,
         key: &EntityKey,
+        reads: &mut Reads,
     ) -> StorageResult<Option<SortKey>> {
         Ok(match (target, key) {
             (Target::Conversations { filter }, EntityKey::Conversation { id }) => {
@@ -621,10 +635,11 @@ impl Feed {
                     filter,
                 },
                 EntityKey::Message { id },
-            ) => match storage.message(id)? {
-                Some((message, pos))
-                    if message.conversation_id == *conversation
-                        && message_matches(storage, filter.as_ref(), &message)? =>
+            ) => match reads.message(storage, id)? {
+                Some((record, pos))
+                    if let Record::Message(message) = &*record
+                        && message.conversation_id == *conversation
+                        && message_matches(storage, filter.as_ref(), message)? =>
                 {
                     Some(message_sort_key(pos))
                 }
@@ -646,7 +661,9 @@ impl Feed {
     ) {
         for key in changes.gained {
             let entry = self.known.entry(key.clone()).or_insert_with(|| {
-                self.key_changes.push((key.clone(), true));
+                if let EntityKey::User { id } = &key {
+                    self.user_changes.push((id.clone(), true));
+                }
                 (None, 0)
             });
             entry.1 += 1;
@@ -801,7 +818,9 @@ impl Feed {
             entry.1 -= 1;
             if entry.1 == 0 {
                 self.known.remove(key);
-                self.key_changes.push((key.clone(), false));
+                if let EntityKey::User { id } = key {
+                    self.user_changes.push((id.clone(), false));
+                }
             }
         }
     }

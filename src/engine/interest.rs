@@ -3,8 +3,14 @@
 //!
 //! After events, a feed pushes only if one of its subscriptions' windows may change (see
 //! `Feed::affects`) or if it holds a record an event touched. [`Interest`] keeps, for every
-//! connection, a superset of both: the keys its feed holds, and what its subscriptions' targets
-//! watch.
+//! connection, a superset of both: what its subscriptions' targets watch, and the users its
+//! feed holds.
+//!
+//! Only user keys are indexed by holder: every other record belongs to a conversation, every
+//! event that touches it names that conversation, and every feed that holds it watches that
+//! conversation (its conversation, participant and message targets) or lists it (the viewer's
+//! conversation list; a viewer removed from it is reached through the removal). So a new
+//! message held by N connections costs no index work, where indexing it would cost N inserts.
 
 use super::{ConnId, Event, Storage, view};
 use crate::{
@@ -31,8 +37,8 @@ enum Watch {
 /// The index of connections by what their feeds watch.
 #[derive(Default)]
 pub(crate) struct Interest {
-    /// Connections by the keys their feeds hold.
-    holders: HashMap<EntityKey, HashSet<ConnId>>,
+    /// Connections by the users their feeds hold.
+    holders: HashMap<UserId, HashSet<ConnId>>,
     /// Connections by what their subscriptions watch.
     watchers: HashMap<Watch, HashSet<ConnId>>,
     /// Connections with a conversation list open, by viewer: events in any conversation the
@@ -60,10 +66,11 @@ fn mark<K: Eq + std::hash::Hash>(
 }
 
 impl Interest {
-    /// Records that `conn`'s feed now holds (`true`) or no longer holds (`false`) each key.
-    pub(crate) fn hold(&mut self, conn: ConnId, changes: impl Iterator<Item = (EntityKey, bool)>) {
-        for (key, held) in changes {
-            mark(&mut self.holders, key, conn, held);
+    /// Records that `conn`'s feed now holds (`true`) or no longer holds (`false`) each user
+    /// (only users: see the module docs).
+    pub(crate) fn hold(&mut self, conn: ConnId, changes: impl Iterator<Item = (UserId, bool)>) {
+        for (user, held) in changes {
+            mark(&mut self.holders, user, conn, held);
         }
     }
 
@@ -121,10 +128,10 @@ impl Interest {
         }
     }
 
-    /// Forgets a connection whose feed holds `held`.
-    pub(crate) fn forget<'a>(&mut self, conn: ConnId, held: impl Iterator<Item = &'a EntityKey>) {
+    /// Forgets a connection whose feed holds the users `held`.
+    pub(crate) fn forget<'a>(&mut self, conn: ConnId, held: impl Iterator<Item = &'a UserId>) {
         self.unwatch(conn);
-        self.hold(conn, held.map(|key| (key.clone(), false)));
+        self.hold(conn, held.map(|user| (user.clone(), false)));
     }
 
     /// The connections whose feeds may push something after `events`, which touched the keys
@@ -137,7 +144,9 @@ impl Interest {
     ) -> HashSet<ConnId> {
         let mut conns = HashSet::default();
         for key in touched {
-            conns.extend(self.holders.get(key).into_iter().flatten());
+            if let EntityKey::User { id } = key {
+                conns.extend(self.holders.get(id).into_iter().flatten());
+            }
         }
         let mut watched =
             |watch: Watch| conns.extend(self.watchers.get(&watch).into_iter().flatten());

@@ -2,10 +2,14 @@
 
 use std::sync::Arc;
 
-use super::{Storage, storage::StorageResult, unread};
+use super::{
+    Storage,
+    storage::{MessagePos, StorageResult},
+    unread,
+};
 use crate::{
     HashMap,
-    model::{ConversationId, ReadStateRecord, UserId},
+    model::{ConversationId, MessageId, ReadStateRecord, UserId},
     protocol::{EntityKey, Record, shape},
 };
 
@@ -35,11 +39,18 @@ pub(crate) fn read_state(
 
 /// Records read from storage, shared by every viewer they are read for: during one commit's
 /// pushes each record is read (on SQLite, parsed) once, however many connections show it.
-/// Visibility is checked per viewer; read states, which differ per viewer, are not kept.
+/// Visibility is checked per viewer (and remembered); read states, which differ per viewer,
+/// are not kept.
 ///
 /// Valid only while storage does not change: make one per commit or request.
 #[derive(Default)]
-pub(crate) struct Reads(HashMap<EntityKey, Option<Arc<Record>>>);
+pub(crate) struct Reads {
+    records: HashMap<EntityKey, Option<Arc<Record>>>,
+    /// Where each message read sorts.
+    positions: HashMap<MessageId, MessagePos>,
+    /// Whether each (conversation, user) asked about is a participation.
+    members: HashMap<(ConversationId, UserId), bool>,
+}
 
 impl Reads {
     /// The current record behind `key` as `me` may see it, or `None` if it is missing or
@@ -54,41 +65,74 @@ impl Reads {
             let record = read_state(storage, conversation, me)?;
             return Ok(record.map(|r| Arc::new(Record::ReadState(r))));
         }
-        let record = match self.0.get(key) {
-            Some(record) => record.clone(),
-            None => {
-                let record = load(storage, key)?.map(Arc::new);
-                self.0.insert(key.clone(), record.clone());
-                record
-            }
-        };
-        let Some(record) = record else {
+        let Some(record) = self.load(storage, key)? else {
             return Ok(None);
         };
-        let visible = match &*record {
-            Record::User(_) => true,
-            Record::Conversation(c) => is_participant(storage, &c.id, me)?,
-            Record::Participant(p) => is_participant(storage, &p.conversation_id, me)?,
-            Record::Message(m) => is_participant(storage, &m.conversation_id, me)?,
-            Record::ReadState(_) => false,
+        let conversation = match &*record {
+            Record::User(_) => return Ok(Some(record)),
+            Record::Conversation(c) => &c.id,
+            Record::Participant(p) => &p.conversation_id,
+            Record::Message(m) => &m.conversation_id,
+            Record::ReadState(_) => return Ok(None),
         };
+        let visible = self.is_participant(storage, conversation, me)?;
         Ok(visible.then_some(record))
     }
-}
 
-/// The record behind `key`, whoever may see it (not for read states, which are per viewer).
-fn load(storage: &dyn Storage, key: &EntityKey) -> StorageResult<Option<Record>> {
-    Ok(match key {
-        EntityKey::User { id } => storage.user(id)?.map(|u| Record::User(u.public)),
-        EntityKey::Conversation { id } => storage
-            .conversation(id)?
-            .map(|c| Record::Conversation(c.record)),
-        EntityKey::Participant { conversation, user } => storage
-            .participant(conversation, user)?
-            .map(|p| Record::Participant(p.record)),
-        EntityKey::Message { id } => storage.message(id)?.map(|(m, _)| Record::Message(m)),
-        EntityKey::ReadState { .. } => None,
-    })
+    /// The message `id`, whoever may see it, and where it sorts.
+    pub(crate) fn message(
+        &mut self,
+        storage: &dyn Storage,
+        id: &MessageId,
+    ) -> StorageResult<Option<(Arc<Record>, MessagePos)>> {
+        let record = self.load(storage, &EntityKey::message(id))?;
+        Ok(record.and_then(|record| Some((record, *self.positions.get(id)?))))
+    }
+
+    /// Whether `user` participates in `conversation` (see [`is_participant`]).
+    pub(crate) fn is_participant(
+        &mut self,
+        storage: &dyn Storage,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> StorageResult<bool> {
+        let key = (conversation.clone(), user.clone());
+        if let Some(member) = self.members.get(&key) {
+            return Ok(*member);
+        }
+        let member = is_participant(storage, conversation, user)?;
+        self.members.insert(key, member);
+        Ok(member)
+    }
+
+    /// The record behind `key`, whoever may see it (not for read states, which are per
+    /// viewer).
+    fn load(
+        &mut self,
+        storage: &dyn Storage,
+        key: &EntityKey,
+    ) -> StorageResult<Option<Arc<Record>>> {
+        if let Some(record) = self.records.get(key) {
+            return Ok(record.clone());
+        }
+        let record = match key {
+            EntityKey::User { id } => storage.user(id)?.map(|u| Record::User(u.public)),
+            EntityKey::Conversation { id } => storage
+                .conversation(id)?
+                .map(|c| Record::Conversation(c.record)),
+            EntityKey::Participant { conversation, user } => storage
+                .participant(conversation, user)?
+                .map(|p| Record::Participant(p.record)),
+            EntityKey::Message { id } => storage.message(id)?.map(|(m, pos)| {
+                self.positions.insert(id.clone(), pos);
+                Record::Message(m)
+            }),
+            EntityKey::ReadState { .. } => None,
+        }
+        .map(Arc::new);
+        self.records.insert(key.clone(), record.clone());
+        Ok(record)
+    }
 }
 
 /// Gathers the records needed to assemble snapshots: each root record and everything nested
@@ -105,6 +149,11 @@ impl<'r> Collector<'r> {
             reads,
             records: HashMap::default(),
         }
+    }
+
+    /// The shared reads.
+    pub(crate) fn reads(&mut self) -> &mut Reads {
+        self.reads
     }
 
     /// The current record behind `key` as `me` may see it (see [`Reads::fetch`]).
