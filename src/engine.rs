@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 pub use self::sqlite::Durability;
 pub use self::storage::StorageError;
 pub(crate) use self::storage::{Event, Storage};
-use self::{feed::Feed, interest::Interest, memory::MemoryStorage};
+use self::{commands::Route, feed::Feed, interest::Interest, memory::MemoryStorage};
 use crate::{
     model::{ConversationId, Timestamp, UserId},
     params::plain_text,
@@ -650,27 +650,27 @@ impl Shared {
             return;
         };
         let id = frame.id;
-        if !frame.request.is_write() {
+        let is_write = frame.request.is_write();
+        let route = commands::route(frame.request);
+        debug_assert_eq!(is_write, matches!(route, Route::Write(_)));
+        if !is_write {
             state.publish_pending();
         }
-        let result = match frame.request {
-            Request::Subscribe {
+        let result = match route {
+            Route::Subscribe {
                 sub,
                 target,
                 restore,
             } => feed_op(state, conn, |feed, storage| {
                 feed.subscribe(storage, sub, target, restore)
             }),
-            // Tokens are checked by the server in front of the engine; in process, any goes.
-            Request::Authenticate { .. } => Ok(Response::Ack),
-            Request::LoadMore { sub, count } => feed_op(state, conn, |feed, storage| {
+            Route::Authenticate => Ok(Response::Ack),
+            Route::LoadMore { sub, count } => feed_op(state, conn, |feed, storage| {
                 feed.load_more(storage, sub, count)
             }),
-            Request::Unsubscribe { sub } => {
-                feed_op(state, conn, |feed, _| Ok(feed.unsubscribe(sub)))
-            }
-            request if request.is_read() => commands::read(state, &me, request),
-            request => match state.write(|state| commands::write(state, &me, request)) {
+            Route::Unsubscribe { sub } => feed_op(state, conn, |feed, _| Ok(feed.unsubscribe(sub))),
+            Route::Read(read) => commands::read(state, &me, read),
+            Route::Write(write) => match state.write(|state| write(state, &me)) {
                 Ok((response, events)) => {
                     state.pending.extend(events);
                     let result = Ok(response);
@@ -714,16 +714,6 @@ fn feed_op(
 }
 
 impl Request {
-    fn is_read(&self) -> bool {
-        matches!(
-            self,
-            Request::GetUser { .. }
-                | Request::GetConversation { .. }
-                | Request::GetParticipant { .. }
-                | Request::GetMessage { .. }
-        )
-    }
-
     /// Whether the request writes (its events are pushed with the batch's other writes).
     /// Exhaustive: a new request must say.
     pub(crate) fn is_write(&self) -> bool {

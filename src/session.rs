@@ -11,7 +11,7 @@ use std::{
     },
 };
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub(crate) use self::subscription::TypedOutput;
 use self::subscription::{RowType, SubCore};
@@ -32,7 +32,7 @@ use crate::{
         Update, WireError,
     },
     store::{self, Bundle, Node, Store, StoreStats},
-    transport::{Embedded, jitter, wire_round_trip},
+    transport::{Embedded, jitter},
 };
 
 /// Options of [`get_talk_session`].
@@ -377,11 +377,12 @@ impl SessionInner {
 
     fn link(self: &Arc<Self>) -> &Link {
         self.link.get_or_init(|| match &self.backend {
-            Backend::Embedded(engine) => {
-                let (link, inbox) = Embedded::connect(engine.clone(), self.user_id.clone());
-                self.runtime.spawn(pump(Arc::downgrade(self), inbox));
-                Link::Embedded(link)
-            }
+            Backend::Embedded(engine) => Link::Embedded(Embedded::start(
+                self.runtime,
+                engine.clone(),
+                self.user_id.clone(),
+                Arc::downgrade(self),
+            )),
             #[cfg(feature = "websocket")]
             Backend::Remote(url) => Link::Websocket(crate::transport::Websocket::start(
                 self.runtime,
@@ -635,30 +636,6 @@ fn error_to_wire(error: &Error) -> WireError {
     }
 }
 
-/// Applies server frames in order, each as one batch.
-async fn pump(session: Weak<SessionInner>, mut inbox: mpsc::Receiver<ServerFrame>) {
-    loop {
-        while let Some(frame) = inbox.recv().await {
-            let Some(session) = session.upgrade() else {
-                return;
-            };
-            // Frames from a websocket were JSON already; in process, check they could have been.
-            session.on_frame(wire_round_trip(frame));
-        }
-        // The engine dropped the connection (a failed batch of writes, or a whole queue
-        // behind): resume on a new one, as the websocket transport does after a disconnect.
-        // A session being dropped has dropped its link, so this ends.
-        let Some(session) = session.upgrade() else {
-            return;
-        };
-        let Some(Link::Embedded(link)) = session.link.get() else {
-            return;
-        };
-        tracing::warn!(user = %session.user_id, "the engine dropped the session's connection; resuming");
-        inbox = link.reconnect(|| session.replay());
-    }
-}
-
 /// A session of one user of one app: the entry point of the Data API.
 ///
 /// Cheap to clone; clones are the same session. Get one with [`get_talk_session`].
@@ -818,7 +795,6 @@ impl TalkSession {
     }
 }
 
-#[cfg(feature = "websocket")]
 impl crate::transport::Peer for SessionInner {
     fn replay(&self) -> Vec<ClientFrame> {
         SessionInner::replay(self)
@@ -859,6 +835,8 @@ impl crate::transport::Peer for SessionInner {
 
 #[cfg(test)]
 mod tests {
+    use tokio::sync::mpsc;
+
     use super::*;
 
     /// `terminate` fails later requests, runs each error handler once, and runs handlers

@@ -18,7 +18,7 @@ use crate::{
         ConversationParams, EditParams, ParticipantParams, UserParams, WireSend, apply_custom,
         custom_from_patch,
     },
-    protocol::{EntityKey, ErrorCode, ParticipantWrite, Request, Response},
+    protocol::{EntityKey, ErrorCode, ParticipantWrite, Request, Response, Restore, SubId, Target},
 };
 
 pub(super) fn invalid(reason: impl Into<String>) -> EngineError {
@@ -40,22 +40,133 @@ pub(super) fn forbidden(reason: impl Into<String>) -> EngineError {
     EngineError::rejected(ErrorCode::Forbidden, reason)
 }
 
-/// Answers a read with the records of the requested snapshot.
-pub(super) fn read(state: &State, me: &UserId, request: Request) -> EngineResult<Response> {
-    let storage = state.storage();
-    let key = match request {
-        Request::GetUser { user } => EntityKey::user(&user),
-        Request::GetConversation { conversation } => EntityKey::conversation(&conversation),
+/// A write command, ready to run in the batch's transaction as its user.
+pub(super) type Write =
+    Box<dyn FnOnce(&mut State, &UserId) -> EngineResult<(Response, Vec<Event>)> + Send>;
+
+/// What runs a request. [`route`] matches every request variant, so a new variant does not
+/// compile until it is routed here (and classified by `Request::is_write`).
+pub(super) enum Route {
+    /// A subscription operation on the connection's feed.
+    Subscribe {
+        sub: SubId,
+        target: Target,
+        restore: Option<Restore>,
+    },
+    LoadMore {
+        sub: SubId,
+        count: u32,
+    },
+    Unsubscribe {
+        sub: SubId,
+    },
+    /// Tokens are checked by the server in front of the engine; in process, any goes.
+    Authenticate,
+    /// A read of one snapshot.
+    Read(Read),
+    Write(Write),
+}
+
+/// A read of one snapshot, as a user.
+pub(super) enum Read {
+    User(UserId),
+    Conversation(ConversationId),
+    Participant(ConversationId, UserId),
+    Message(ConversationId, MessageId),
+}
+
+/// Sorts `request` by what runs it.
+pub(super) fn route(request: Request) -> Route {
+    match request {
+        Request::Subscribe {
+            sub,
+            target,
+            restore,
+        } => Route::Subscribe {
+            sub,
+            target,
+            restore,
+        },
+        Request::LoadMore { sub, count } => Route::LoadMore { sub, count },
+        Request::Unsubscribe { sub } => Route::Unsubscribe { sub },
+        Request::Authenticate { .. } => Route::Authenticate,
+        Request::GetUser { user } => Route::Read(Read::User(user)),
+        Request::GetConversation { conversation } => Route::Read(Read::Conversation(conversation)),
         Request::GetParticipant { conversation, user } => {
+            Route::Read(Read::Participant(conversation, user))
+        }
+        Request::GetMessage {
+            conversation,
+            message,
+        } => Route::Read(Read::Message(conversation, message)),
+        Request::SetUser {
+            user,
+            params,
+            create_only,
+        } => Route::Write(Box::new(move |state, _| {
+            set_user(state, &user, params, create_only)
+        })),
+        Request::SetConversation {
+            conversation,
+            params,
+            create_only,
+        } => Route::Write(Box::new(move |state, me| {
+            set_conversation(state, me, &conversation, params, create_only)
+        })),
+        Request::MarkRead { conversation } => Route::Write(Box::new(move |state, me| {
+            mark(state, me, &conversation, false)
+        })),
+        Request::MarkUnread { conversation } => Route::Write(Box::new(move |state, me| {
+            mark(state, me, &conversation, true)
+        })),
+        Request::Send {
+            conversation,
+            message,
+        } => Route::Write(Box::new(move |state, me| {
+            send(state, me, &conversation, message)
+        })),
+        Request::SetParticipant {
+            conversation,
+            user,
+            params,
+            mode,
+        } => Route::Write(Box::new(move |state, me| {
+            set_participant(state, me, &conversation, &user, params, mode)
+        })),
+        Request::DeleteParticipant { conversation, user } => {
+            Route::Write(Box::new(move |state, me| {
+                delete_participant(state, me, &conversation, &user)
+            }))
+        }
+        Request::EditMessage {
+            conversation,
+            message,
+            params,
+        } => Route::Write(Box::new(move |state, me| {
+            edit_message(state, me, &conversation, &message, params)
+        })),
+        Request::DeleteMessage {
+            conversation,
+            message,
+        } => Route::Write(Box::new(move |state, me| {
+            delete_message(state, me, &conversation, &message)
+        })),
+    }
+}
+
+/// Answers a read with the records of the requested snapshot.
+pub(super) fn read(state: &State, me: &UserId, read: Read) -> EngineResult<Response> {
+    let storage = state.storage();
+    let key = match read {
+        Read::User(user) => EntityKey::user(&user),
+        Read::Conversation(conversation) => EntityKey::conversation(&conversation),
+        Read::Participant(conversation, user) => {
             if &user != me && !view::is_participant(storage, &conversation, me)? {
                 return Err(not_participant(&conversation));
             }
             EntityKey::participant(&conversation, &user)
         }
-        Request::GetMessage {
-            conversation,
-            message,
-        } => {
+        Read::Message(conversation, message) => {
             match storage.message(&message)? {
                 Some((m, _)) if m.conversation_id == conversation => {}
                 _ => {
@@ -67,7 +178,6 @@ pub(super) fn read(state: &State, me: &UserId, request: Request) -> EngineResult
             }
             EntityKey::message(&message)
         }
-        _ => return Err(invalid("not a read")),
     };
     let mut reads = Reads::default();
     let mut collector = Collector::new(&mut reads);
@@ -82,51 +192,6 @@ pub(super) fn read(state: &State, me: &UserId, request: Request) -> EngineResult
             .map(Arc::unwrap_or_clone)
             .collect(),
     })
-}
-
-/// Runs a write command. Validates everything before the first write.
-pub(super) fn write(
-    state: &mut State,
-    me: &UserId,
-    request: Request,
-) -> EngineResult<(Response, Vec<Event>)> {
-    match request {
-        Request::SetUser {
-            user,
-            params,
-            create_only,
-        } => set_user(state, &user, params, create_only),
-        Request::SetConversation {
-            conversation,
-            params,
-            create_only,
-        } => set_conversation(state, me, &conversation, params, create_only),
-        Request::MarkRead { conversation } => mark(state, me, &conversation, false),
-        Request::MarkUnread { conversation } => mark(state, me, &conversation, true),
-        Request::Send {
-            conversation,
-            message,
-        } => send(state, me, &conversation, message),
-        Request::SetParticipant {
-            conversation,
-            user,
-            params,
-            mode,
-        } => set_participant(state, me, &conversation, &user, params, mode),
-        Request::DeleteParticipant { conversation, user } => {
-            delete_participant(state, me, &conversation, &user)
-        }
-        Request::EditMessage {
-            conversation,
-            message,
-            params,
-        } => edit_message(state, me, &conversation, &message, params),
-        Request::DeleteMessage {
-            conversation,
-            message,
-        } => delete_message(state, me, &conversation, &message),
-        _ => Err(invalid("not a write")),
-    }
 }
 
 pub(super) fn set_user(

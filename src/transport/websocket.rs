@@ -23,8 +23,7 @@ use tokio_tungstenite::tungstenite::{
 
 use crate::{
     protocol::{ClientFrame, ErrorCode, ServerFrame, WireError},
-    session::SessionInner,
-    transport::jitter,
+    transport::{Peer, jitter},
 };
 
 /// Ping after this long without traffic.
@@ -47,23 +46,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// What a session needs from its connection task.
-pub(crate) trait Peer: Send + Sync + 'static {
-    /// Frames to send on a fresh connection: live subscriptions, then unanswered requests.
-    fn replay(&self) -> Vec<ClientFrame>;
-    /// A frame from the server.
-    fn receive(self: &Arc<Self>, frame: ServerFrame);
-    /// Whether the session has live subscriptions or requests in flight.
-    fn busy(&self) -> bool;
-    /// The token to connect with.
-    fn token(&self) -> Option<String>;
-    /// The token is about to expire, or was refused: ask the app for a new one. Returns
-    /// whether an `on_need_token` callback exists.
-    fn need_token(&self) -> bool;
-    /// The connection cannot recover (refused credentials, expired token): end the session.
-    fn fail(&self, error: WireError);
-}
-
 struct Shared {
     /// The live connection's writer; `None` while disconnected.
     writer: Mutex<Option<mpsc::UnboundedSender<Message>>>,
@@ -77,9 +59,9 @@ pub(crate) struct Websocket {
 
 impl Websocket {
     /// Starts the connection task for `url` (`ws://host:port/v1/{app}/realtime/{user}`).
-    pub(crate) fn start(
+    pub(crate) fn start<P: Peer>(
         runtime: &tokio::runtime::Handle,
-        peer: Weak<SessionInner>,
+        peer: Weak<P>,
         url: String,
     ) -> Self {
         let shared = Arc::new(Shared {
