@@ -18,15 +18,16 @@ mod commands;
 mod feed;
 mod interest;
 mod memory;
+mod queue;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
+mod state;
 mod storage;
 mod unread;
 mod view;
 
 use std::{
-    collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError, mpsc::SyncSender},
+    sync::{Arc, Mutex, OnceLock, mpsc::SyncSender},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -34,13 +35,21 @@ use tokio::sync::mpsc;
 
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::Durability;
+#[cfg(feature = "server")]
+pub(crate) use self::state::Dropped;
+pub(crate) use self::state::{DropReason, State};
 pub use self::storage::StorageError;
 pub(crate) use self::storage::{Event, Storage};
-use self::{commands::Route, feed::Feed, interest::Interest, memory::MemoryStorage};
+use self::{
+    feed::Feed,
+    memory::MemoryStorage,
+    queue::{Command, Shared},
+    state::{Clock, Connection},
+};
 use crate::{
     model::{ConversationId, Timestamp, UserId},
     params::plain_text,
-    protocol::{ClientFrame, ErrorCode, Request, Response, ServerFrame, Update, WireError},
+    protocol::{ClientFrame, ErrorCode, Request, ServerFrame, WireError},
 };
 
 /// An engine command was refused or failed.
@@ -101,238 +110,6 @@ fn system_clock() -> Timestamp {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Where an engine gets the current time, in milliseconds since the Unix epoch.
-type Clock = Box<dyn Fn() -> Timestamp + Send>;
-
-struct Connection {
-    feed: Feed,
-    /// Bounded: a connection that does not keep up is dropped (see [`State::flush`]).
-    outbox: mpsc::Sender<ServerFrame>,
-    dropped: DropReason,
-}
-
-/// Why the engine dropped a connection (its receiver ended).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dropped {
-    /// Its queue was full: a reader too slow for its queue.
-    SlowReader,
-    /// A batch of writes failed in storage: the connection's feed counted the lost writes as
-    /// sent, so its client must resume from its last push.
-    StorageFailure,
-}
-
-/// Set by the engine, once, when it drops a connection.
-pub(crate) type DropReason = Arc<OnceLock<Dropped>>;
-
-impl Connection {
-    fn drop_for(self, reason: Dropped) {
-        let _ = self.dropped.set(reason);
-    }
-}
-
-/// The most commands one commit covers.
-const MAX_BATCH: usize = 256;
-
-/// Work queued for the engine, run in order by whichever thread holds it.
-enum Command {
-    Frame(ConnId, Box<ClientFrame>),
-    Disconnect(ConnId),
-}
-
-pub(crate) struct State {
-    storage: Box<dyn Storage>,
-    clock: Clock,
-    last_now: Timestamp,
-    connections: HashMap<ConnId, Connection>,
-    /// What each connection's feed watches: a commit visits the feeds it can concern only.
-    interest: Interest,
-    next_conn: ConnId,
-    /// Frames of the open batch, sent once its commit succeeds: an answer is never sent
-    /// before the writes it reports are durable.
-    outgoing: Vec<(ConnId, ServerFrame)>,
-    /// The events of the writes run since the last push, and their answers: consecutive
-    /// writes of a batch are pushed together, one push per connection however many writes
-    /// it sees (see [`State::publish_pending`]).
-    pending: Vec<Event>,
-    held: Vec<(ConnId, ServerFrame)>,
-    /// Commands in the open batch.
-    batched: usize,
-    /// Why the open batch cannot commit, if it cannot.
-    failed: Option<StorageError>,
-}
-
-impl State {
-    /// The engine's time: the wall clock, but strictly increasing, so that every event has its
-    /// own timestamp (under more than 1,000 writes a second it runs ahead of the wall clock).
-    pub(crate) fn now(&mut self) -> Timestamp {
-        let now = (self.clock)().max(self.last_now + 1);
-        self.last_now = now;
-        self.storage.record_time(now);
-        now
-    }
-
-    pub(crate) fn storage(&self) -> &dyn Storage {
-        &*self.storage
-    }
-
-    pub(crate) fn storage_mut(&mut self) -> &mut dyn Storage {
-        &mut *self.storage
-    }
-
-    /// Runs a write inside the open batch: its writes and events are kept together, or, if it
-    /// fails, none of them. They become durable with the batch's commit ([`State::flush`]).
-    ///
-    /// Commands of a batch validate before they write, so one fails after writing only if
-    /// storage failed; if the storage cannot undo that command alone, the whole batch fails.
-    /// (An app backend's write runs alone in its batch, so it may fail anywhere.)
-    fn write<T>(
-        &mut self,
-        command: impl FnOnce(&mut State) -> EngineResult<(T, Vec<Event>)>,
-    ) -> EngineResult<(T, Vec<Event>)> {
-        self.storage.begin_command();
-        let result = command(self).and_then(|(response, events)| {
-            if !events.is_empty() {
-                self.storage.append_events(&events)?;
-            }
-            Ok((response, events))
-        });
-        if let Err(error) = &result
-            && !self.storage.undo_command()
-        {
-            debug_assert!(
-                matches!(error, EngineError::Storage(_)),
-                "a command was refused after it wrote: {error}"
-            );
-            if self.failed.is_none() {
-                self.failed = Some(match error {
-                    EngineError::Storage(error) => error.clone(),
-                    EngineError::Rejected { reason, .. } => StorageError(reason.clone()),
-                });
-            }
-        }
-        result
-    }
-
-    /// Commits the open batch (group commit: one commit for every command that queued behind
-    /// the lock meanwhile), then sends its frames. If the commit fails, or a command of the
-    /// batch failed in a way that could not be undone alone, the batch's writes are gone: its
-    /// requests are answered with `INTERNAL` and every connection is dropped
-    /// ([`Dropped::StorageFailure`]): each feed counted the lost writes as sent, so its client
-    /// must resume from its last push.
-    fn flush(&mut self) {
-        self.publish_pending();
-        self.batched = 0;
-        // Drained, not taken: a busy engine reuses the queue's memory instead of growing a
-        // new one (with a thousand subscribers, a page fault per few frames) on every batch.
-        let frames = self.outgoing.drain(..);
-        let committed = match self.failed.take() {
-            Some(error) => Err(error),
-            None => self.storage.commit(),
-        };
-        if let Err(error) = committed {
-            tracing::error!(%error, "a batch of writes failed; closing every connection");
-            self.storage.rollback();
-            for (conn, frame) in frames {
-                if let (ServerFrame::Response { id, .. }, Some(c)) =
-                    (&frame, self.connections.get(&conn))
-                {
-                    let result = Err(EngineError::Storage(error.clone()).into_wire());
-                    let _ = c.outbox.try_send(ServerFrame::Response { id: *id, result });
-                }
-            }
-            self.interest = Interest::default();
-            for (_, connection) in self.connections.drain() {
-                connection.drop_for(Dropped::StorageFailure);
-            }
-            return;
-        }
-        let mut overflowed = Vec::new();
-        for (conn, frame) in frames {
-            if let Some(connection) = self.connections.get(&conn) {
-                // A closed outbox means the connection is going away; disconnect cleans up.
-                if let Err(mpsc::error::TrySendError::Full(_)) = connection.outbox.try_send(frame) {
-                    overflowed.push(conn);
-                }
-            }
-        }
-        // A reader too slow for its queue is dropped: its receiver ends, and it catches up
-        // when it reconnects. Nothing it missed is lost, and nobody else waits for it.
-        for conn in overflowed {
-            if let Some(connection) = self.remove_connection(conn) {
-                tracing::info!(conn, "dropped a connection whose outbound queue was full");
-                connection.drop_for(Dropped::SlowReader);
-            }
-        }
-    }
-
-    /// Pushes the pending writes' events, then queues their answers: each answer comes after
-    /// the push that shows its effects. Runs before anything that reads the feeds or storage
-    /// for a connection (a subscribe, a read, a disconnect) and before a commit, so feeds
-    /// never see an event twice.
-    ///
-    /// # Performance
-    ///
-    /// Under load a batch holds many writes: each connection's feed then handles them in one
-    /// pass and gets one frame, so the cost per delivery falls as the load grows.
-    fn publish_pending(&mut self) {
-        if !self.pending.is_empty() {
-            let events = std::mem::take(&mut self.pending);
-            self.publish(&events);
-        }
-        self.outgoing.append(&mut self.held);
-    }
-
-    /// Turns committed events into one push per connection that sees them.
-    fn publish(&mut self, events: &[Event]) {
-        if events.is_empty() {
-            return;
-        }
-        let storage = &*self.storage;
-        let Ok(position) = storage.log_position() else {
-            return;
-        };
-        let touched = feed::touched_keys(events);
-        let mut reads = view::Reads::default();
-        for id in self.interest.concerned(storage, events, &touched) {
-            let Some(connection) = self.connections.get_mut(&id) else {
-                continue;
-            };
-            match connection
-                .feed
-                .on_events(storage, events, &touched, &mut reads)
-            {
-                Ok(updates) => self.outgoing.extend(push(id, position, updates)),
-                Err(error) => tracing::error!(%error, "feed failed to compute a push"),
-            }
-            self.interest.hold(id, connection.feed.take_user_changes());
-        }
-    }
-
-    fn remove_connection(&mut self, conn: ConnId) -> Option<Connection> {
-        let connection = self.connections.remove(&conn)?;
-        self.interest.forget(conn, connection.feed.held_users());
-        Some(connection)
-    }
-}
-
-/// A push of `updates` to a connection, stamped with the log `position` (epoch, sequence
-/// number) it brings the client to; `None` if there is nothing to push.
-fn push(
-    id: ConnId,
-    (epoch, seq): (u64, u64),
-    updates: Vec<Update>,
-) -> Option<(ConnId, ServerFrame)> {
-    (!updates.is_empty()).then_some((
-        id,
-        ServerFrame::Push {
-            seq,
-            epoch,
-            updates,
-            more: false,
-        },
-    ))
-}
-
 /// An in-process chat engine: the embedded backend of `talkstore`.
 ///
 /// Cloning gives another handle to the same engine. Data lives in memory and is lost when the
@@ -356,12 +133,6 @@ pub struct Engine {
     /// Wakes the engine's own thread, once `Engine::run_on_own_thread` started it. Kept
     /// outside `Shared`, which that thread holds, so that dropping the last handle ends it.
     runner: Arc<OnceLock<SyncSender<()>>>,
-}
-
-struct Shared {
-    state: Mutex<State>,
-    /// Commands not run yet. Whoever releases `state` runs them first (see [`Shared::drain`]).
-    queue: Mutex<VecDeque<Command>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -420,19 +191,7 @@ impl Engine {
     }
 
     fn with_storage(storage: Box<dyn Storage>, clock: Clock) -> Self {
-        let state = State {
-            last_now: storage.last_time(),
-            storage,
-            clock,
-            connections: HashMap::new(),
-            interest: Interest::default(),
-            next_conn: 1,
-            outgoing: Vec::new(),
-            pending: Vec::new(),
-            held: Vec::new(),
-            batched: 0,
-            failed: None,
-        };
+        let state = State::new(storage, clock);
         Engine {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
@@ -593,126 +352,6 @@ impl Engine {
     }
 }
 
-impl Shared {
-    fn queue(&self) -> MutexGuard<'_, VecDeque<Command>> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Runs queued commands, up to [`MAX_BATCH`] per commit, until the queue is empty or
-    /// another thread holds the engine.
-    ///
-    /// No command is stranded: a thread that queues takes the queue lock after the holder
-    /// took it to find the queue empty, so it then finds the engine free (or held by a thread
-    /// that drains again when it lets go).
-    fn drain(&self) {
-        loop {
-            if self.queue().is_empty() {
-                return;
-            }
-            let mut state = match self.state.try_lock() {
-                Ok(state) => state,
-                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-                Err(TryLockError::WouldBlock) => return,
-            };
-            loop {
-                let batch: Vec<Command> = {
-                    let mut queue = self.queue();
-                    let n = queue.len().min(MAX_BATCH - state.batched);
-                    queue.drain(..n).collect()
-                };
-                if batch.is_empty() {
-                    break;
-                }
-                for command in batch {
-                    match command {
-                        Command::Frame(conn, frame) => {
-                            self.run(&mut state, conn, *frame);
-                            state.batched += 1;
-                        }
-                        Command::Disconnect(conn) => {
-                            state.publish_pending();
-                            state.remove_connection(conn);
-                        }
-                    }
-                }
-                if state.batched >= MAX_BATCH {
-                    state.flush();
-                }
-            }
-            state.flush();
-        }
-    }
-
-    fn run(&self, state: &mut State, conn: ConnId, frame: ClientFrame) {
-        let Some(me) = state.connections.get(&conn).map(|c| c.feed.me().clone()) else {
-            return;
-        };
-        let id = frame.id;
-        let is_write = frame.request.is_write();
-        let route = commands::route(frame.request);
-        debug_assert_eq!(is_write, matches!(route, Route::Write(_)));
-        if !is_write {
-            state.publish_pending();
-        }
-        let result = match route {
-            Route::Subscribe {
-                sub,
-                target,
-                restore,
-            } => feed_op(state, conn, |feed, storage| {
-                feed.subscribe(storage, sub, target, restore)
-            }),
-            Route::Authenticate => Ok(Response::Ack),
-            Route::LoadMore { sub, count } => feed_op(state, conn, |feed, storage| {
-                feed.load_more(storage, sub, count)
-            }),
-            Route::Unsubscribe { sub } => feed_op(state, conn, |feed, _| Ok(feed.unsubscribe(sub))),
-            Route::Read(read) => commands::read(state, &me, read),
-            Route::Write(write) => match state.write(|state| write(state, &me)) {
-                Ok((response, events)) => {
-                    state.pending.extend(events);
-                    let result = Ok(response);
-                    state
-                        .held
-                        .push((conn, ServerFrame::Response { id, result }));
-                    return;
-                }
-                Err(error) => Err(error),
-            },
-        };
-        let result = result.map_err(EngineError::into_wire);
-        // After the answers held for the pending writes of the batch (a failed write's
-        // answer too: answers keep their order).
-        let queue = if state.held.is_empty() {
-            &mut state.outgoing
-        } else {
-            &mut state.held
-        };
-        queue.push((conn, ServerFrame::Response { id, result }));
-    }
-}
-
-/// Runs a subscription operation on one connection's feed and pushes its updates.
-fn feed_op(
-    state: &mut State,
-    conn: ConnId,
-    op: impl FnOnce(&mut Feed, &dyn Storage) -> EngineResult<Vec<Update>>,
-) -> EngineResult<Response> {
-    let storage = &*state.storage;
-    let position = storage.log_position()?;
-    let Some(connection) = state.connections.get_mut(&conn) else {
-        return Ok(Response::Ack);
-    };
-    let result = op(&mut connection.feed, storage);
-    let feed = &mut connection.feed;
-    state.interest.watch(conn, feed.me(), feed.targets());
-    state.interest.hold(conn, feed.take_user_changes());
-    state.outgoing.extend(push(conn, position, result?));
-    Ok(Response::Ack)
-}
-
 impl Request {
     /// Whether the request writes (its events are pushed with the batch's other writes).
     /// Exhaustive: a new request must say.
@@ -742,6 +381,7 @@ impl Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{Response, Update};
     use crate::{
         model::ConversationId,
         params::UserParams,

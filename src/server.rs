@@ -28,9 +28,8 @@ use tokio::{net::TcpListener, sync::watch};
 
 pub use self::{
     auth::{AppCredentials, AuthError, mint_user_token},
-    rest::MAX_LIST,
+    rest::{MAX_LIST, MAX_MESSAGE_BATCH, MAX_USER_BATCH},
 };
-pub use crate::engine::backend::{MAX_MESSAGE_BATCH, MAX_USER_BATCH};
 use crate::{
     Durability, Engine, EngineError,
     model::UserId,

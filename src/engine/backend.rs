@@ -2,8 +2,6 @@
 //! they are about data (users must exist, content must be valid, idempotency), none of the
 //! participant checks that guard one user's view.
 
-use serde::{Deserialize, Serialize};
-
 use super::{
     EngineResult, Event, State,
     commands::{
@@ -11,33 +9,22 @@ use super::{
         not_participant, remove_message, require_user, set_user, upsert_conversation,
         write_participant,
     },
-    storage::StoredParticipant,
+    storage::{StoredParticipant, StoredUser},
 };
 use crate::{
     model::{
-        Access, ConversationId, ConversationRecord, Custom, MessageId, MessageRecord, MessageType,
-        Notify, Origin, SendContentBlock, UserId, UserSnapshot, content_to_blocks, parse_markup,
+        ConversationId, ConversationRecord, Custom, MessageId, MessageRecord, MessageType, Origin,
+        ParticipantRecord, SendContentBlock, UserId, content_to_blocks, parse_markup,
     },
     params::{ConversationParams, EditParams, ParticipantParams, UserParams},
     protocol::ParticipantWrite,
 };
-
-/// The most users one batch may upsert.
-pub const MAX_USER_BATCH: usize = 100;
-/// The most messages one REST post may carry.
-pub const MAX_MESSAGE_BATCH: usize = 10;
 
 /// Upserts users, all or nothing.
 pub(crate) fn put_users(
     state: &mut State,
     users: Vec<(UserId, UserParams)>,
 ) -> EngineResult<((), Vec<Event>)> {
-    if users.len() > MAX_USER_BATCH {
-        return Err(invalid(format!(
-            "at most {MAX_USER_BATCH} users per batch, got {}",
-            users.len()
-        )));
-    }
     let mut events = Vec::new();
     for (id, params) in users {
         events.extend(set_user(state, &id, params, false)?.1);
@@ -45,22 +32,9 @@ pub(crate) fn put_users(
     Ok(((), events))
 }
 
-/// A user as the REST API shows it: the public fields and the private ones.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct RestUser {
-    #[serde(flatten)]
-    pub(crate) public: UserSnapshot,
-    pub(crate) email: Vec<String>,
-    pub(crate) phone: Vec<String>,
-}
-
-pub(crate) fn get_user(state: &State, id: &UserId) -> EngineResult<Option<RestUser>> {
-    Ok(state.storage().user(id)?.map(|u| RestUser {
-        public: u.public,
-        email: u.email,
-        phone: u.phone,
-    }))
+/// A user with the fields only a backend sees (email, phone).
+pub(crate) fn get_user(state: &State, id: &UserId) -> EngineResult<Option<StoredUser>> {
+    Ok(state.storage().user(id)?)
 }
 
 /// Creates or patches a conversation and adds the listed participants (it never removes any).
@@ -91,29 +65,17 @@ pub(crate) fn put_conversation(
     Ok(((), events))
 }
 
-/// One participant as the REST API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct RestParticipant {
-    pub(crate) access: Access,
-    pub(crate) notify: Notify,
-    pub(crate) joined_at: i64,
-}
-
-/// A conversation as the REST API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct RestConversation {
-    #[serde(flatten)]
+/// A conversation as a backend sees it: with all its participants and its last message.
+pub(crate) struct Conversation {
     pub(crate) record: ConversationRecord,
-    pub(crate) participants: std::collections::BTreeMap<UserId, RestParticipant>,
+    pub(crate) participants: Vec<ParticipantRecord>,
     pub(crate) last_message: Option<MessageRecord>,
 }
 
 pub(crate) fn get_conversation(
     state: &State,
     id: &ConversationId,
-) -> EngineResult<Option<RestConversation>> {
+) -> EngineResult<Option<Conversation>> {
     let storage = state.storage();
     let Some(stored) = storage.conversation(id)? else {
         return Ok(None);
@@ -122,23 +84,13 @@ pub(crate) fn get_conversation(
     let participants = storage
         .participants(id)?
         .into_iter()
-        .map(|p: StoredParticipant| {
-            let r = p.record;
-            (
-                r.user_id,
-                RestParticipant {
-                    access: r.access,
-                    notify: r.notify,
-                    joined_at: r.joined_at,
-                },
-            )
-        })
+        .map(|p: StoredParticipant| p.record)
         .collect();
     let last_message = match &record.last_message_id {
         Some(m) => storage.message(m)?.map(|(m, _)| m),
         None => None,
     };
-    Ok(Some(RestConversation {
+    Ok(Some(Conversation {
         record,
         participants,
         last_message,
@@ -184,36 +136,23 @@ pub(crate) fn delete_participant(
 }
 
 /// A message posted by an app's backend.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RestMessage {
+pub(crate) struct Post {
     /// Markup text; backends may send links.
     pub(crate) text: String,
     /// Required for user messages; none for system messages.
-    #[serde(default)]
     pub(crate) sender: Option<UserId>,
-    #[serde(rename = "type")]
     pub(crate) message_type: MessageType,
-    #[serde(default)]
     pub(crate) referenced_message_id: Option<MessageId>,
-    #[serde(default)]
     pub(crate) custom: Custom,
-    #[serde(default)]
     pub(crate) idempotency_key: Option<String>,
 }
 
-/// Posts up to [`MAX_MESSAGE_BATCH`] messages, all or nothing; returns their ids in order.
+/// Posts messages, all or nothing; returns their ids in order.
 pub(crate) fn post_messages(
     state: &mut State,
     conversation: &ConversationId,
-    messages: Vec<RestMessage>,
+    messages: Vec<Post>,
 ) -> EngineResult<(Vec<MessageId>, Vec<Event>)> {
-    if messages.is_empty() || messages.len() > MAX_MESSAGE_BATCH {
-        return Err(invalid(format!(
-            "post 1 to {MAX_MESSAGE_BATCH} messages, got {}",
-            messages.len()
-        )));
-    }
     let mut ids = Vec::new();
     let mut events = Vec::new();
     for message in messages {
@@ -227,7 +166,7 @@ pub(crate) fn post_messages(
 fn post_message(
     state: &mut State,
     conversation: &ConversationId,
-    message: RestMessage,
+    message: Post,
 ) -> EngineResult<(MessageId, Vec<Event>)> {
     let sender = match (message.message_type, message.sender) {
         (MessageType::UserMessage, Some(sender)) => {

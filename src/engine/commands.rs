@@ -46,6 +46,7 @@ pub(super) type Write =
 
 /// What runs a request. [`route`] matches every request variant, so a new variant does not
 /// compile until it is routed here (and classified by `Request::is_write`).
+#[allow(clippy::large_enum_variant)] // built and matched once per request, never stored
 pub(super) enum Route {
     /// A subscription operation on the connection's feed.
     Subscribe {

@@ -12,20 +12,99 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, put},
 };
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::json;
 
 use super::{AppEntry, ServerState, auth};
 use crate::{
     EngineError,
-    engine::backend::{self, RestMessage},
-    model::{ConversationId, MessageId, UserId},
+    engine::backend::{self, Post},
+    model::{
+        Access, ConversationId, ConversationRecord, Custom, MessageId, MessageRecord, MessageType,
+        Notify, UserId, UserSnapshot,
+    },
     params::{ConversationParams, CustomPatch, EditParams, ParticipantParams, Patch, UserParams},
     protocol::{ErrorCode, ParticipantWrite, WireError},
 };
 
 /// The most messages one REST listing returns (`limit`); the default limit is 10.
 pub const MAX_LIST: usize = 100;
+/// The most users one batch may upsert.
+pub const MAX_USER_BATCH: usize = 100;
+/// The most messages one REST post may carry.
+pub const MAX_MESSAGE_BATCH: usize = 10;
+
+/// A user as the REST API shows it: the public fields and the private ones.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RestUser {
+    #[serde(flatten)]
+    public: UserSnapshot,
+    email: Vec<String>,
+    phone: Vec<String>,
+}
+
+/// One participant as the REST API shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RestParticipant {
+    access: Access,
+    notify: Notify,
+    joined_at: i64,
+}
+
+/// A conversation as the REST API shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RestConversation {
+    #[serde(flatten)]
+    record: ConversationRecord,
+    participants: BTreeMap<UserId, RestParticipant>,
+    last_message: Option<MessageRecord>,
+}
+
+/// A message in the body of `POST /conversations/{id}/messages`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RestMessage {
+    text: String,
+    #[serde(default)]
+    sender: Option<UserId>,
+    #[serde(rename = "type")]
+    message_type: MessageType,
+    #[serde(default)]
+    referenced_message_id: Option<MessageId>,
+    #[serde(default)]
+    custom: Custom,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+impl From<RestMessage> for Post {
+    fn from(m: RestMessage) -> Self {
+        Post {
+            text: m.text,
+            sender: m.sender,
+            message_type: m.message_type,
+            referenced_message_id: m.referenced_message_id,
+            custom: m.custom,
+            idempotency_key: m.idempotency_key,
+        }
+    }
+}
+
+/// Refuses a batch of more than `max` items (or none, unless `may_be_empty`).
+fn batch(len: usize, max: usize, may_be_empty: bool, what: &str) -> Result<(), Refusal> {
+    if len <= max && (may_be_empty || len > 0) {
+        return Ok(());
+    }
+    let least = if may_be_empty { 0 } else { 1 };
+    Err(reject(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidRequest,
+        format!("send {least} to {max} {what} per batch, got {len}"),
+    ))
+}
 
 pub(crate) fn routes() -> Router<Arc<ServerState>> {
     Router::new()
@@ -201,6 +280,7 @@ async fn put_users(
         .into_iter()
         .map(|(user, params)| Ok((id(UserId::try_new(user))?, params)))
         .collect::<Result<Vec<_>, Refusal>>()?;
+    batch(users.len(), MAX_USER_BATCH, true, "users")?;
     done(app.engine.backend_write(|s| backend::put_users(s, users)))
 }
 
@@ -214,7 +294,12 @@ async fn get_user(
     let found_user = app
         .engine
         .backend_read(|s| backend::get_user(s, &user))
-        .map_err(failed)?;
+        .map_err(failed)?
+        .map(|u| RestUser {
+            public: u.public,
+            email: u.email,
+            phone: u.phone,
+        });
     found(found_user, format!("user {user}"))
 }
 
@@ -266,7 +351,23 @@ async fn get_conversation(
     let value = app
         .engine
         .backend_read(|s| backend::get_conversation(s, &conversation))
-        .map_err(failed)?;
+        .map_err(failed)?
+        .map(|c| RestConversation {
+            record: c.record,
+            participants: c
+                .participants
+                .into_iter()
+                .map(|p| {
+                    let participant = RestParticipant {
+                        access: p.access,
+                        notify: p.notify,
+                        joined_at: p.joined_at,
+                    };
+                    (p.user_id, participant)
+                })
+                .collect(),
+            last_message: c.last_message,
+        });
     found(value, format!("conversation {conversation}"))
 }
 
@@ -335,6 +436,8 @@ async fn post_messages(
     let app = authorize(&state, &app_id, &headers)?;
     let conversation = id(ConversationId::try_new(conversation))?;
     let messages: Vec<RestMessage> = parse(&body)?;
+    batch(messages.len(), MAX_MESSAGE_BATCH, false, "messages")?;
+    let messages = messages.into_iter().map(Post::from).collect();
     let ids = app
         .engine
         .backend_write(|s| backend::post_messages(s, &conversation, messages))
