@@ -413,7 +413,7 @@ impl BareHarness {
             let Update::Upsert { record } = update else {
                 continue;
             };
-            let record = Arc::unwrap_or_clone(record);
+            let record = record.into_record();
             let key = frame.touched.clone();
             if self.k == 0 {
                 let value: Arc<dyn std::any::Any + Send + Sync> = match record {

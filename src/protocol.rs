@@ -7,9 +7,10 @@
 
 pub(crate) mod shape;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::model::{
     ConversationFilter, ConversationId, ConversationRecord, MessageFilter, MessageId,
@@ -97,6 +98,91 @@ impl Record {
             Record::ReadState(r) => EntityKey::read_state(&r.conversation_id),
             Record::Message(m) => EntityKey::message(&m.id),
         }
+    }
+}
+
+/// A record as pushes carry it: one record often goes to many connections, so it is shared,
+/// and encoded to JSON at most once however many connections send it. The encoding is kept
+/// as long as the record (about the record's size again).
+///
+/// Serializing it outside JSON is not supported (it writes the JSON as a raw value, which
+/// only `serde_json` understands); the protocol is JSON only.
+#[derive(Clone)]
+pub(crate) struct SharedRecord(Arc<Encoded>);
+
+struct Encoded {
+    record: Record,
+    json: OnceLock<Box<RawValue>>,
+}
+
+impl SharedRecord {
+    pub(crate) fn new(record: Record) -> Self {
+        SharedRecord(Arc::new(Encoded {
+            record,
+            json: OnceLock::new(),
+        }))
+    }
+
+    /// Whether both are the same shared record (not merely equal ones).
+    pub(crate) fn ptr_eq(a: &Self, b: &Self) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+
+    /// The record, cloned only if it is still shared.
+    pub(crate) fn into_record(self) -> Record {
+        match Arc::try_unwrap(self.0) {
+            Ok(encoded) => encoded.record,
+            Err(shared) => shared.record.clone(),
+        }
+    }
+}
+
+impl From<Record> for SharedRecord {
+    fn from(record: Record) -> Self {
+        SharedRecord::new(record)
+    }
+}
+
+impl std::ops::Deref for SharedRecord {
+    type Target = Record;
+    fn deref(&self) -> &Record {
+        &self.0.record
+    }
+}
+
+impl AsRef<Record> for SharedRecord {
+    fn as_ref(&self) -> &Record {
+        &self.0.record
+    }
+}
+
+impl PartialEq for SharedRecord {
+    fn eq(&self, other: &Self) -> bool {
+        Self::ptr_eq(self, other) || self.0.record == other.0.record
+    }
+}
+
+impl std::fmt::Debug for SharedRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.record.fmt(f)
+    }
+}
+
+impl Serialize for SharedRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if let Some(json) = self.0.json.get() {
+            return json.serialize(serializer);
+        }
+        match serde_json::value::to_raw_value(&self.0.record) {
+            Ok(json) => self.0.json.get_or_init(|| json).serialize(serializer),
+            Err(_) => self.0.record.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Record::deserialize(deserializer).map(SharedRecord::new)
     }
 }
 
@@ -414,8 +500,8 @@ pub(crate) struct WireError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub(crate) enum Update {
-    /// An entity was created or changed. Shared: one record often goes to many connections.
-    Upsert { record: Arc<Record> },
+    /// An entity was created or changed.
+    Upsert { record: SharedRecord },
     /// An entity no longer exists (or is no longer visible).
     Remove { key: EntityKey },
     /// A subscription's window: its items in order, or `None` if the root is missing or not
@@ -489,6 +575,33 @@ pub(crate) enum ServerFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A shared record is encoded once, as the record itself would be, and parsed back whole.
+    #[test]
+    fn shared_records_encode_once_as_their_record() {
+        let record = Record::User(UserSnapshot {
+            id: UserId::new("u\"1"),
+            name: "Ada \u{1F600}".into(),
+            custom: Default::default(),
+            locale: None,
+            photo_url: None,
+            role: "default".into(),
+            welcome_message: None,
+        });
+        let shared = SharedRecord::new(record.clone());
+        let push = Update::Upsert {
+            record: shared.clone(),
+        };
+        let first = serde_json::to_string(&push).unwrap();
+        assert!(shared.0.json.get().is_some(), "the encoding is kept");
+        assert_eq!(serde_json::to_string(&push).unwrap(), first);
+        let plain = serde_json::json!({ "op": "upsert", "record": record });
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&first).unwrap(),
+            plain
+        );
+        assert_eq!(serde_json::from_str::<Update>(&first).unwrap(), push);
+    }
 
     /// The JSON shape of frames is a conscious decision: these snapshots change only on purpose.
     #[test]

@@ -314,7 +314,7 @@ impl Store {
                     if entry.record.as_ref().is_some_and(|r| r.same(&record)) {
                         continue;
                     }
-                    entry.record = Some(Arc::unwrap_or_clone(record).into());
+                    entry.record = Some(record.into_record().into());
                     entry.version = frame;
                     drop(entry);
                     changed.push(key);

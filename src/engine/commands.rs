@@ -1,7 +1,5 @@
 //! The rules of every command: validation first, then writes and the events they cause.
 
-use std::sync::Arc;
-
 use super::{
     EngineError, EngineResult, Event, MAX_MESSAGE_TEXT_BYTES, State, Storage,
     storage::{MessagePos, StoredConversation, StoredParticipant, StoredUser},
@@ -189,8 +187,8 @@ pub(super) fn read(state: &State, me: &UserId, read: Read) -> EngineResult<Respo
         root,
         records: collector
             .records
-            .into_values()
-            .map(Arc::unwrap_or_clone)
+            .drain()
+            .map(|(_, record)| record.into_record())
             .collect(),
     })
 }

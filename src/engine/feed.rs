@@ -8,7 +8,7 @@
 //! the client lacks or holds stale versions of, and removes nothing else: the client store
 //! collects its own garbage.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::collections::VecDeque;
 
 use super::{
     EngineError, EngineResult, Event, MAX_SUBSCRIPTIONS_PER_CONNECTION, Storage,
@@ -22,8 +22,8 @@ use crate::{
         MessageRecord, UserId,
     },
     protocol::{
-        EntityKey, ErrorCode, MAX_HELD_KEYS, Position, Record, Restore, RowChange, SubId, Target,
-        Update,
+        EntityKey, ErrorCode, MAX_HELD_KEYS, Position, Record, Restore, RowChange, SharedRecord,
+        SubId, Target, Update,
     },
 };
 
@@ -88,6 +88,36 @@ struct FeedSub {
     needed: HashMap<EntityKey, usize>,
 }
 
+/// The items of a [`Plan::Items`], each once: found by a scan while they are few (one event
+/// each, usually one), by a set beyond (a batch of many writes).
+#[derive(Default)]
+struct Planned {
+    items: Vec<(EntityKey, bool)>,
+    seen: HashSet<EntityKey>,
+}
+
+impl Planned {
+    /// Up to this many items, a scan is cheaper than a set.
+    const SCAN: usize = 8;
+
+    /// Adds `key` (new or not) unless it is planned already.
+    fn push(&mut self, key: EntityKey, new: bool) {
+        if self.items.len() < Self::SCAN {
+            if self.items.iter().any(|(k, _)| *k == key) {
+                return;
+            }
+        } else {
+            if self.seen.is_empty() {
+                self.seen.extend(self.items.iter().map(|(k, _)| k.clone()));
+            }
+            if !self.seen.insert(key.clone()) {
+                return;
+            }
+        }
+        self.items.push((key, new));
+    }
+}
+
 /// What a commit does to one window.
 enum Plan {
     /// Compute it again from storage, bounded by its bound.
@@ -101,7 +131,7 @@ pub(crate) struct Feed {
     me: UserId,
     subs: HashMap<SubId, FeedSub>,
     /// The last record sent per needed key, with the number of subscriptions needing it.
-    known: HashMap<EntityKey, (Option<Arc<Record>>, usize)>,
+    known: HashMap<EntityKey, (Option<SharedRecord>, usize)>,
     /// Users added to (`true`) or removed from `known` since [`Feed::take_user_changes`].
     user_changes: Vec<(UserId, bool)>,
     resume: Option<Touched>,
@@ -415,8 +445,7 @@ impl Feed {
             return Plan::Relist;
         }
         let me = &self.me;
-        let mut items: Vec<(EntityKey, bool)> = Vec::new();
-        let mut planned = HashSet::default();
+        let mut items = Planned::default();
         for event in events {
             let item = match (&sub.target, event) {
                 (Target::Conversations { .. }, event) => match event.conversation() {
@@ -449,11 +478,8 @@ impl Feed {
                         let readers = sub.needed.get(&key).copied().unwrap_or(0);
                         if readers > usize::from(sub.entries.contains_key(&key)) {
                             for (item, (_, reads)) in &sub.entries {
-                                if *item != key
-                                    && reads.contains(&key)
-                                    && planned.insert(item.clone())
-                                {
-                                    items.push((item.clone(), false));
+                                if *item != key && reads.contains(&key) {
+                                    items.push(item.clone(), false);
                                 }
                             }
                         }
@@ -497,11 +523,9 @@ impl Feed {
                 }
                 _ => return Plan::Relist,
             };
-            if planned.insert(item.0.clone()) {
-                items.push(item);
-            }
+            items.push(item.0, item.1);
         }
-        Plan::Items(items)
+        Plan::Items(items.items)
     }
 
     /// Places `items` of subscription `sub` again (see [`Plan::Items`]) and sends the window if
@@ -840,19 +864,19 @@ impl Feed {
                 self.offer(key.clone(), current, updates);
             }
         }
-        for (key, record) in collector.records {
+        for (key, record) in collector.records.drain() {
             self.offer(key, Some(record), updates);
         }
         Ok(())
     }
 
     /// Sends `current` for `key` if the client needs it and holds another version.
-    fn offer(&mut self, key: EntityKey, current: Option<Arc<Record>>, updates: &mut Vec<Update>) {
+    fn offer(&mut self, key: EntityKey, current: Option<SharedRecord>, updates: &mut Vec<Update>) {
         let Some((sent, _)) = self.known.get_mut(&key) else {
             return;
         };
         let same = match (&*sent, &current) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            (Some(a), Some(b)) => a == b,
             (a, b) => a.is_none() && b.is_none(),
         };
         if same {
@@ -878,10 +902,14 @@ struct ReadChanges {
 impl FeedSub {
     fn add_reads(&mut self, reads: &[EntityKey], changes: &mut ReadChanges) {
         for key in reads {
-            let count = self.needed.entry(key.clone()).or_insert(0);
-            *count += 1;
-            if *count == 1 {
-                changes.gained.push(key.clone());
+            // Most keys are needed already (the sender of the last message, too): look them
+            // up without cloning.
+            match self.needed.get_mut(key) {
+                Some(count) => *count += 1,
+                None => {
+                    self.needed.insert(key.clone(), 1);
+                    changes.gained.push(key.clone());
+                }
             }
         }
     }
@@ -1303,6 +1331,24 @@ mod tests {
         params::{EditParams, ParticipantParams, WireSend, plain_text},
         protocol::{ClientFrame, ParticipantWrite, Request},
     };
+
+    proptest! {
+        /// A plan holds each key once, in the order first planned, however many there are.
+        #[test]
+        fn plans_hold_each_item_once_in_order(keys in proptest::collection::vec(0..30u8, 0..60)) {
+            let mut planned = Planned::default();
+            let mut expected: Vec<EntityKey> = Vec::new();
+            for key in keys {
+                let key = EntityKey::message(&MessageId::new(format!("m{key}")));
+                if !expected.contains(&key) {
+                    expected.push(key.clone());
+                }
+                planned.push(key, false);
+            }
+            let got: Vec<EntityKey> = planned.items.into_iter().map(|(key, _)| key).collect();
+            prop_assert_eq!(got, expected);
+        }
+    }
 
     const USERS: usize = 3;
     /// More than a conversation list's first page (20), so that lists get a bound.

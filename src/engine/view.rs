@@ -1,7 +1,5 @@
 //! What one user can see: visibility rules and the records a snapshot needs.
 
-use std::sync::Arc;
-
 use super::{
     Storage,
     storage::{MessagePos, StorageResult},
@@ -10,7 +8,7 @@ use super::{
 use crate::{
     HashMap,
     model::{ConversationId, MessageId, ReadStateRecord, UserId},
-    protocol::{EntityKey, Record, shape},
+    protocol::{EntityKey, Record, SharedRecord, shape},
 };
 
 /// Whether `user` participates in `conversation`.
@@ -45,11 +43,14 @@ pub(crate) fn read_state(
 /// Valid only while storage does not change: make one per commit or request.
 #[derive(Default)]
 pub(crate) struct Reads {
-    records: HashMap<EntityKey, Option<Arc<Record>>>,
+    records: HashMap<EntityKey, Option<SharedRecord>>,
     /// Where each message read sorts.
     positions: HashMap<MessageId, MessagePos>,
     /// Whether each (conversation, user) asked about is a participation.
     members: HashMap<(ConversationId, UserId), bool>,
+    /// The memory of the last [`Collector`]'s records, empty: each of a commit's pushes
+    /// collects into it instead of growing a new map.
+    scratch: HashMap<EntityKey, SharedRecord>,
 }
 
 impl Reads {
@@ -60,10 +61,10 @@ impl Reads {
         storage: &dyn Storage,
         me: &UserId,
         key: &EntityKey,
-    ) -> StorageResult<Option<Arc<Record>>> {
+    ) -> StorageResult<Option<SharedRecord>> {
         if let EntityKey::ReadState { conversation } = key {
             let record = read_state(storage, conversation, me)?;
-            return Ok(record.map(|r| Arc::new(Record::ReadState(r))));
+            return Ok(record.map(|r| SharedRecord::new(Record::ReadState(r))));
         }
         let Some(record) = self.load(storage, key)? else {
             return Ok(None);
@@ -84,7 +85,7 @@ impl Reads {
         &mut self,
         storage: &dyn Storage,
         id: &MessageId,
-    ) -> StorageResult<Option<(Arc<Record>, MessagePos)>> {
+    ) -> StorageResult<Option<(SharedRecord, MessagePos)>> {
         let record = self.load(storage, &EntityKey::message(id))?;
         Ok(record.and_then(|record| Some((record, *self.positions.get(id)?))))
     }
@@ -111,7 +112,7 @@ impl Reads {
         &mut self,
         storage: &dyn Storage,
         key: &EntityKey,
-    ) -> StorageResult<Option<Arc<Record>>> {
+    ) -> StorageResult<Option<SharedRecord>> {
         if let Some(record) = self.records.get(key) {
             return Ok(record.clone());
         }
@@ -129,9 +130,16 @@ impl Reads {
             }),
             EntityKey::ReadState { .. } => None,
         }
-        .map(Arc::new);
+        .map(SharedRecord::new);
         self.records.insert(key.clone(), record.clone());
         Ok(record)
+    }
+}
+
+impl Drop for Collector<'_> {
+    fn drop(&mut self) {
+        self.records.clear();
+        self.reads.scratch = std::mem::take(&mut self.records);
     }
 }
 
@@ -140,15 +148,13 @@ impl Reads {
 /// users).
 pub(crate) struct Collector<'r> {
     reads: &'r mut Reads,
-    pub(crate) records: HashMap<EntityKey, Arc<Record>>,
+    pub(crate) records: HashMap<EntityKey, SharedRecord>,
 }
 
 impl<'r> Collector<'r> {
     pub(crate) fn new(reads: &'r mut Reads) -> Self {
-        Self {
-            reads,
-            records: HashMap::default(),
-        }
+        let records = std::mem::take(&mut reads.scratch);
+        Self { reads, records }
     }
 
     /// The shared reads.
@@ -162,7 +168,7 @@ impl<'r> Collector<'r> {
         storage: &dyn Storage,
         me: &UserId,
         key: &EntityKey,
-    ) -> StorageResult<Option<Arc<Record>>> {
+    ) -> StorageResult<Option<SharedRecord>> {
         self.reads.fetch(storage, me, key)
     }
 
@@ -176,7 +182,7 @@ impl<'r> Collector<'r> {
         visit: &mut dyn FnMut(&EntityKey),
     ) -> StorageResult<bool> {
         let Self { reads, records } = self;
-        let mut get = |key: &EntityKey| -> StorageResult<Option<Arc<Record>>> {
+        let mut get = |key: &EntityKey| -> StorageResult<Option<SharedRecord>> {
             if let Some(record) = records.get(key) {
                 return Ok(Some(record.clone()));
             }

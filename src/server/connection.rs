@@ -380,7 +380,6 @@ pub(crate) async fn run(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
     use crate::{
@@ -391,7 +390,7 @@ mod tests {
     fn push(users: usize, name_bytes: usize) -> ServerFrame {
         let updates = (0..users)
             .map(|i| Update::Upsert {
-                record: Arc::new(Record::User(UserSnapshot {
+                record: Record::User(UserSnapshot {
                     id: UserId::new(format!("u{i}")),
                     name: "n".repeat(name_bytes),
                     custom: Default::default(),
@@ -399,7 +398,8 @@ mod tests {
                     photo_url: None,
                     role: "default".into(),
                     welcome_message: None,
-                })),
+                })
+                .into(),
             })
             .collect();
         ServerFrame::Push {
