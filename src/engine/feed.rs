@@ -8,7 +8,7 @@
 //! the client lacks or holds stale versions of, and removes nothing else: the client store
 //! collects its own garbage.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
 use super::{
     EngineError, EngineResult, Event, MAX_SUBSCRIPTIONS_PER_CONNECTION, Storage,
@@ -79,7 +79,7 @@ struct FeedSub {
     /// would be longer than the window).
     changes: Option<Vec<RowChange>>,
     /// The window's items by key: where each sorts and the keys its snapshot reads.
-    entries: HashMap<EntityKey, (SortKey, Vec<EntityKey>)>,
+    entries: HashMap<EntityKey, (SortKey, Arc<[EntityKey]>)>,
     /// For the lists read whole (conversations, participants): the items below the window.
     /// `loaded_all` is whether there are none. `None` for message windows, which read only
     /// as far as they show.
@@ -614,7 +614,7 @@ impl Feed {
             }
             let mut to = None;
             if let Some(sort) = joins {
-                let reads = reads_of(storage, &self.me, key, collector)?;
+                let reads = self.item_reads(storage, &sub.target, key, collector)?;
                 sub.add_reads(&reads, changes);
                 to = sub.list(key, sort);
                 sub.entries.insert((*key).clone(), (sort.clone(), reads));
@@ -639,6 +639,22 @@ impl Feed {
             sub.remove_reads(&reads, changes);
         }
         Ok(Some(changed))
+    }
+
+    /// Collects the records of an item of a window of `target` (which exists: the user may
+    /// see it) and returns the keys it reads. A message window's items read the same for
+    /// every viewer: walked once per commit for all of them.
+    fn item_reads(
+        &self,
+        storage: &dyn Storage,
+        target: &Target,
+        key: &EntityKey,
+        collector: &mut Collector<'_>,
+    ) -> StorageResult<Arc<[EntityKey]>> {
+        match target {
+            Target::Messages { .. } => collector.collect_shared(storage, &self.me, key),
+            _ => Ok(reads_of(storage, &self.me, key, collector)?.into()),
+        }
     }
 
     /// Where `key` sorts in a window of `target`, or `None` if it is not in the list.
@@ -814,7 +830,7 @@ impl Feed {
         };
         let mut entries = HashMap::default();
         for (sort, key) in items.iter().flatten() {
-            let reads = reads_of(storage, &self.me, key, collector)?;
+            let reads = self.item_reads(storage, &sub.target, key, collector)?;
             sub.add_reads(&reads, changes);
             entries.insert(key.clone(), (sort.clone(), reads));
         }

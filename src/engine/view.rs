@@ -1,5 +1,7 @@
 //! What one user can see: visibility rules and the records a snapshot needs.
 
+use std::sync::Arc;
+
 use super::{
     Storage,
     storage::{MessagePos, StorageResult},
@@ -51,6 +53,14 @@ pub(crate) struct Reads {
     /// The memory of the last [`Collector`]'s records, empty: each of a commit's pushes
     /// collects into it instead of growing a new map.
     scratch: HashMap<EntityKey, SharedRecord>,
+    /// Snapshots collected once for every viewer (see [`Collector::collect_shared`]).
+    shared: HashMap<EntityKey, Arc<Collected>>,
+}
+
+/// One snapshot's reads: its keys, each once, in walk order, and the records found.
+struct Collected {
+    keys: Arc<[EntityKey]>,
+    records: Vec<(EntityKey, SharedRecord)>,
 }
 
 impl Reads {
@@ -170,6 +180,48 @@ impl<'r> Collector<'r> {
         key: &EntityKey,
     ) -> StorageResult<Option<SharedRecord>> {
         self.reads.fetch(storage, me, key)
+    }
+
+    /// Collects the snapshot rooted at `key` and returns the keys it reads, each once, walking
+    /// it once per commit for all viewers. Only for a snapshot that every viewer who asks sees
+    /// the same way: a message in a message window, which only the conversation's
+    /// participants hold, and all of whose reads (its sender, a reply's message of the same
+    /// conversation and its sender) they may see.
+    pub(crate) fn collect_shared(
+        &mut self,
+        storage: &dyn Storage,
+        me: &UserId,
+        key: &EntityKey,
+    ) -> StorageResult<Arc<[EntityKey]>> {
+        let collected = match self.reads.shared.get(key) {
+            Some(collected) => collected.clone(),
+            None => {
+                let (mut keys, mut records) = (Vec::new(), Vec::new());
+                let reads = &mut *self.reads;
+                let mut get = |key: &EntityKey| -> StorageResult<Option<SharedRecord>> {
+                    let record = reads.fetch(storage, me, key)?;
+                    if let Some(record) = &record {
+                        records.push((key.clone(), record.clone()));
+                    }
+                    Ok(record)
+                };
+                shape::walk(key, me, &mut get, &mut |key| {
+                    if !keys.contains(key) {
+                        keys.push(key.clone());
+                    }
+                })?;
+                let collected = Arc::new(Collected {
+                    keys: keys.into(),
+                    records,
+                });
+                self.reads.shared.insert(key.clone(), collected.clone());
+                collected
+            }
+        };
+        for (key, record) in &collected.records {
+            self.records.insert(key.clone(), record.clone());
+        }
+        Ok(collected.keys.clone())
     }
 
     /// Collects the snapshot rooted at `key`, passing `visit` every key it reads; returns
