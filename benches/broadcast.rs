@@ -14,7 +14,7 @@
 //! messages elsewhere (issue 10: the second should be at least half the first).
 //!
 //! Run with `cargo bench --features server --bench broadcast`; options: `--subscribers
-//! 100,1000,5000`, `--rates 100`, `--ramp 100,300,600,1000,3000` (rates tried at 1,000
+//! 100,1000,5000`, `--rates 100`, `--ramp 100,300,600,800,1000,3000` (rates tried at 1,000
 //! subscribers), `--seconds 4`, `--only talkstore` (one server alone, no posts: for profiles).
 //! See `benches/README.md`.
 
@@ -499,7 +499,7 @@ fn main() {
     println!("\nsustained at N = 1,000 (every message delivered within 2 s of the last send):");
     header();
     let mut best = [(Kind::Bare, 0.0), (Kind::Talkstore, 0.0)];
-    for rate in list("--ramp", &[100, 300, 600, 1_000, 3_000]) {
+    for rate in list("--ramp", &[100, 300, 600, 800, 1_000, 3_000]) {
         for (kind, best) in best.iter_mut().filter(|(kind, _)| runs(*kind)) {
             let outcome = case(&server_runtime, *kind, 1_000, rate);
             let per_second = report(*kind, 1_000, rate, &outcome, None);
