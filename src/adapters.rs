@@ -3,3 +3,5 @@
 
 #[cfg(feature = "leptos")]
 mod leptos;
+#[cfg(feature = "reactive-graph")]
+mod reactive_graph;

@@ -380,6 +380,7 @@ impl Request {
 
 #[cfg(test)]
 mod tests {
+    use super::state::Dropped;
     use super::*;
     use crate::protocol::{Response, Update};
     use crate::{
