@@ -66,6 +66,8 @@
 //! | `embedded` | The in-process engine ([`Engine`]); sessions without a URL use it. Required for now. | yes |
 //! | `websocket` | The websocket client transport: [`SessionOptions::url`]. | yes |
 //! | `leptos` | leptos_reactive 0.6 signals: `Subscription::to_leptos_signal`. | no |
+//! | `reactive-graph` | reactive_graph 0.2 (Leptos 0.8) signals: `Subscription::to_read_signal`, `to_arc_read_signal` and their `_local` variants. | no |
+//! | `dioxus` | Dioxus 0.7 hooks: `use_subscription`. | no |
 //! | `sqlite` | Persistent storage in a bundled SQLite: [`Engine::open`]. | no |
 //! | `server` | [`server`]: the `talkstore-server` binary and library (axum, JWT, SQLite, REST). | no |
 //! | `bench-internals` | Exposes store fixtures to the benchmarks. Not a stable API. | no |
@@ -94,6 +96,9 @@ pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::
 /// See [`HashMap`].
 pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
+#[cfg(feature = "dioxus")]
+#[doc(inline)]
+pub use self::adapters::use_subscription;
 #[cfg(feature = "sqlite")]
 #[doc(inline)]
 pub use self::engine::Durability;

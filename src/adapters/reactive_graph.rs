@@ -86,12 +86,16 @@ mod tests {
     use std::{sync::Arc, time::Duration};
 
     use reactive_graph::{
+        computed::Memo,
         effect::Effect,
         owner::Owner,
-        traits::{Get, GetUntracked},
+        traits::{Get, GetUntracked, With, WithUntracked},
     };
 
-    use crate::{SessionOptions, SubscriptionState, UserParams, UserSnapshot, get_talk_session};
+    use crate::{
+        ConversationParams, ParticipantParams, SessionOptions, SubscriptionState, UserParams,
+        UserSnapshot, get_talk_session,
+    };
 
     /// A renamed user reaches an effect through the signal, and the bridge ends with its owner.
     #[tokio::test]
@@ -155,6 +159,103 @@ mod tests {
                     .expect("the control bridge moved the rename");
                 tokio::task::yield_now().await;
                 assert_eq!(name(&state.get_untracked()), Some("Bob".into()));
+            })
+            .await;
+    }
+
+    /// A `Memo` over a conversation list's signal (the total unread count) re-runs its effect
+    /// when the total changes, not when a rename changes the rows.
+    #[tokio::test]
+    async fn memos_over_windows_change_only_with_their_value() {
+        let _ = any_spawner::Executor::init_tokio();
+        tokio::task::LocalSet::new()
+            .run_until(async {
+                let session = |user: &str| {
+                    get_talk_session(SessionOptions::new("reactive-graph-memo-test", user)).unwrap()
+                };
+                let (alice, bob) = (session("alice"), session("bob"));
+                for (s, name) in [(&alice, "Alice"), (&bob, "Bob")] {
+                    s.current_user()
+                        .set(UserParams::new().name(name))
+                        .await
+                        .unwrap();
+                }
+                let chat = bob.conversation("c").unwrap();
+                chat.set(ConversationParams::new()).await.unwrap();
+                chat.participant("alice")
+                    .unwrap()
+                    .set(ParticipantParams::new())
+                    .await
+                    .unwrap();
+                let list = alice.subscribe_conversations(None);
+                list.connected().await.unwrap();
+                chat.send("hello").await.unwrap();
+
+                let owner = Owner::new();
+                let (tx, mut totals) = tokio::sync::mpsc::unbounded_channel();
+                let rows = owner.with(|| {
+                    let rows = list.to_arc_read_signal();
+                    let input = rows.clone();
+                    let total = Memo::new(move |_| {
+                        input.with(|state| {
+                            state.snapshot().map(|list| {
+                                list.iter().map(|c| c.unread_message_count).sum::<u64>()
+                            })
+                        })
+                    });
+                    Effect::new(move |_| {
+                        let _ = tx.send(total.get());
+                    });
+                    rows
+                });
+                let next =
+                    async |totals: &mut tokio::sync::mpsc::UnboundedReceiver<Option<u64>>| {
+                        tokio::time::timeout(Duration::from_secs(10), totals.recv())
+                            .await
+                            .expect("the effect ran")
+                            .expect("the effect lives")
+                    };
+                while next(&mut totals).await != Some(1) {}
+
+                bob.current_user()
+                    .set(UserParams::new().name("Robert"))
+                    .await
+                    .unwrap();
+                let renamed = async {
+                    loop {
+                        let shown = rows.with_untracked(|state| {
+                            state.snapshot().is_some_and(|list| {
+                                list.iter().all(|c| {
+                                    c.last_message
+                                        .as_ref()
+                                        .and_then(|m| m.sender.as_ref())
+                                        .is_some_and(|s| s.name == "Robert")
+                                })
+                            })
+                        });
+                        if shown {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                };
+                tokio::time::timeout(Duration::from_secs(10), renamed)
+                    .await
+                    .expect("the rename reached the rows");
+                // Effects run as local tasks: let any the rename scheduled run.
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
+                assert!(totals.try_recv().is_err(), "a rename re-ran the effect");
+
+                alice
+                    .conversation("c")
+                    .unwrap()
+                    .mark_as_read()
+                    .await
+                    .unwrap();
+                assert_eq!(next(&mut totals).await, Some(0));
+                owner.cleanup();
             })
             .await;
     }

@@ -503,6 +503,18 @@ impl<T, X> std::fmt::Debug for ListSubscription<T, X> {
     }
 }
 
+impl<T, X> AsRef<Subscription<T, X>> for Subscription<T, X> {
+    fn as_ref(&self) -> &Subscription<T, X> {
+        self
+    }
+}
+
+impl<T, X> AsRef<Subscription<T, X>> for ListSubscription<T, X> {
+    fn as_ref(&self) -> &Subscription<T, X> {
+        &self.inner
+    }
+}
+
 impl<T, X> std::ops::Deref for ListSubscription<T, X> {
     type Target = Subscription<T, X>;
     fn deref(&self) -> &Subscription<T, X> {

@@ -3,6 +3,7 @@
 mod authorization;
 #[cfg(feature = "server")]
 mod churn;
+mod derived;
 mod errors;
 mod gc;
 mod lifecycle;
