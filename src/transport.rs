@@ -17,7 +17,8 @@ use crate::{
 };
 
 /// What a session needs from its transport's task; both transports deliver through it. The
-/// in-process one needs no token and never idles, so it uses only `replay` and `receive`.
+/// in-process one needs no token and never idles, so it uses only `replay`, `receive` and
+/// `fail`.
 #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
 pub(crate) trait Peer: Send + Sync + 'static {
     /// Frames to send on a fresh connection: live subscriptions, then unanswered requests.
@@ -110,7 +111,20 @@ async fn deliver<P: Peer>(link: Weak<Link>, peer: Weak<P>, mut inbox: mpsc::Rece
                 return;
             };
             // Frames from a websocket were JSON already; in process, check they could have been.
-            peer.receive(wire_round_trip(frame));
+            // A frame that does not survive the wire is a bug: end the session with it rather
+            // than end delivery silently (every later call would wait forever).
+            match std::panic::catch_unwind(|| wire_round_trip(frame)) {
+                Ok(frame) => peer.receive(frame),
+                Err(_) => {
+                    peer.fail(WireError {
+                        code: crate::ErrorCode::Internal,
+                        reasons: vec![
+                            "a frame did not survive the wire (a bug in talkstore)".into(),
+                        ],
+                    });
+                    return;
+                }
+            }
         }
         let (Some(link), Some(peer)) = (link.upgrade(), peer.upgrade()) else {
             return;
