@@ -291,23 +291,7 @@ mod tests {
     /// changes, not when a rename changes the rows.
     #[tokio::test]
     async fn memos_rerender_only_when_their_value_changes() {
-        let session =
-            |user: &str| get_talk_session(SessionOptions::new("dioxus-memo-test", user)).unwrap();
-        let (alice, bob) = (session("alice"), session("bob"));
-        for (s, name) in [(&alice, "Alice"), (&bob, "Bob")] {
-            s.current_user()
-                .set(UserParams::new().name(name))
-                .await
-                .unwrap();
-        }
-        let chat = bob.conversation("c").unwrap();
-        chat.set(ConversationParams::new()).await.unwrap();
-        chat.participant("alice")
-            .unwrap()
-            .set(ParticipantParams::new())
-            .await
-            .unwrap();
-        chat.send("hello").await.unwrap();
+        let (alice, bob) = super::super::alice_and_bob("dioxus-memo-test").await;
         let list = alice.subscribe_conversations(None);
         list.connected().await.unwrap();
         LIST.with(|l| *l.borrow_mut() = Some(list));

@@ -92,10 +92,7 @@ mod tests {
         traits::{Get, GetUntracked, With, WithUntracked},
     };
 
-    use crate::{
-        ConversationParams, ParticipantParams, SessionOptions, SubscriptionState, UserParams,
-        UserSnapshot, get_talk_session,
-    };
+    use crate::{SessionOptions, SubscriptionState, UserParams, UserSnapshot, get_talk_session};
 
     /// A renamed user reaches an effect through the signal, and the bridge ends with its owner.
     #[tokio::test]
@@ -170,26 +167,9 @@ mod tests {
         let _ = any_spawner::Executor::init_tokio();
         tokio::task::LocalSet::new()
             .run_until(async {
-                let session = |user: &str| {
-                    get_talk_session(SessionOptions::new("reactive-graph-memo-test", user)).unwrap()
-                };
-                let (alice, bob) = (session("alice"), session("bob"));
-                for (s, name) in [(&alice, "Alice"), (&bob, "Bob")] {
-                    s.current_user()
-                        .set(UserParams::new().name(name))
-                        .await
-                        .unwrap();
-                }
-                let chat = bob.conversation("c").unwrap();
-                chat.set(ConversationParams::new()).await.unwrap();
-                chat.participant("alice")
-                    .unwrap()
-                    .set(ParticipantParams::new())
-                    .await
-                    .unwrap();
+                let (alice, bob) = super::super::alice_and_bob("reactive-graph-memo-test").await;
                 let list = alice.subscribe_conversations(None);
                 list.connected().await.unwrap();
-                chat.send("hello").await.unwrap();
 
                 let owner = Owner::new();
                 let (tx, mut totals) = tokio::sync::mpsc::unbounded_channel();
