@@ -21,7 +21,7 @@ use crate::{
         ReadStateRecord, TextNode, UserId, UserSnapshot,
     },
     protocol::{EntityKey, Record, Update},
-    session::{SubscriptionState, TypedOutput},
+    session::{State, SubscriptionState, TypedOutput, signal},
     store::{self, Store},
 };
 
@@ -240,11 +240,11 @@ impl Harness {
         }
         macro_rules! output {
             ($ty:ty) => {{
-                let state = Mutable::new(SubscriptionState::<Option<Arc<$ty>>>::Pending);
+                let state = State::new(SubscriptionState::<Option<Arc<$ty>>>::Pending);
                 let output = TypedOutput::<_, $ty>::detached(single, state.clone());
                 self.store.register(sub, Box::new(output));
                 Box::pin(futures_signals::signal::SignalExt::map(
-                    state.signal_cloned(),
+                    signal(&state),
                     drop,
                 )) as BoxSignal
             }};
@@ -476,7 +476,7 @@ impl ListHarness {
     /// Builds the list and polls it once.
     pub fn new(rows: usize, r: usize) -> Self {
         let store = Store::new(UserId::new("me"));
-        let state = Mutable::new(SubscriptionState::Pending);
+        let state = State::new(SubscriptionState::Pending);
         fn list(
             rows: Option<&imbl::Vector<Arc<ConversationSnapshot>>>,
         ) -> imbl::Vector<Arc<ConversationSnapshot>> {
@@ -527,7 +527,7 @@ impl ListHarness {
         });
         store::run(store.apply(updates));
         let mut signal: BoxSignal = Box::pin(futures_signals::signal::SignalExt::map(
-            state.signal_cloned(),
+            signal(&state),
             drop,
         ));
         poll(std::slice::from_mut(&mut signal));

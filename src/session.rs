@@ -15,6 +15,8 @@ use tokio::sync::oneshot;
 
 pub(crate) use self::subscription::TypedOutput;
 use self::subscription::{RowType, SubCore};
+#[cfg(feature = "bench-internals")]
+pub(crate) use self::subscription::{State, signal};
 pub use self::{
     refs::{ConversationRef, MessageRef, ParticipantRef, UserRef},
     subscription::{

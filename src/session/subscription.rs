@@ -10,11 +10,13 @@ use std::{
 };
 
 use futures_signals::{
-    signal::{Mutable, Signal, SignalExt},
+    signal::{Signal, SignalExt},
     signal_vec::{MutableVec, SignalVec},
 };
 use futures_util::{Stream, StreamExt};
 use imbl::Vector;
+use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
 
 use super::{SessionInner, lock};
 use crate::{
@@ -101,12 +103,53 @@ row_type!(ParticipantSnapshot, Participant, UserId, |p| p
     .id
     .clone());
 
+/// A subscription's state, set by the store and read by the handles.
+///
+/// A `tokio::sync::watch` channel, not a futures-signals `Mutable`: the store sets states on
+/// the transport's thread while apps poll them on theirs, and a `Mutable`'s signal polled on
+/// one thread while it is set on another can miss that change's wake-up for good
+/// (futures-signals 0.3.34 checks for a change before it registers the waker). The handles
+/// still offer futures-signals signals, see [`signal`].
+pub(crate) type State<T> = watch::Sender<SubscriptionState<T>>;
+
+/// A [`State`] as a futures-signals signal: the current state at once, then the latest after
+/// every change (lossy, as every plain signal). Ends when the state's last sender is dropped.
+pub(crate) fn signal<T: Clone + Send + Sync + 'static>(
+    state: &State<T>,
+) -> impl Signal<Item = SubscriptionState<T>> + Send + 'static + use<T> {
+    StateSignal(WatchStream::new(state.subscribe()))
+}
+
+struct StateSignal<T>(WatchStream<SubscriptionState<T>>);
+
+impl<T: Clone + Send + Sync + 'static> Signal for StateSignal<T> {
+    type Item = SubscriptionState<T>;
+
+    fn poll_change(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.get_mut().0.poll_next_unpin(cx)
+    }
+}
+
+/// Ends a state with `last`, unless it ended already.
+fn end<T>(state: &State<T>, last: impl FnOnce() -> SubscriptionState<T>) {
+    state.send_if_modified(|state| {
+        let open = !state.is_terminal();
+        if open {
+            *state = last();
+        }
+        open
+    });
+}
+
 /// The shared core of a subscription handle.
 pub(crate) struct SubCore<T, X> {
     session: Arc<SessionInner>,
     id: SubId,
     paging: Paging,
-    state: Mutable<SubscriptionState<T>>,
+    state: State<T>,
     /// List rows as last published, and keyed diffs once `signal_vec` was called.
     diffs: Arc<Diffs<X>>,
     ended: AtomicBool,
@@ -120,7 +163,7 @@ impl<T: Clone + Send + Sync + 'static, X> SubCore<T, X> {
             session,
             id,
             paging,
-            state: Mutable::new(SubscriptionState::Pending),
+            state: watch::Sender::new(SubscriptionState::Pending),
             diffs: Arc::default(),
             ended: AtomicBool::new(false),
             loads: AtomicU64::new(0),
@@ -132,11 +175,7 @@ impl<T: Clone + Send + Sync + 'static, X> SubCore<T, X> {
         if self.ended.swap(true, Ordering::AcqRel) {
             return;
         }
-        let mut state = self.state.lock_mut();
-        if !state.is_terminal() {
-            *state = SubscriptionState::Unsubscribed;
-        }
-        drop(state);
+        end(&self.state, || SubscriptionState::Unsubscribed);
         self.session.unsubscribe(self.id);
     }
 }
@@ -168,7 +207,7 @@ impl<X> Default for Diffs<X> {
 pub(crate) struct TypedOutput<T, X> {
     rows: Option<Vector<Arc<X>>>,
     view: fn(Option<&Vector<Arc<X>>>) -> T,
-    state: Mutable<SubscriptionState<T>>,
+    state: State<T>,
     /// Only lists track diffs.
     diffs: Option<Arc<Diffs<X>>>,
     /// The row changes since the last publish, for the keyed diffs; `None` after a reset
@@ -206,10 +245,7 @@ impl<T: Clone + Send + Sync + 'static, X: RowType> TypedOutput<T, X> {
 
     /// An output that only feeds `state`, for benchmarks of the store.
     #[cfg(feature = "bench-internals")]
-    pub(crate) fn detached(
-        view: fn(Option<&Vector<Arc<X>>>) -> T,
-        state: Mutable<SubscriptionState<T>>,
-    ) -> Self {
+    pub(crate) fn detached(view: fn(Option<&Vector<Arc<X>>>) -> T, state: State<T>) -> Self {
         Self {
             rows: None,
             view,
@@ -296,37 +332,40 @@ impl<T: Clone + Send + Sync + 'static, X: RowType> Output for TypedOutput<T, X> 
     fn publish(&mut self, loaded_all: bool) -> Option<Callback> {
         self.active = true;
         let snapshot = (self.view)(self.rows.as_ref());
-        let mut state = self.state.lock_mut();
-        if state.is_terminal() {
+        let published = self.state.send_if_modified(|state| {
+            if state.is_terminal() {
+                return false;
+            }
+            // The rows first (the state's lock is held): whoever sees the new state and asks
+            // for `signal_vec` then starts from these rows.
+            let edits = self.edits.replace(Vec::new());
+            if let Some(diffs) = &self.diffs {
+                let rows = self.rows.clone().unwrap_or_default();
+                if let Some(vec) = &*lock(&diffs.vec) {
+                    match edits {
+                        Some(edits) => replay(vec, edits),
+                        None => apply_diff(vec, &rows),
+                    }
+                }
+                *lock(&diffs.published) = rows;
+            }
+            *state = SubscriptionState::Active {
+                snapshot: snapshot.clone(),
+                loaded_all,
+            };
+            true
+        });
+        if !published {
             return None;
         }
-        // The rows first: whoever sees the new state and asks for `signal_vec` then starts
-        // from these rows.
-        let edits = self.edits.replace(Vec::new());
-        if let Some(diffs) = &self.diffs {
-            let rows = self.rows.clone().unwrap_or_default();
-            if let Some(vec) = &*lock(&diffs.vec) {
-                match edits {
-                    Some(edits) => replay(vec, edits),
-                    None => apply_diff(vec, &rows),
-                }
-            }
-            *lock(&diffs.published) = rows;
-        }
-        *state = SubscriptionState::Active {
-            snapshot: snapshot.clone(),
-            loaded_all,
-        };
-        drop(state);
         let callback = self.on_snapshot.clone()?;
         Some(Box::new(move || callback(&snapshot, loaded_all)))
     }
 
     fn fail(&mut self, error: WireError) {
-        let mut state = self.state.lock_mut();
-        if !state.is_terminal() {
-            *state = SubscriptionState::Error(Error::rejected("Subscribe".to_owned(), error));
-        }
+        end(&self.state, || {
+            SubscriptionState::Error(Error::rejected("Subscribe".to_owned(), error))
+        });
     }
 
     fn is_active(&self) -> bool {
@@ -412,26 +451,24 @@ impl<T, X> Subscription<T, X> {
 impl<T: Clone + Send + Sync + 'static, X: Send + Sync + 'static> Subscription<T, X> {
     /// The current state.
     pub fn state(&self) -> SubscriptionState<T> {
-        self.core.state.get_cloned()
+        self.core.state.borrow().clone()
     }
 
     /// The latest snapshot, or `None` unless active.
     pub fn latest(&self) -> Option<T> {
-        self.core.state.lock_ref().snapshot().cloned()
+        self.core.state.borrow().snapshot().cloned()
     }
 
     /// The state as a futures-signals signal. Like every plain signal it is lossy: a slow
     /// reader sees the latest state, not every one.
     pub fn signal(&self) -> impl Signal<Item = SubscriptionState<T>> + Send + 'static + use<T, X> {
-        self.core.state.signal_cloned()
+        signal(&self.core.state)
     }
 
     /// Every new snapshot as a stream (lossy like [`Self::signal`]); ends when the
     /// subscription does.
     pub fn stream(&self) -> impl Stream<Item = T> + Send + 'static + use<T, X> {
-        self.core
-            .state
-            .signal_cloned()
+        self.signal()
             .to_stream()
             .take_while(|state| std::future::ready(!state.is_terminal()))
             .filter_map(|state| std::future::ready(state.snapshot().cloned()))
@@ -444,9 +481,7 @@ impl<T: Clone + Send + Sync + 'static, X: Send + Sync + 'static> Subscription<T,
     /// The subscription's error, or [`Error::Ended`] if it was unsubscribed first.
     pub async fn connected(&self) -> Result<T, Error> {
         let state = self
-            .core
-            .state
-            .signal_cloned()
+            .signal()
             .wait_for_first(|s| !matches!(s, SubscriptionState::Pending))
             .await;
         match state {
@@ -458,9 +493,7 @@ impl<T: Clone + Send + Sync + 'static, X: Send + Sync + 'static> Subscription<T,
 
     /// Waits until the subscription ends; returns its final state (unsubscribed or error).
     pub async fn terminated(&self) -> SubscriptionState<T> {
-        self.core
-            .state
-            .signal_cloned()
+        self.signal()
             .wait_for_first(SubscriptionState::is_terminal)
             .await
             .unwrap_or(SubscriptionState::Unsubscribed)
@@ -620,3 +653,96 @@ pub type MessageListSubscription =
 /// participates.
 pub type ParticipantListSubscription =
     ListSubscription<Option<Vector<Arc<ParticipantSnapshot>>>, ParticipantSnapshot>;
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        pin::Pin,
+        sync::atomic::AtomicU32,
+        task::{Context, Poll},
+    };
+
+    use super::*;
+
+    struct Wakes(AtomicU32);
+
+    impl futures_util::task::ArcWake for Wakes {
+        fn wake_by_ref(wakes: &Arc<Self>) {
+            wakes.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Rounds in which a signal answered `Pending` and the change that followed never woke
+    /// it: `set(i)` runs on another thread a few hundred spins after round `i` starts, while
+    /// this thread polls a fresh `signal()` until it shows `i`.
+    fn lost_wakes<S: Signal<Item = u32> + Unpin>(
+        rounds: u32,
+        set: impl Fn(u32) + Send + 'static,
+        signal: impl Fn() -> S,
+    ) -> u32 {
+        let go = Arc::new(AtomicU32::new(0));
+        let done = Arc::new(AtomicU32::new(0));
+        let setter = {
+            let (go, done) = (go.clone(), done.clone());
+            std::thread::spawn(move || {
+                for i in 1..=rounds {
+                    while go.load(Ordering::Acquire) != i {
+                        std::hint::spin_loop();
+                    }
+                    for _ in 0..i.wrapping_mul(2_654_435_761) % 200 {
+                        std::hint::spin_loop();
+                    }
+                    set(i);
+                    done.store(i, Ordering::Release);
+                }
+            })
+        };
+        let wakes = Arc::new(Wakes(AtomicU32::new(0)));
+        let waker = futures_util::task::waker(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut lost = 0;
+        for i in 1..=rounds {
+            let mut signal = signal();
+            let _ = Pin::new(&mut signal).poll_change(&mut cx);
+            go.store(i, Ordering::Release);
+            loop {
+                let before = wakes.0.load(Ordering::SeqCst);
+                match Pin::new(&mut signal).poll_change(&mut cx) {
+                    Poll::Ready(Some(value)) if value == i => break,
+                    Poll::Ready(_) => continue,
+                    Poll::Pending => {}
+                }
+                // Wait for a wake-up, or for the setter to be done without one.
+                while wakes.0.load(Ordering::SeqCst) == before && done.load(Ordering::Acquire) != i
+                {
+                    std::hint::spin_loop();
+                }
+                if wakes.0.load(Ordering::SeqCst) == before {
+                    lost += 1;
+                    break;
+                }
+            }
+        }
+        setter.join().unwrap();
+        lost
+    }
+
+    /// The store sets a state on the transport's thread while the app polls its signal on
+    /// another: every change after a `Pending` poll wakes the poller (the hang a
+    /// futures-signals `Mutable` has here, about once in 20,000 rounds).
+    #[test]
+    fn changes_from_another_thread_always_wake_the_signal() {
+        let state: State<u32> = watch::Sender::new(SubscriptionState::Pending);
+        let setter = state.clone();
+        let set = move |i| {
+            setter.send_replace(SubscriptionState::Active {
+                snapshot: i,
+                loaded_all: true,
+            });
+        };
+        let lost = lost_wakes(200_000, set, || {
+            signal(&state).map(|s| s.snapshot().copied().unwrap_or(0))
+        });
+        assert_eq!(lost, 0);
+    }
+}
