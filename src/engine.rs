@@ -13,6 +13,7 @@
 //! I/O.
 
 #[cfg(feature = "server")]
+mod activity;
 pub(crate) mod backend;
 mod commands;
 mod feed;

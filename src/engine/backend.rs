@@ -6,8 +6,8 @@ use super::{
     EngineResult, Event, State,
     commands::{
         apply_edit, check_content, check_reference, forbidden, insert_message, invalid, not_found,
-        not_participant, remove_message, require_user, set_user, upsert_conversation,
-        write_participant,
+        not_participant, remove_message, remove_participant, require_user, set_user,
+        upsert_conversation, write_participant,
     },
     storage::{StoredParticipant, StoredUser},
 };
@@ -124,15 +124,7 @@ pub(crate) fn delete_participant(
     conversation: &ConversationId,
     user: &UserId,
 ) -> EngineResult<((), Vec<Event>)> {
-    if state.storage().participant(conversation, user)?.is_none() {
-        return Ok(((), Vec::new()));
-    }
-    state.storage_mut().remove_participant(conversation, user)?;
-    let event = Event::ParticipantRemoved {
-        conversation: conversation.clone(),
-        user: user.clone(),
-    };
-    Ok(((), vec![event]))
+    Ok(((), remove_participant(state, conversation, user)?))
 }
 
 /// A message posted by an app's backend.

@@ -1,7 +1,7 @@
 //! The rules of every command: validation first, then writes and the events they cause.
 
 use super::{
-    EngineError, EngineResult, Event, MAX_MESSAGE_TEXT_BYTES, State, Storage,
+    EngineError, EngineResult, Event, MAX_MESSAGE_TEXT_BYTES, State, Storage, activity,
     storage::{MessagePos, StoredConversation, StoredParticipant, StoredUser},
     unread,
     view::{self, Collector, Reads},
@@ -395,6 +395,9 @@ pub(super) fn write_participant(
         return Ok(Vec::new());
     }
     state.storage_mut().put_participant(participant)?;
+    if old.is_none() {
+        activity::joined(state.storage_mut(), conversation, user)?;
+    }
     Ok(vec![Event::ParticipantChanged {
         conversation: conversation.clone(),
         user: user.clone(),
@@ -435,17 +438,27 @@ fn delete_participant(
     if user != me && !view::is_participant(storage, conversation, me)? {
         return Err(not_participant(conversation));
     }
-    if storage.participant(conversation, user)?.is_none() {
-        return Ok((Response::Ack, Vec::new()));
-    }
-    state.storage_mut().remove_participant(conversation, user)?;
     Ok((
         Response::Ack,
-        vec![Event::ParticipantRemoved {
-            conversation: conversation.clone(),
-            user: user.clone(),
-        }],
+        remove_participant(state, conversation, user)?,
     ))
+}
+
+/// Removes `user` from `conversation`, if they participate.
+pub(super) fn remove_participant(
+    state: &mut State,
+    conversation: &ConversationId,
+    user: &UserId,
+) -> EngineResult<Vec<Event>> {
+    if state.storage().participant(conversation, user)?.is_none() {
+        return Ok(Vec::new());
+    }
+    state.storage_mut().remove_participant(conversation, user)?;
+    activity::left(state.storage_mut(), conversation)?;
+    Ok(vec![Event::ParticipantRemoved {
+        conversation: conversation.clone(),
+        user: user.clone(),
+    }])
 }
 
 fn mark(
@@ -611,6 +624,7 @@ pub(super) fn insert_message(
     )?;
     conversation.record.last_message_id = Some(id.clone());
     state.storage_mut().put_conversation(conversation)?;
+    activity::message_created(state.storage_mut(), &conversation_id, now)?;
     // A new message is also its conversation's new last message (see `touched_keys`).
     let events = vec![Event::MessageCreated {
         conversation: conversation_id,
@@ -749,6 +763,7 @@ pub(super) fn remove_message(
         let newest = state.storage().messages_before(conversation, None, 1)?;
         stored.record.last_message_id = newest.into_iter().next().map(|(m, _)| m.id);
         state.storage_mut().put_conversation(stored)?;
+        activity::last_message_changed(state.storage_mut(), conversation)?;
         events.push(Event::ConversationChanged {
             conversation: conversation.clone(),
         });

@@ -11,15 +11,15 @@
 use std::{collections::VecDeque, sync::Arc};
 
 use super::{
-    EngineError, EngineResult, Event, MAX_SUBSCRIPTIONS_PER_CONNECTION, Storage,
-    storage::{MessagePos, StorageResult, StoredParticipant},
+    EngineError, EngineResult, Event, MAX_SUBSCRIPTIONS_PER_CONNECTION, Storage, activity,
+    storage::{MessagePos, StorageError, StorageResult, StoredParticipant},
     view::{self, Collector, Reads},
 };
 use crate::{
     HashMap, HashSet,
     model::{
         ConversationFacts, ConversationFilter, ConversationId, MessageFacts, MessageFilter,
-        MessageRecord, UserId,
+        MessageRecord, Timestamp, UserId,
     },
     protocol::{
         EntityKey, ErrorCode, MAX_HELD_KEYS, Position, Record, Restore, RowChange, SharedRecord,
@@ -80,9 +80,9 @@ struct FeedSub {
     changes: Option<Vec<RowChange>>,
     /// The window's items by key: where each sorts and the keys its snapshot reads.
     entries: HashMap<EntityKey, (SortKey, Arc<[EntityKey]>)>,
-    /// For the lists read whole (conversations, participants): the items below the window.
-    /// `loaded_all` is whether there are none. `None` for message windows, which read only
-    /// as far as they show.
+    /// For the lists read whole (participants): the items below the window. `loaded_all` is
+    /// whether there are none. `None` for message windows and conversation lists, which read
+    /// only as far as they show.
     below: Option<HashMap<EntityKey, SortKey>>,
     /// How many items read each key: the keys this subscription's snapshot needs.
     needed: HashMap<EntityKey, usize>,
@@ -388,6 +388,8 @@ impl Feed {
                             .as_ref()
                             .is_some_and(|below| below.contains_key(&key))
                         || reads.is_participant(storage, c, me).unwrap_or(true)
+                        // Leaving one below the window may leave nothing below it.
+                        || matches!(event, Event::ParticipantRemoved { user, .. } if user == me)
                 }
             },
             (
@@ -577,7 +579,7 @@ impl Feed {
             let was_in = sub.entries.contains_key(key);
             if !was_in && !new && !sub.loaded_all && sub.below.is_none() {
                 // It may have been below the bound, which decides `loaded_all`.
-                match anything_below(storage, sub)? {
+                match anything_below(storage, &self.me, sub)? {
                     Some(any) => emptied_below |= !any,
                     None => return Ok(None),
                 }
@@ -823,7 +825,7 @@ impl Feed {
             Some(items) => {
                 let (items, rest) = split_window(items, &mut sub.bound, extra);
                 let loaded_all = rest.is_empty();
-                let whole = !matches!(sub.target, Target::Messages { .. });
+                let whole = matches!(sub.target, Target::Participants { .. });
                 sub.below = whole.then(|| rest.into_iter().map(|(k, key)| (key, k)).collect());
                 (Some(items), loaded_all)
             }
@@ -1120,8 +1122,9 @@ impl Reach {
 }
 
 /// The items a target can show, in window order (greatest key first), or `None` if the root
-/// is missing or hidden from `me`. Message lists are read only as far as `reach`; other lists
-/// (a user's conversations, a conversation's participants) are read whole.
+/// is missing or hidden from `me`. Message windows and conversation lists are read only as
+/// far as `reach` (the latter from the activity index); a conversation's participants are
+/// read whole.
 fn list(
     storage: &dyn Storage,
     me: &UserId,
@@ -1162,12 +1165,23 @@ fn list(
         }
         Target::Conversations { filter } => {
             let mut items = Vec::new();
-            for id in storage.conversations_of(me)? {
-                if let Some(key) = conversation_entry(storage, me, filter.as_ref(), &id)? {
-                    items.push((key, EntityKey::conversation(&id)));
+            let mut below: Option<(Timestamp, ConversationId)> = None;
+            loop {
+                let from = below.as_ref().map(|(at, id)| (*at, id));
+                let page = activity::walk(storage, me, from, reach.count.clamp(32, 256))?;
+                let Some(last) = page.last().cloned() else {
+                    break;
+                };
+                for (_, id) in &page {
+                    if let Some(key) = conversation_entry(storage, me, filter.as_ref(), id)? {
+                        items.push((key, EntityKey::conversation(id)));
+                    }
                 }
+                if reach.reached(&items) {
+                    break;
+                }
+                below = Some(last);
             }
-            items.sort_by(|a, b| b.0.cmp(&a.0));
             Some(items)
         }
         Target::Participants { conversation } => {
@@ -1229,11 +1243,9 @@ fn conversation_entry(
         return Ok(None);
     };
     let conversation = conversation.record;
-    let last_message_at = match &conversation.last_message_id {
-        Some(m) => storage.message(m)?.map(|(m, _)| m.created_at),
-        None => None,
+    let Some(activity) = activity::of(storage, id, me)? else {
+        return Ok(None);
     };
-    let activity = last_message_at.unwrap_or(0).max(mine.record.joined_at);
     let facts = ConversationFacts {
         access: mine.record.access,
         custom: &conversation.custom,
@@ -1270,9 +1282,37 @@ fn message_matches(
     }))
 }
 
-/// Whether a message window without a filter has messages below its bound: one storage
-/// read. `None` for other windows, which cannot tell without reading.
-fn anything_below(storage: &dyn Storage, sub: &FeedSub) -> StorageResult<Option<bool>> {
+/// Whether a window has items below its bound, for the windows read only as far as they
+/// show. One storage read for a message window without a filter and for a conversation list
+/// (a page of the activity index). A filtered conversation list walks the index until a
+/// conversation matches: in the worst case (nothing below matches) every conversation of the
+/// user below the bound. `None` for filtered message windows, which cannot tell without
+/// reading.
+fn anything_below(
+    storage: &dyn Storage,
+    me: &UserId,
+    sub: &FeedSub,
+) -> StorageResult<Option<bool>> {
+    if let (Target::Conversations { filter }, Bound::From(SortKey(at, _, id))) =
+        (&sub.target, &sub.bound)
+    {
+        let id = ConversationId::try_new(id).map_err(|e| StorageError(e.to_string()))?;
+        let mut below = (*at, id);
+        loop {
+            // Without a filter, the first conversation below tells.
+            let limit = if filter.is_some() { 32 } else { 1 };
+            let page = activity::walk(storage, me, Some((below.0, &below.1)), limit)?;
+            let Some(last) = page.last().cloned() else {
+                return Ok(Some(false));
+            };
+            for (_, id) in &page {
+                if conversation_entry(storage, me, filter.as_ref(), id)?.is_some() {
+                    return Ok(Some(true));
+                }
+            }
+            below = last;
+        }
+    }
     let (
         Target::Messages {
             conversation,
@@ -1571,8 +1611,14 @@ mod tests {
             apply(&engine, &conns, op.clone());
             // A delete reads the conversation's 2 participants (it keeps their unread
             // counts), and one below a window reads one message per window (is anything
-            // left below it?); a re-list reads every conversation or 30 messages.
-            let bound = if let Op::Delete(..) = op { 4 } else { 0 };
+            // left below it?); a message to a conversation below a list's bound reads one
+            // row of the activity index per list (the same question); a re-list reads a
+            // page of conversations or 30 messages.
+            let bound = match op {
+                Op::Delete(..) => 4,
+                Op::Send(..) => USERS,
+                _ => 0,
+            };
             assert!(
                 listed() - before <= bound,
                 "{op:?} listed {}",

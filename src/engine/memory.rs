@@ -17,6 +17,7 @@ enum Undo {
     User(UserId, Option<StoredUser>),
     Conversation(ConversationId, Option<StoredConversation>),
     Participant(ConversationId, UserId, Option<StoredParticipant>),
+    Activity(ConversationId, UserId, Option<Timestamp>),
     Message(MessageId, Option<(MessageRecord, MessagePos)>),
     Idempotency(UserId, String),
     Log { last_seq: u64, len: usize },
@@ -31,6 +32,11 @@ pub(crate) struct MemoryStorage {
     /// Each conversation's participants by read mark (for `everyone_read_until`).
     read_marks: HashMap<ConversationId, BTreeSet<(Timestamp, UserId)>>,
     memberships: HashMap<UserId, HashSet<ConversationId>>,
+    /// The activity index (see [`Storage::set_activity`]): each conversation's indexed
+    /// participations, the same by user in activity order, and each user's others.
+    indexed: HashMap<ConversationId, HashMap<UserId, Timestamp>>,
+    by_activity: HashMap<UserId, BTreeSet<(Timestamp, ConversationId)>>,
+    unindexed: HashMap<UserId, HashSet<ConversationId>>,
     messages: HashMap<MessageId, (MessageRecord, MessagePos)>,
     timelines: HashMap<ConversationId, BTreeMap<MessagePos, MessageId>>,
     idempotency: HashMap<(UserId, String), MessageId>,
@@ -69,20 +75,28 @@ impl MemoryStorage {
         value: Option<StoredParticipant>,
     ) -> Option<StoredParticipant> {
         let members = self.memberships.entry(user.clone()).or_default();
+        let joined = value.is_some() && members.insert(conversation.clone());
+        if value.is_none() {
+            members.remove(conversation);
+            // Out of the index, and not counted as unindexed either.
+            self.put_activity(conversation, user, None);
+            if let Some(unindexed) = self.unindexed.get_mut(user) {
+                unindexed.remove(conversation);
+            }
+        } else if joined {
+            self.unindexed
+                .entry(user.clone())
+                .or_default()
+                .insert(conversation.clone());
+        }
         let table = self.participants.entry(conversation.clone()).or_default();
         let marks = self.read_marks.entry(conversation.clone()).or_default();
         if let Some(value) = &value {
             marks.insert((value.read_until, user.clone()));
         }
         let old = match value {
-            Some(value) => {
-                members.insert(conversation.clone());
-                table.insert(user.clone(), value)
-            }
-            None => {
-                members.remove(conversation);
-                table.remove(user)
-            }
+            Some(value) => table.insert(user.clone(), value),
+            None => table.remove(user),
         };
         if let Some(old) = &old
             && table
@@ -90,6 +104,46 @@ impl MemoryStorage {
                 .is_none_or(|new| new.read_until != old.read_until)
         {
             marks.remove(&(old.read_until, user.clone()));
+        }
+        old
+    }
+
+    /// Sets a participation's place in the activity index; returns the old one.
+    fn put_activity(
+        &mut self,
+        conversation: &ConversationId,
+        user: &UserId,
+        at: Option<Timestamp>,
+    ) -> Option<Timestamp> {
+        let old = match at {
+            Some(at) => self
+                .indexed
+                .entry(conversation.clone())
+                .or_default()
+                .insert(user.clone(), at),
+            None => self
+                .indexed
+                .get_mut(conversation)
+                .and_then(|users| users.remove(user)),
+        };
+        let by_activity = self.by_activity.entry(user.clone()).or_default();
+        if let Some(old) = old {
+            by_activity.remove(&(old, conversation.clone()));
+        }
+        let unindexed = self.unindexed.entry(user.clone()).or_default();
+        match at {
+            Some(at) => {
+                by_activity.insert((at, conversation.clone()));
+                unindexed.remove(conversation);
+            }
+            None if self
+                .memberships
+                .get(user)
+                .is_some_and(|m| m.contains(conversation)) =>
+            {
+                unindexed.insert(conversation.clone());
+            }
+            None => {}
         }
         old
     }
@@ -176,6 +230,10 @@ impl Storage for MemoryStorage {
         conversation: &ConversationId,
         user: &UserId,
     ) -> StorageResult<()> {
+        // Its place in the index first: undone after the participation is back.
+        let at = self.put_activity(conversation, user, None);
+        self.undo
+            .push(Undo::Activity(conversation.clone(), user.clone(), at));
         let old = self.set_participant(conversation, user, None);
         self.undo
             .push(Undo::Participant(conversation.clone(), user.clone(), old));
@@ -203,9 +261,61 @@ impl Storage for MemoryStorage {
             .map(|(at, _)| *at))
     }
 
-    fn conversations_of(&self, user: &UserId) -> StorageResult<Vec<ConversationId>> {
+    fn participant_count(&self, conversation: &ConversationId) -> StorageResult<usize> {
+        Ok(self.participants.get(conversation).map_or(0, HashMap::len))
+    }
+
+    fn set_activity(
+        &mut self,
+        conversation: &ConversationId,
+        user: &UserId,
+        at: Option<Timestamp>,
+    ) -> StorageResult<()> {
+        let old = self.put_activity(conversation, user, at);
+        if old != at {
+            self.undo
+                .push(Undo::Activity(conversation.clone(), user.clone(), old));
+        }
+        Ok(())
+    }
+
+    fn touch_activity(
+        &mut self,
+        conversation: &ConversationId,
+        at: Timestamp,
+    ) -> StorageResult<()> {
+        let users: Vec<UserId> = self
+            .indexed
+            .get(conversation)
+            .map(|users| users.keys().cloned().collect())
+            .unwrap_or_default();
+        for user in users {
+            self.set_activity(conversation, &user, Some(at))?;
+        }
+        Ok(())
+    }
+
+    fn activity_below(
+        &self,
+        user: &UserId,
+        below: Option<(Timestamp, &ConversationId)>,
+        limit: usize,
+    ) -> StorageResult<Vec<(Timestamp, ConversationId)>> {
+        let Some(index) = self.by_activity.get(user) else {
+            return Ok(Vec::new());
+        };
+        let range = match below {
+            Some((at, id)) => index.range(..(at, id.clone())),
+            None => index.range(..),
+        };
+        let rows: Vec<_> = range.rev().take(limit).cloned().collect();
+        self.count_listed(rows.len());
+        Ok(rows)
+    }
+
+    fn unindexed_of(&self, user: &UserId) -> StorageResult<Vec<ConversationId>> {
         let rows: Vec<_> = self
-            .memberships
+            .unindexed
             .get(user)
             .map(|m| m.iter().cloned().collect())
             .unwrap_or_default();
@@ -396,6 +506,9 @@ impl MemoryStorage {
                 .map_or((), drop),
                 Undo::Participant(c, u, old) => {
                     self.set_participant(&c, &u, old);
+                }
+                Undo::Activity(c, u, old) => {
+                    self.put_activity(&c, &u, old);
                 }
                 Undo::Message(id, old) => {
                     self.set_message(&id, old);

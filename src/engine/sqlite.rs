@@ -232,7 +232,27 @@ UPDATE participants SET data = json_set(data,
 );
 CREATE INDEX participants_by_read_mark ON participants (conversation, read_until);
 "#,
+    r#"
+-- The activity index (see `engine::activity`): a participation's activity is its
+-- conversation's last message time or its join time, whichever is later, kept only for
+-- conversations of at most 64 participants (`INDEXED_PARTICIPANTS`); NULL for the others.
+ALTER TABLE participants ADD COLUMN activity INTEGER;
+UPDATE participants SET activity = max(
+    json_extract(data, '$.record.joinedAt'),
+    coalesce((SELECT MAX(m.created_at) FROM messages m
+              WHERE m.conversation = participants.conversation), 0)
+)
+WHERE conversation IN (
+    SELECT conversation FROM participants GROUP BY conversation HAVING COUNT(*) <= 64
+);
+CREATE INDEX participants_by_activity ON participants (user, activity, conversation);
+CREATE INDEX participants_indexed ON participants (conversation) WHERE activity IS NOT NULL;
+"#,
 ];
+
+fn conversation_id(id: &str) -> StorageResult<ConversationId> {
+    ConversationId::try_new(id).map_err(|e| StorageError(format!("corrupt conversation id: {e}")))
+}
 
 fn db(error: rusqlite::Error) -> StorageError {
     StorageError(error.to_string())
@@ -633,19 +653,100 @@ impl Storage for SqliteStorage {
             .map_err(db)
     }
 
-    fn conversations_of(&self, user: &UserId) -> StorageResult<Vec<ConversationId>> {
+    fn participant_count(&self, conversation: &ConversationId) -> StorageResult<usize> {
+        self.write_participants()?;
+        self.conn
+            .prepare_cached("SELECT COUNT(*) FROM participants WHERE conversation = ?1")
+            .map_err(db)?
+            .query_row([conversation.as_str()], |row| row.get::<_, i64>(0))
+            .map(|n| n as usize)
+            .map_err(db)
+    }
+
+    fn set_activity(
+        &mut self,
+        conversation: &ConversationId,
+        user: &UserId,
+        at: Option<Timestamp>,
+    ) -> StorageResult<()> {
+        self.write_participants()?;
+        self.write(
+            "UPDATE participants SET activity = ?3 WHERE conversation = ?1 AND user = ?2",
+            params![conversation.as_str(), user.as_str(), at],
+        )
+    }
+
+    fn touch_activity(
+        &mut self,
+        conversation: &ConversationId,
+        at: Timestamp,
+    ) -> StorageResult<()> {
+        self.write_participants()?;
+        self.write(
+            "UPDATE participants SET activity = ?2
+             WHERE conversation = ?1 AND activity IS NOT NULL",
+            params![conversation.as_str(), at],
+        )
+    }
+
+    fn activity_below(
+        &self,
+        user: &UserId,
+        below: Option<(Timestamp, &ConversationId)>,
+        limit: usize,
+    ) -> StorageResult<Vec<(Timestamp, ConversationId)>> {
+        self.write_participants()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut statement;
+        let rows = match below {
+            Some((at, id)) => {
+                statement = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT activity, conversation FROM participants
+                         WHERE user = ?1 AND activity IS NOT NULL
+                           AND (activity, conversation) < (?2, ?3)
+                         ORDER BY activity DESC, conversation DESC LIMIT ?4",
+                    )
+                    .map_err(db)?;
+                statement.query(params![user.as_str(), at, id.as_str(), limit])
+            }
+            None => {
+                statement = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT activity, conversation FROM participants
+                         WHERE user = ?1 AND activity IS NOT NULL
+                         ORDER BY activity DESC, conversation DESC LIMIT ?2",
+                    )
+                    .map_err(db)?;
+                statement.query(params![user.as_str(), limit])
+            }
+        };
+        let mut rows = rows.map_err(db)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(db)? {
+            let at: Timestamp = row.get(0).map_err(db)?;
+            let id: String = row.get(1).map_err(db)?;
+            out.push((at, conversation_id(&id)?));
+        }
+        Ok(out)
+    }
+
+    fn unindexed_of(&self, user: &UserId) -> StorageResult<Vec<ConversationId>> {
         self.write_participants()?;
         let mut statement = self
             .conn
-            .prepare_cached("SELECT conversation FROM participants WHERE user = ?1")
+            .prepare_cached(
+                "SELECT conversation FROM participants WHERE user = ?1 AND activity IS NULL",
+            )
             .map_err(db)?;
         let rows = statement
             .query_map([user.as_str()], |row| row.get::<_, String>(0))
             .map_err(db)?;
         let mut out = Vec::new();
         for id in rows {
-            let id = id.map_err(db)?;
-            out.push(ConversationId::try_new(&id).map_err(|e| StorageError(e.to_string()))?);
+            out.push(conversation_id(&id.map_err(db)?)?);
         }
         Ok(out)
     }
@@ -993,7 +1094,10 @@ mod tests {
         Connection::open(&path)
             .unwrap()
             .execute_batch(
-                "DROP INDEX participants_by_read_mark;
+                "DROP INDEX participants_indexed;
+                 DROP INDEX participants_by_activity;
+                 ALTER TABLE participants DROP COLUMN activity;
+                 DROP INDEX participants_by_read_mark;
                  ALTER TABLE participants DROP COLUMN read_until;
                  ALTER TABLE conversations DROP COLUMN user_messages;
                  UPDATE participants SET data = json_remove(data, '$.read_base', '$.sent_since_read');
@@ -1017,5 +1121,14 @@ mod tests {
         // alice: the 7 user messages of bob and carol; bob (read to 35): m3..m11 less his
         // own m4 and m10 and the system message m7; carol (read to 60): m6, m9 and m10.
         assert_eq!(unread, [7, 6, 3]);
+        // The activity index (schema 3) starts at the last message, m11.
+        for user in users {
+            let user = UserId::new(user);
+            assert_eq!(
+                s.activity_below(&user, None, 10).unwrap(),
+                [(120, c.clone())]
+            );
+            assert!(s.unindexed_of(&user).unwrap().is_empty());
+        }
     }
 }

@@ -158,8 +158,31 @@ pub(crate) trait Storage: Send {
         &self,
         conversation: &ConversationId,
     ) -> StorageResult<Option<Timestamp>>;
-    /// Every conversation a user participates in, in no particular order.
-    fn conversations_of(&self, user: &UserId) -> StorageResult<Vec<ConversationId>>;
+    /// How many participants a conversation has.
+    fn participant_count(&self, conversation: &ConversationId) -> StorageResult<usize>;
+
+    /// Puts a participation (which exists) in the activity index at `at`, or takes it out
+    /// (`None`). A new participation starts out of the index; a removed one leaves it. The
+    /// values are `engine::activity`'s business.
+    fn set_activity(
+        &mut self,
+        conversation: &ConversationId,
+        user: &UserId,
+        at: Option<Timestamp>,
+    ) -> StorageResult<()>;
+    /// Moves every indexed participation of a conversation to `at`. O(indexed participations).
+    fn touch_activity(&mut self, conversation: &ConversationId, at: Timestamp)
+    -> StorageResult<()>;
+    /// Up to `limit` of `user`'s indexed participations strictly below `below`, latest
+    /// activity first, ties by greater conversation id first: O(log n + limit).
+    fn activity_below(
+        &self,
+        user: &UserId,
+        below: Option<(Timestamp, &ConversationId)>,
+        limit: usize,
+    ) -> StorageResult<Vec<(Timestamp, ConversationId)>>;
+    /// The conversations of `user` whose participation is not in the activity index.
+    fn unindexed_of(&self, user: &UserId) -> StorageResult<Vec<ConversationId>>;
 
     fn message(&self, id: &MessageId) -> StorageResult<Option<(MessageRecord, MessagePos)>>;
     fn put_message(&mut self, message: MessageRecord, pos: MessagePos) -> StorageResult<()>;
@@ -194,7 +217,7 @@ pub(crate) trait Storage: Send {
         id: &MessageId,
     ) -> StorageResult<Option<MessageId>>;
 
-    /// How many rows the listing calls (`participants`, `conversations_of`,
+    /// How many rows the listing calls (`participants`, `activity_below`, `unindexed_of`,
     /// `messages_before`) returned so far: tests use it to tell an incremental feed from one
     /// that re-lists. Only the memory storage counts.
     #[cfg(test)]
