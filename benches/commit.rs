@@ -8,9 +8,11 @@
 //!   in another conversation;
 //! - `window`: alice's message window of the conversation holds 30 or 3,000 rows;
 //! - `conversations`: alice's conversation list is open, and she is in 20 or 1,000
-//!   conversations.
+//!   conversations;
+//! - `open-list`: not a post but alice opening her conversation list (its first page of 20)
+//!   and closing it again, with 20 or 1,000 conversations (read from the activity index).
 //!
-//! Only the send is timed; each posted message is deleted again outside the timing, so the
+//! Only the send (or the opening) is timed; each posted message is deleted again outside the timing, so the
 //! data stays the same size. Run with `cargo bench --features sqlite --bench commit`; after
 //! criterion's report it prints the median µs per post of each pair and the ratio small ÷
 //! large (1.0 means the data size costs nothing). See `benches/README.md`.
@@ -36,6 +38,8 @@ static SAMPLES: Mutex<BTreeMap<Case, Vec<f64>>> = Mutex::new(BTreeMap::new());
 /// What stays alive while a case is measured: the sessions and alice's subscription.
 struct Fixture {
     post_into: ConversationRef,
+    /// For `open-list`: alice, whose list is opened instead of posting.
+    opener: Option<TalkSession>,
     _keep: Vec<Box<dyn std::any::Any>>,
 }
 
@@ -67,6 +71,7 @@ async fn fixture(engine: Engine, case: &str, size: usize) -> Fixture {
     }
     let post_into = conversation(&bob, "chat", 0).await;
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    let mut opener = None;
     match case {
         "backlog" => {
             conversation(&bob, "backlog", size).await;
@@ -86,13 +91,17 @@ async fn fixture(engine: Engine, case: &str, size: usize) -> Fixture {
             }
             keep.push(Box::new(window));
         }
-        "conversations" => {
+        "conversations" | "open-list" => {
             for i in 1..size {
                 conversation(&bob, &format!("other{i}"), 1).await;
             }
-            let list = alice.subscribe_conversations(None);
-            list.connected().await.unwrap();
-            keep.push(Box::new(list));
+            if case == "conversations" {
+                let list = alice.subscribe_conversations(None);
+                list.connected().await.unwrap();
+                keep.push(Box::new(list));
+            } else {
+                opener = Some(alice.clone());
+            }
         }
         other => unreachable!("unknown case {other}"),
     }
@@ -100,6 +109,7 @@ async fn fixture(engine: Engine, case: &str, size: usize) -> Fixture {
     keep.push(Box::new(bob));
     Fixture {
         post_into,
+        opener,
         _keep: keep,
     }
 }
@@ -121,6 +131,7 @@ fn posts(c: &mut Criterion) {
         ("backlog", [0, 20_000]),
         ("window", [30, 3_000]),
         ("conversations", [20, 1_000]),
+        ("open-list", [20, 1_000]),
     ];
     for storage in ["memory", "sqlite"] {
         let mut group = c.benchmark_group(format!("post/{storage}"));
@@ -136,6 +147,13 @@ fn posts(c: &mut Criterion) {
                         let mut elapsed = Duration::ZERO;
                         for _ in 0..iters {
                             let start = Instant::now();
+                            if let Some(alice) = &fixture.opener {
+                                let list = alice.subscribe_conversations(None);
+                                let rows = runtime.block_on(list.connected()).unwrap();
+                                elapsed += start.elapsed();
+                                assert_eq!(rows.len(), size.min(20));
+                                continue;
+                            }
                             let sent = runtime.block_on(fixture.post_into.send("new")).unwrap();
                             elapsed += start.elapsed();
                             runtime.block_on(sent.delete()).unwrap();

@@ -12,8 +12,8 @@
 //! thread of its own instead (`Engine::run_on_own_thread`), so that its async workers only do
 //! I/O.
 
-#[cfg(feature = "server")]
 mod activity;
+#[cfg(feature = "server")]
 pub(crate) mod backend;
 mod commands;
 mod feed;
