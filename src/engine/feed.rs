@@ -86,6 +86,10 @@ struct FeedSub {
     below: Option<HashMap<EntityKey, SortKey>>,
     /// How many items read each key: the keys this subscription's snapshot needs.
     needed: HashMap<EntityKey, usize>,
+    /// For the windows read only as far as they show: an item last seen below the bound.
+    /// While it is still there, an item leaving the part below cannot have emptied it (see
+    /// [`Feed::still_beneath`]); checked on use, never trusted.
+    beneath: Option<EntityKey>,
 }
 
 /// The items of a [`Plan::Items`], each once: found by a scan while they are few (one event
@@ -217,6 +221,7 @@ impl Feed {
                 entries: HashMap::default(),
                 below: None,
                 needed: HashMap::default(),
+                beneath: None,
             },
         );
         let mut updates = Vec::new();
@@ -577,10 +582,18 @@ impl Feed {
                 _ => true,
             });
             let was_in = sub.entries.contains_key(key);
-            if !was_in && !new && !sub.loaded_all && sub.below.is_none() {
-                // It may have been below the bound, which decides `loaded_all`.
-                match anything_below(storage, &self.me, sub)? {
-                    Some(any) => emptied_below |= !any,
+            if !was_in
+                && !new
+                && !sub.loaded_all
+                && sub.below.is_none()
+                && !self.still_beneath(storage, sub, key, collector.reads())?
+            {
+                // It may have been the last item below the bound, which decides `loaded_all`.
+                match first_below(storage, &self.me, sub)? {
+                    Some(found) => {
+                        emptied_below |= found.is_none();
+                        sub.beneath = found;
+                    }
                     None => return Ok(None),
                 }
             }
@@ -657,6 +670,25 @@ impl Feed {
             Target::Messages { .. } => collector.collect_shared(storage, &self.me, key),
             _ => Ok(reads_of(storage, &self.me, key, collector)?.into()),
         }
+    }
+
+    /// Whether the item last seen below `sub`'s bound (other than `placed`) is still there:
+    /// then something is below without asking storage. O(1) reads.
+    fn still_beneath(
+        &self,
+        storage: &dyn Storage,
+        sub: &FeedSub,
+        placed: &EntityKey,
+        reads: &mut Reads,
+    ) -> StorageResult<bool> {
+        let (Some(beneath), Bound::From(bound)) = (&sub.beneath, &sub.bound) else {
+            return Ok(false);
+        };
+        if beneath == placed {
+            return Ok(false);
+        }
+        let sort = self.sort_key(storage, &sub.target, beneath, reads)?;
+        Ok(sort.is_some_and(|sort| sort < *bound))
     }
 
     /// Where `key` sorts in a window of `target`, or `None` if it is not in the list.
@@ -826,6 +858,9 @@ impl Feed {
                 let (items, rest) = split_window(items, &mut sub.bound, extra);
                 let loaded_all = rest.is_empty();
                 let whole = matches!(sub.target, Target::Participants { .. });
+                sub.beneath = (!whole)
+                    .then(|| rest.first().map(|(_, key)| key.clone()))
+                    .flatten();
                 sub.below = whole.then(|| rest.into_iter().map(|(k, key)| (key, k)).collect());
                 (Some(items), loaded_all)
             }
@@ -1282,17 +1317,17 @@ fn message_matches(
     }))
 }
 
-/// Whether a window has items below its bound, for the windows read only as far as they
-/// show. One storage read for a message window without a filter and for a conversation list
-/// (a page of the activity index). A filtered conversation list walks the index until a
-/// conversation matches: in the worst case (nothing below matches) every conversation of the
-/// user below the bound. `None` for filtered message windows, which cannot tell without
-/// reading.
-fn anything_below(
+/// The first item below a window's bound (`Some(None)` if there is none), for the windows read
+/// only as far as they show. One storage read for a message window without a filter and for a
+/// conversation list (a page of the activity index). A filtered conversation list walks the
+/// index until a conversation matches: in the worst case (nothing below matches) every
+/// conversation of the user below the bound. `None` for filtered message windows, which
+/// cannot tell without reading.
+fn first_below(
     storage: &dyn Storage,
     me: &UserId,
     sub: &FeedSub,
-) -> StorageResult<Option<bool>> {
+) -> StorageResult<Option<Option<EntityKey>>> {
     if let (Target::Conversations { filter }, Bound::From(SortKey(at, _, id))) =
         (&sub.target, &sub.bound)
     {
@@ -1303,11 +1338,11 @@ fn anything_below(
             let limit = if filter.is_some() { 32 } else { 1 };
             let page = activity::walk(storage, me, Some((below.0, &below.1)), limit)?;
             let Some(last) = page.last().cloned() else {
-                return Ok(Some(false));
+                return Ok(Some(None));
             };
             for (_, id) in &page {
                 if conversation_entry(storage, me, filter.as_ref(), id)?.is_some() {
-                    return Ok(Some(true));
+                    return Ok(Some(Some(EntityKey::conversation(id))));
                 }
             }
             below = last;
@@ -1328,7 +1363,7 @@ fn anything_below(
         ordinal: *ordinal,
     };
     let below = storage.messages_before(conversation, Some(bound), 1)?;
-    Ok(Some(!below.is_empty()))
+    Ok(Some(below.first().map(|(m, _)| EntityKey::message(&m.id))))
 }
 
 fn message_sort_key(pos: MessagePos) -> SortKey {

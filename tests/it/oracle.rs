@@ -1,7 +1,9 @@
 //! Property test: after every step of random operations by several users, every live
 //! subscription's latest snapshot equals one computed from scratch by a naive model of the
 //! rules, written here independently of the store and the engine: windows grown by
-//! `load_more` past their first page, long backlogs, a filtered list, reconnects.
+//! `load_more` past their first page, long backlogs, users with more conversations than a
+//! list's first page (lists that page, rows crossing their bound), a filtered list,
+//! reconnects.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,6 +21,12 @@ const MAX_MESSAGES: usize = 70;
 const FIRST_PAGE: usize = 30;
 /// Messages a backlog sends at once.
 const BACKLOG: usize = 12;
+/// A conversation list's first page.
+const LIST_PAGE: usize = 20;
+/// Conversations a crowd creates at once, for one user alone: more than a list's first page.
+const CROWD: usize = 22;
+/// At most this many crowd conversations in all.
+const MAX_CROWDED: usize = 3 * CROWD;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -52,8 +60,25 @@ enum Op {
     Backlog(usize),
     /// Grows a user's message window of `c0`.
     LoadMore(usize, u32),
+    /// [`CROWD`] new conversations of one user alone.
+    Crowd(usize),
+    /// The user sends into their `k`-th crowd conversation (it moves to the front).
+    Poke(usize, usize),
+    /// The user leaves their `k`-th crowd conversation.
+    Abandon(usize, usize),
+    /// The user deletes the last message of their `k`-th crowd conversation (it moves back).
+    Unpoke(usize, usize),
+    /// The user marks their `k`-th crowd conversation unread (or read).
+    Flag(usize, usize, bool),
+    /// Grows a user's conversation list (or, if set, their unread list).
+    LoadMoreList(usize, bool, u32),
     /// Cuts every connection (on a server; nothing on the embedded engine).
     Cut,
+}
+
+/// A crowd conversation of a user, by age: mostly one of the oldest.
+fn crowded() -> impl Strategy<Value = usize> {
+    prop_oneof![3 => 0..4usize, 1 => 0..CROWD]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -75,7 +100,14 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(user, conversation, read)| Op::SetAccess { user, conversation, read }),
         1 => u.clone().prop_map(Op::Resubscribe),
         1 => u.clone().prop_map(Op::Backlog),
-        2 => (u, 1..15_u32).prop_map(|(u, n)| Op::LoadMore(u, n)),
+        2 => (u.clone(), 1..15_u32).prop_map(|(u, n)| Op::LoadMore(u, n)),
+        1 => u.clone().prop_map(Op::Crowd),
+        // Mostly the oldest crowd conversations: the rows around a list's bound.
+        3 => (u.clone(), crowded()).prop_map(|(u, k)| Op::Poke(u, k)),
+        1 => (u.clone(), crowded()).prop_map(|(u, k)| Op::Abandon(u, k)),
+        2 => (u.clone(), crowded()).prop_map(|(u, k)| Op::Unpoke(u, k)),
+        2 => (u.clone(), crowded(), any::<bool>()).prop_map(|(u, k, f)| Op::Flag(u, k, f)),
+        1 => (u, any::<bool>(), 1..15_u32).prop_map(|(u, unread, n)| Op::LoadMoreList(u, unread, n)),
         1 => Just(Op::Cut),
     ]
 }
@@ -107,9 +139,23 @@ enum Bound {
     From(u64),
 }
 
+/// Where a user's conversation list ends: rows whose (activity, id) is at least the bound's.
+#[derive(Debug, Clone, PartialEq)]
+enum ListBound {
+    All,
+    From(u64, String),
+}
+
+/// A list row: its activity, its conversation's id and index.
+type ListKey = (u64, String, usize);
+
 /// The naive model: plain maps, recomputed from scratch for every expectation.
 #[derive(Default)]
 struct Model {
+    /// Each user's conversation list and unread list.
+    list_bounds: Vec<[ListBound; 2]>,
+    /// Each user's crowd conversations, oldest first.
+    crowds: Vec<Vec<usize>>,
     clock: u64,
     names: Vec<String>,
     exists: BTreeSet<usize>,
@@ -159,33 +205,118 @@ impl Model {
         }
     }
 
-    fn list(&self, u: usize) -> View {
-        let mut rows: Vec<(u64, usize)> = Vec::new();
+    /// Every row of `u`'s conversation list (or only the unread ones), in list order.
+    fn rows(&self, u: usize, unread_only: bool) -> Vec<ListKey> {
+        let mut rows: Vec<ListKey> = Vec::new();
         for (c, members) in &self.members {
             if let Some(me) = members.get(&u) {
                 let last = self.messages[c].last().map_or(0, |m| m.at);
-                rows.push((last.max(me.joined), *c));
+                if !unread_only || self.row(u, *c).2 {
+                    rows.push((last.max(me.joined), format!("c{c}"), *c));
+                }
             }
         }
         rows.sort_by(|a, b| b.cmp(a));
+        rows
+    }
+
+    fn row(&self, u: usize, c: usize) -> (String, u64, bool, Option<MsgView>) {
+        let me = &self.members[&c][&u];
+        let unread = self.messages[&c]
+            .iter()
+            .filter(|m| m.at > me.read_until && m.sender != u)
+            .count() as u64;
+        let last = self.messages[&c].last().map(|m| self.msg_view(c, m));
+        (
+            format!("c{c}"),
+            unread,
+            me.marked_unread || unread > 0,
+            last,
+        )
+    }
+
+    /// `u`'s conversation list (or unread list): the rows at or above its bound.
+    fn list_window(&self, u: usize, unread_only: bool) -> View {
+        let bound = &self.list_bounds[u][usize::from(unread_only)];
         View::List(
-            rows.into_iter()
-                .map(|(_, c)| {
-                    let me = &self.members[&c][&u];
-                    let unread = self.messages[&c]
-                        .iter()
-                        .filter(|m| m.at > me.read_until && m.sender != u)
-                        .count() as u64;
-                    let last = self.messages[&c].last().map(|m| self.msg_view(c, m));
-                    (
-                        format!("c{c}"),
-                        unread,
-                        me.marked_unread || unread > 0,
-                        last,
-                    )
+            self.rows(u, unread_only)
+                .into_iter()
+                .filter(|(at, id, _)| match bound {
+                    ListBound::All => true,
+                    ListBound::From(b_at, b_id) => (at, id) >= (b_at, b_id),
                 })
+                .map(|(_, _, c)| self.row(u, c))
                 .collect(),
         )
+    }
+
+    fn list(&self, u: usize) -> View {
+        self.list_window(u, false)
+    }
+
+    /// The conversation list filtered to unread conversations.
+    fn unread(&self, u: usize) -> View {
+        self.list_window(u, true)
+    }
+
+    /// A list bound that holds the first `n` of `rows`.
+    fn list_bound(rows: &[ListKey], n: usize) -> ListBound {
+        match n.min(rows.len()) {
+            end if end == rows.len() || end == 0 => ListBound::All,
+            end => ListBound::From(rows[end - 1].0, rows[end - 1].1.clone()),
+        }
+    }
+
+    /// `u`'s lists (re)opened: their first pages.
+    fn lists_subscribed(&mut self, u: usize) {
+        let bounds = [false, true].map(|unread| Self::list_bound(&self.rows(u, unread), LIST_PAGE));
+        if self.list_bounds.len() <= u {
+            self.list_bounds
+                .resize(u + 1, [ListBound::All, ListBound::All]);
+        }
+        self.list_bounds[u] = bounds;
+    }
+
+    /// `load_more(n)` on a list: `n` more rows join.
+    fn list_load_more(&mut self, u: usize, unread: bool, n: usize) {
+        let rows = self.rows(u, unread);
+        let bound = &mut self.list_bounds[u][usize::from(unread)];
+        if let ListBound::From(at, id) = bound.clone() {
+            let inside = rows.iter().filter(|(a, i, _)| (a, i) >= (&at, &id)).count();
+            *bound = Self::list_bound(&rows, inside + n);
+        }
+    }
+
+    /// A list whose bound has nothing below it any more holds everything for good.
+    fn lists_settle(&mut self) {
+        for u in 0..self.list_bounds.len() {
+            for unread in [false, true] {
+                let rows = self.rows(u, unread);
+                let bound = &mut self.list_bounds[u][usize::from(unread)];
+                if let ListBound::From(at, id) = bound
+                    && !rows.iter().any(|(a, i, _)| (a, i) < (&*at, &*id))
+                {
+                    *bound = ListBound::All;
+                }
+            }
+        }
+    }
+
+    /// After a reconnect a list restores its length (at least a first page) and everything
+    /// down to its last row.
+    fn lists_restored(&mut self, u: usize) {
+        for unread in [false, true] {
+            let View::List(window) = self.list_window(u, unread) else {
+                unreachable!()
+            };
+            let rows = self.rows(u, unread);
+            let through = window
+                .last()
+                .and_then(|(id, ..)| rows.iter().position(|(_, i, _)| i == id))
+                .map_or(0, |at| at + 1);
+            let len = window.len().max(LIST_PAGE);
+            self.list_bounds[u][usize::from(unread)] = Self::list_bound(&rows, through.max(len));
+        }
     }
 
     /// User `u`'s window of `c0`: the messages at or above its bound, newest first.
@@ -243,14 +374,6 @@ impl Model {
             }
             _ => {}
         }
-    }
-
-    /// The conversation list filtered to unread conversations.
-    fn unread(&self, u: usize) -> View {
-        let View::List(rows) = self.list(u) else {
-            unreachable!()
-        };
-        View::List(rows.into_iter().filter(|row| row.2).collect())
     }
 
     fn participants(&self, u: usize, c: usize) -> View {
@@ -317,6 +440,7 @@ impl Subs {
             user: s.user("u0").unwrap().subscribe(),
         };
         model.subscribed(u);
+        model.lists_subscribed(u);
         subs
     }
 
@@ -357,11 +481,18 @@ impl Subs {
 }
 
 /// Runs `ops`; users whose `subscribe_first` is set open their subscriptions before their
-/// session's first request.
-async fn run(ops: Vec<Op>, subscribe_first: [bool; USERS]) -> Result<(), TestCaseError> {
+/// session's first request, and users whose `crowd_first` is set (and not `subscribe_first`)
+/// have a crowd of conversations before, so that their lists start with a bound.
+async fn run(
+    ops: Vec<Op>,
+    subscribe_first: [bool; USERS],
+    crowd_first: [bool; USERS],
+) -> Result<(), TestCaseError> {
     let world = crate::support::World::new().await;
     let mut model = Model {
         bounds: vec![Bound::First; USERS],
+        list_bounds: vec![[ListBound::All, ListBound::All]; USERS],
+        crowds: vec![Vec::new(); USERS],
         ..Model::default()
     };
     for c in 0..CONVERSATIONS {
@@ -381,6 +512,11 @@ async fn run(ops: Vec<Op>, subscribe_first: [bool; USERS]) -> Result<(), TestCas
         model.exists.insert(u);
         sessions.push(s);
     }
+    for u in 0..USERS {
+        if crowd_first[u] && !subscribe_first[u] {
+            crowd(&mut model, &sessions, u).await;
+        }
+    }
     let mut subs: Vec<Subs> = Vec::new();
     for (u, (subs_of_u, s)) in early.into_iter().zip(&sessions).enumerate() {
         subs.push(subs_of_u.unwrap_or_else(|| Subs::new(s, &mut model, u)));
@@ -389,12 +525,14 @@ async fn run(ops: Vec<Op>, subscribe_first: [bool; USERS]) -> Result<(), TestCas
         if matches!(op, Op::Cut) && world.cut() {
             for u in 0..USERS {
                 model.restored(u);
+                model.lists_restored(u);
             }
         }
         let step_done = apply(&mut model, &sessions, &mut subs, op.clone());
         tokio::time::timeout(std::time::Duration::from_secs(20), step_done)
             .await
             .map_err(|_| TestCaseError::fail(format!("step {step} ({op:?}) hung for 20 s")))??;
+        model.lists_settle();
         let settled = async {
             for s in &sessions {
                 s.current_user().get().await.unwrap();
@@ -429,6 +567,33 @@ async fn apply(
 ) -> Result<(), TestCaseError> {
     let conv = |u: usize, c: usize| s[u].conversation(format!("c{c}")).unwrap();
     let member = |m: &Model, u: usize, c: usize| m.members[&c].get(&u).cloned();
+    // Crowd conversations by the user's own numbering.
+    let op = match op {
+        Op::Poke(user, k) | Op::Abandon(user, k) | Op::Unpoke(user, k) | Op::Flag(user, k, _) => {
+            let Some(&conversation) = m.crowds[user].get(k) else {
+                return Ok(());
+            };
+            match op {
+                Op::Poke(..) => Op::Send {
+                    user,
+                    conversation,
+                    reply_to: None,
+                },
+                Op::Unpoke(..) => match m.messages[&conversation].len().checked_sub(1) {
+                    Some(message) => Op::Delete {
+                        user,
+                        conversation,
+                        message,
+                    },
+                    None => return Ok(()),
+                },
+                Op::Flag(_, _, true) => Op::MarkUnread(user, conversation),
+                Op::Flag(..) => Op::MarkRead(user, conversation),
+                _ => Op::Leave(user, conversation),
+            }
+        }
+        other => other,
+    };
     match op {
         Op::Rename(u, n) => {
             s[u].current_user()
@@ -568,10 +733,47 @@ async fn apply(
                 .await
                 .map_err(|e: Error| TestCaseError::fail(e.to_string()))?;
         }
+        Op::Crowd(u) => crowd(m, s, u).await,
+        Op::LoadMoreList(u, unread, n) => {
+            let list = if unread {
+                &subs[u].unread
+            } else {
+                &subs[u].list
+            };
+            list.load_more(Some(n))
+                .await
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            m.list_load_more(u, unread, n as usize);
+        }
+        Op::Poke(..) | Op::Abandon(..) | Op::Unpoke(..) | Op::Flag(..) => {
+            unreachable!("mapped to other operations above")
+        }
         // The world cuts (it owns the connections); the model has nothing to change.
         Op::Cut => {}
     }
     Ok(())
+}
+
+/// Creates [`CROWD`] conversations of `user` alone through the API and the model.
+async fn crowd(m: &mut Model, s: &[TalkSession], user: usize) {
+    for _ in 0..CROWD {
+        let c = m.members.len();
+        if c >= CONVERSATIONS + MAX_CROWDED {
+            break;
+        }
+        let conversation = s[user].conversation(format!("c{c}")).unwrap();
+        conversation.set(ConversationParams::new()).await.unwrap();
+        let joined = m.tick();
+        let me = Member {
+            joined,
+            read_until: 0,
+            marked_unread: false,
+            read_only: false,
+        };
+        m.members.insert(c, BTreeMap::from([(user, me)]));
+        m.messages.insert(c, Vec::new());
+        m.crowds[user].push(c);
+    }
 }
 
 /// Sends one message through the API and the model.
@@ -628,8 +830,9 @@ proptest! {
     fn subscriptions_match_a_naive_model(
         ops in proptest::collection::vec(op(), 1..40),
         subscribe_first in proptest::array::uniform3(any::<bool>()),
+        crowd_first in proptest::array::uniform3(any::<bool>()),
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(run(ops, subscribe_first))?;
+        runtime.block_on(run(ops, subscribe_first, crowd_first))?;
     }
 }
