@@ -719,6 +719,13 @@ impl TalkSession {
     /// (default 20). The snapshot is an empty list, never `None`, if the user does not exist.
     /// With a filter, conversations enter and leave the list live as they start and stop
     /// matching.
+    ///
+    /// # Performance
+    ///
+    /// The engine reads the list from an index in activity order: a page costs about as many
+    /// rows as it shows, plus one per conversation of more than 64 participants the user is
+    /// in, whatever the number of conversations. A selective filter reads on until it has a
+    /// page (at worst every conversation of the user).
     pub fn subscribe_conversations(
         &self,
         filter: Option<ConversationFilter>,

@@ -1627,7 +1627,7 @@ mod tests {
     /// lists and in the open message windows, one in a conversation below a list's bound
     /// (which moves to the front), a read mark, an edit, and deleting a message in the windows
     /// and one below them each read no list from storage (or a few rows), where re-listing
-    /// would read every conversation and a window's worth of messages.
+    /// would read a page of conversations and a window's worth of messages.
     #[test]
     fn commits_read_what_they_change_not_the_windows() {
         let (engine, conns, _inboxes) = world();
