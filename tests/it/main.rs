@@ -18,4 +18,6 @@ mod session;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod support;
+#[cfg(all(feature = "dioxus", feature = "server"))]
+mod web;
 mod windows;
