@@ -149,6 +149,15 @@ async fn click(client: &Client, css: &str) {
         .unwrap();
 }
 
+/// Saves what `client` shows as `name`.png in the test target's temporary directory
+/// (`target/tmp/web`), for a person to look at.
+async fn screenshot(client: &Client, name: &str) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = client.screenshot().await.unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
 /// A conversation row of the list, by conversation id.
 fn row(id: &str) -> String {
     format!("li.conversation[data-id={id:?}]")
@@ -216,6 +225,7 @@ async fn a_person_can_chat_on_the_page() {
         "Bob's unread badge",
     )
     .await;
+    screenshot(&bob, "1-bob-unread").await;
     click(&bob, &row("welcome")).await;
     until(&bob, &format!("!{badge}"), "the badge gone once Bob reads").await;
 
@@ -234,6 +244,7 @@ async fn a_person_can_chat_on_the_page() {
         "code formatting",
     )
     .await;
+    screenshot(&alice, "2-alice-conversation").await;
 
     // A new conversation with someone who never signed in.
     enter(&alice, "#other", "dave", "#start").await;
@@ -259,6 +270,7 @@ async fn a_person_can_chat_on_the_page() {
         "a first page of 30",
     )
     .await;
+    screenshot(&alice, "3-alice-before-older").await;
     click(&alice, "#older").await;
     until(&alice, "document.querySelectorAll('#messages .message').length === 34 && !document.querySelector('#older')", "every message loaded").await;
 
@@ -270,6 +282,7 @@ async fn a_person_can_chat_on_the_page() {
         "the page offline",
     )
     .await;
+    screenshot(&alice, "4-alice-offline").await;
     let (_page, _) = start_page(&addr.to_string(), &db);
     until(&alice, "document.body.dataset.live === 'yes' && document.querySelectorAll('li.conversation').length === 2", "the page back with both conversations").await;
 
