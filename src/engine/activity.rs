@@ -16,7 +16,7 @@
 //! one leaves the index); the rules below keep its values right: every write that changes
 //! an activity or a room's size calls one of them.
 
-use super::storage::{Storage, StorageResult};
+use super::storage::{Storage, StorageResult, StoredConversation, StoredParticipant};
 use crate::model::{ConversationId, Timestamp, UserId};
 
 /// Conversations with at most this many participants are in the activity index; larger ones
@@ -30,21 +30,29 @@ pub(crate) fn of(
     conversation: &ConversationId,
     user: &UserId,
 ) -> StorageResult<Option<Timestamp>> {
-    let (Some(stored), Some(participant)) = (
+    match (
         storage.conversation(conversation)?,
         storage.participant(conversation, user)?,
-    ) else {
-        return Ok(None);
-    };
-    let last_message_at = match &stored.record.last_message_id {
+    ) {
+        (Some(stored), Some(participant)) => Ok(Some(of_records(storage, &stored, &participant)?)),
+        _ => Ok(None),
+    }
+}
+
+/// The activity of `participant` in `conversation`, read from those records (and the last
+/// message's time).
+pub(crate) fn of_records(
+    storage: &dyn Storage,
+    conversation: &StoredConversation,
+    participant: &StoredParticipant,
+) -> StorageResult<Timestamp> {
+    let last_message_at = match &conversation.record.last_message_id {
         Some(id) => storage.message(id)?.map(|(m, _)| m.created_at),
         None => None,
     };
-    Ok(Some(
-        last_message_at
-            .unwrap_or(0)
-            .max(participant.record.joined_at),
-    ))
+    Ok(last_message_at
+        .unwrap_or(0)
+        .max(participant.record.joined_at))
 }
 
 /// A message was created at `at` in `conversation`: it is everyone's latest activity there.

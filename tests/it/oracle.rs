@@ -188,6 +188,18 @@ impl Model {
         self.clock
     }
 
+    /// `u` joins `c` (a conversation the model may not know yet) now.
+    fn join(&mut self, u: usize, c: usize, read_only: bool) {
+        let me = Member {
+            joined: self.tick(),
+            read_until: 0,
+            marked_unread: false,
+            read_only,
+        };
+        self.members.entry(c).or_default().insert(u, me);
+        self.resolve(u);
+    }
+
     fn msg_view(&self, c: usize, m: &Msg) -> MsgView {
         let reply = m.reply_to.as_ref().and_then(|r| {
             let referenced = self.messages[&c].iter().find(|x| &x.id == r)?;
@@ -656,15 +668,7 @@ async fn apply(
         Op::Join(u, c) => {
             conv(u, c).set(ConversationParams::new()).await.unwrap();
             if member(m, u, c).is_none() {
-                let joined = m.tick();
-                let me = Member {
-                    joined,
-                    read_until: 0,
-                    marked_unread: false,
-                    read_only: false,
-                };
-                m.members.get_mut(&c).unwrap().insert(u, me);
-                m.resolve(u);
+                m.join(u, c, false);
             }
         }
         Op::Leave(u, c) => {
@@ -708,15 +712,7 @@ async fn apply(
                 .await
                 .unwrap();
             if member(m, user, conversation).is_none() {
-                let joined = m.tick();
-                let me = Member {
-                    joined,
-                    read_until: 0,
-                    marked_unread: false,
-                    read_only: read,
-                };
-                m.members.get_mut(&conversation).unwrap().insert(user, me);
-                m.resolve(user);
+                m.join(user, conversation, read);
             }
             m.members
                 .get_mut(&conversation)
@@ -763,15 +759,8 @@ async fn crowd(m: &mut Model, s: &[TalkSession], user: usize) {
         }
         let conversation = s[user].conversation(format!("c{c}")).unwrap();
         conversation.set(ConversationParams::new()).await.unwrap();
-        let joined = m.tick();
-        let me = Member {
-            joined,
-            read_until: 0,
-            marked_unread: false,
-            read_only: false,
-        };
-        m.members.insert(c, BTreeMap::from([(user, me)]));
         m.messages.insert(c, Vec::new());
+        m.join(user, c, false);
         m.crowds[user].push(c);
     }
 }

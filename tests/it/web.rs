@@ -49,11 +49,20 @@ fn start_page(listen: &str, db: &Path) -> (Killed, SocketAddr) {
     (Killed(child), addr)
 }
 
-/// chromedriver on a free port, or `None` (having said why) if it or Chromium is missing.
-fn start_driver() -> Option<(Killed, u16)> {
-    let missing = ["chromedriver", "chromium"]
+/// Where `program` is on the `PATH`.
+fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
+/// chromedriver on a free port and the Chromium it drives, or `None` (having said why) if
+/// either is missing.
+fn start_driver() -> Option<(Killed, u16, PathBuf)> {
+    let (driver, chromium) = (on_path("chromedriver"), on_path("chromium"));
+    let missing = [("chromedriver", &driver), ("chromium", &chromium)]
         .into_iter()
-        .find(|program| Command::new(program).arg("--version").output().is_err());
+        .find_map(|(program, path)| path.is_none().then_some(program));
     if let Some(program) = missing {
         if std::env::var_os("TALKSTORE_REQUIRE_BROWSER").is_some() {
             panic!("{program} is not installed (apt-get install chromium chromium-driver)");
@@ -69,22 +78,22 @@ fn start_driver() -> Option<(Killed, u16)> {
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new("chromedriver")
+    let child = Command::new(driver?)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    Some((Killed(child), port))
+    Some((Killed(child), port, chromium?))
 }
 
-/// A headless browser session.
-async fn browser(driver: u16) -> Client {
+/// A headless browser session of `chromium`.
+async fn browser(driver: u16, chromium: &Path) -> Client {
     let mut capabilities = serde_json::Map::new();
     capabilities.insert(
         "goog:chromeOptions".into(),
         serde_json::json!({
-            "binary": "/usr/bin/chromium",
+            "binary": chromium,
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
         }),
     );
@@ -130,13 +139,7 @@ async fn enter(client: &Client, css: &str, text: &str, button: &str) {
     // Every keystroke goes to the server; the click must come after the last.
     let typed = format!("document.querySelector({css:?}).value === {text:?}");
     until(client, &typed, "the text typed").await;
-    client
-        .find(Locator::Css(button))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, button).await;
 }
 
 async fn click(client: &Client, css: &str) {
@@ -174,14 +177,14 @@ async fn a_person_can_chat_on_the_page() {
     {
         return;
     }
-    let Some((_driver, port)) = start_driver() else {
+    let Some((_driver, port, chromium)) = start_driver() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("web.sqlite");
     let (page, addr) = start_page("127.0.0.1:0", &db);
-    let alice = browser(port).await;
-    let bob = browser(port).await;
+    let alice = browser(port, &chromium).await;
+    let bob = browser(port, &chromium).await;
     alice.goto(&format!("http://{addr}/")).await.unwrap();
     click(&alice, "a[href='/chat/alice']").await;
     until(
