@@ -374,7 +374,8 @@ impl Request {
             | Request::Subscribe { .. }
             | Request::LoadMore { .. }
             | Request::Unsubscribe { .. }
-            | Request::Authenticate { .. } => false,
+            | Request::Authenticate { .. }
+            | Request::Sync => false,
         }
     }
 }

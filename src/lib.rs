@@ -47,8 +47,13 @@
 //! Each subscription offers its state ([`Subscription::state`], [`Subscription::latest`]),
 //! a futures-signals [`Subscription::signal`], a [`Subscription::stream`],
 //! [`Subscription::connected`] / [`Subscription::terminated`], an optional `on_snapshot`
-//! callback (the `*_with` methods), and for windows [`ListSubscription::load_more`],
-//! [`ListSubscription::loaded_all`] and keyed list diffs with [`ListSubscription::signal_vec`].
+//! callback (the `*_with` methods), and for windows [`ListSubscription::rows`],
+//! [`ListSubscription::load_more`], [`ListSubscription::loaded_all`] and keyed list diffs
+//! with [`ListSubscription::signal_vec`].
+//!
+//! `connected()` resolves after the first `on_snapshot` callback ran; a write resolves after
+//! its effects are in the session's snapshots; [`TalkSession::sync`] waits for everyone
+//! else's writes made before it.
 //!
 //! # Design
 //!

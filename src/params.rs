@@ -79,6 +79,7 @@ patch_from! {
     Vec<String> => Vec<String>,
     Access => Access,
     Notify => Notify,
+    bool => Notify,
     CustomPatch => CustomPatch,
 }
 
@@ -266,7 +267,8 @@ impl ConversationParams {
         welcome_messages: Vec<String>,
         /// Sets or resets your access (default `ReadWrite`).
         access: Access,
-        /// Sets or resets your notification setting (default on).
+        /// Sets or resets your notification setting (default on): a [`Notify`], or a bool
+        /// (`true` is [`Notify::Always`], `false` [`Notify::Never`]).
         notify: Notify,
     }
 }
@@ -295,7 +297,8 @@ impl ParticipantParams {
     setters! {
         /// Sets or resets the access.
         access: Access,
-        /// Sets or resets the notification setting.
+        /// Sets or resets the notification setting: a [`Notify`], or a bool (`true` is
+        /// [`Notify::Always`], `false` [`Notify::Never`]).
         notify: Notify,
     }
 }

@@ -324,6 +324,8 @@ pub(crate) enum Request {
     Authenticate {
         token: String,
     },
+    /// Answered once every push for the writes the engine ran before it was sent: a barrier.
+    Sync,
 }
 
 impl Request {
@@ -373,6 +375,7 @@ impl Request {
             Request::LoadMore { sub, .. } => format!("Load more of subscription {sub}"),
             Request::Unsubscribe { sub } => format!("Unsubscribe {sub}"),
             Request::Authenticate { .. } => "Authenticate".to_owned(),
+            Request::Sync => "Sync".to_owned(),
         }
     }
 }

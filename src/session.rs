@@ -794,6 +794,23 @@ impl TalkSession {
         }
     }
 
+    /// Resolves once every change the engine made before it received this call is applied to
+    /// this session's subscriptions and their `on_snapshot` callbacks have run: the writes of
+    /// this session made before the call (awaited or not), and every other session's and the
+    /// backend's writes committed by then. A barrier for tests and for code that must read
+    /// its own and others' writes: it costs one round trip and sends no data.
+    ///
+    /// Without it, a write's own future already guarantees that its effects are in this
+    /// session's snapshots when it resolves; another session's write has no such ordering.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ended`] if the session ended; what a request can fail with otherwise
+    /// (`RATE_LIMITED` is retried first).
+    pub async fn sync(&self) -> Result<(), Error> {
+        self.inner.request(Request::Sync).await.map(drop)
+    }
+
     /// What the session's cache holds: entities per kind, subscriptions, approximate bytes.
     ///
     /// # Performance

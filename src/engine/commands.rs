@@ -59,8 +59,9 @@ pub(super) enum Route {
     Unsubscribe {
         sub: SubId,
     },
-    /// Tokens are checked by the server in front of the engine; in process, any goes.
-    Authenticate,
+    /// An ack, after the pushes of the writes before it: `sync`, and `authenticate` (tokens are
+    /// checked by the server in front of the engine; in process, any goes).
+    Ack,
     /// A read of one snapshot.
     Read(Read),
     Write(Write),
@@ -88,7 +89,7 @@ pub(super) fn route(request: Request) -> Route {
         },
         Request::LoadMore { sub, count } => Route::LoadMore { sub, count },
         Request::Unsubscribe { sub } => Route::Unsubscribe { sub },
-        Request::Authenticate { .. } => Route::Authenticate,
+        Request::Authenticate { .. } | Request::Sync => Route::Ack,
         Request::GetUser { user } => Route::Read(Read::User(user)),
         Request::GetConversation { conversation } => Route::Read(Read::Conversation(conversation)),
         Request::GetParticipant { conversation, user } => {

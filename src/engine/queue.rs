@@ -101,7 +101,7 @@ impl Shared {
             } => feed_op(state, conn, |feed, storage| {
                 feed.subscribe(storage, sub, target, restore)
             }),
-            Route::Authenticate => Ok(Response::Ack),
+            Route::Ack => Ok(Response::Ack),
             Route::LoadMore { sub, count } => feed_op(state, conn, |feed, storage| {
                 feed.load_more(storage, sub, count)
             }),

@@ -66,6 +66,7 @@ impl<'de> Deserialize<'de> for Notify {
 }
 
 impl From<bool> for Notify {
+    /// `true` is [`Notify::Always`], `false` [`Notify::Never`] (as on the wire).
     fn from(value: bool) -> Self {
         if value { Notify::Always } else { Notify::Never }
     }

@@ -218,10 +218,15 @@ impl ConversationRef {
         .await
     }
 
-    /// Creates the conversation with `params` and joins you, each only if needed; succeeds
-    /// unchanged if both already hold.
-    pub async fn create_if_not_exists(&self, params: ConversationParams) -> Result<(), Error> {
+    /// Creates the conversation with `params` (`None`: the defaults of
+    /// [`ConversationParams`]) and joins you, each only if needed; succeeds unchanged if both
+    /// already hold.
+    pub async fn create_if_not_exists(
+        &self,
+        params: impl Into<Option<ConversationParams>>,
+    ) -> Result<(), Error> {
         let conversation = self.id.clone();
+        let params = params.into().unwrap_or_default();
         ack(
             &self.session,
             Request::SetConversation {
@@ -422,8 +427,13 @@ impl ParticipantRef {
         self.write(params, ParticipantWrite::Edit).await
     }
 
-    /// Adds the user unless they participate already.
-    pub async fn create_if_not_exists(&self, params: ParticipantParams) -> Result<(), Error> {
+    /// Adds the user with `params` (`None`: the defaults of [`ParticipantParams`]) unless they
+    /// participate already.
+    pub async fn create_if_not_exists(
+        &self,
+        params: impl Into<Option<ParticipantParams>>,
+    ) -> Result<(), Error> {
+        let params = params.into().unwrap_or_default();
         self.write(params, ParticipantWrite::Create).await
     }
 

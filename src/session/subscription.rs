@@ -155,6 +155,9 @@ pub(crate) struct SubCore<T, X> {
     ended: AtomicBool,
     loads: AtomicU64,
     load_lock: tokio::sync::Mutex<()>,
+    /// Whether the first `on_snapshot` callback ran (true if there is none): `connected`
+    /// waits for it.
+    called: watch::Sender<bool>,
 }
 
 impl<T: Clone + Send + Sync + 'static, X> SubCore<T, X> {
@@ -168,6 +171,7 @@ impl<T: Clone + Send + Sync + 'static, X> SubCore<T, X> {
             ended: AtomicBool::new(false),
             loads: AtomicU64::new(0),
             load_lock: tokio::sync::Mutex::new(()),
+            called: watch::Sender::new(true),
         }
     }
 
@@ -214,6 +218,8 @@ pub(crate) struct TypedOutput<T, X> {
     /// (the diffs are then found by comparing the rows).
     edits: Option<Vec<Edit<X>>>,
     on_snapshot: Option<Arc<OnSnapshot<T>>>,
+    /// Set once the first callback ran (see [`SubCore::called`]).
+    called: watch::Sender<bool>,
     active: bool,
 }
 
@@ -232,6 +238,9 @@ impl<T: Clone + Send + Sync + 'static, X: RowType> TypedOutput<T, X> {
         on_snapshot: Option<OnSnapshot<T>>,
         list: bool,
     ) -> Self {
+        if on_snapshot.is_some() {
+            core.called.send_replace(false);
+        }
         Self {
             rows: None,
             view,
@@ -239,6 +248,7 @@ impl<T: Clone + Send + Sync + 'static, X: RowType> TypedOutput<T, X> {
             diffs: list.then(|| core.diffs.clone()),
             edits: None,
             on_snapshot: on_snapshot.map(Arc::new),
+            called: core.called.clone(),
             active: false,
         }
     }
@@ -253,6 +263,7 @@ impl<T: Clone + Send + Sync + 'static, X: RowType> TypedOutput<T, X> {
             diffs: None,
             edits: None,
             on_snapshot: None,
+            called: watch::Sender::new(true),
             active: false,
         }
     }
@@ -359,7 +370,11 @@ impl<T: Clone + Send + Sync + 'static, X: RowType> Output for TypedOutput<T, X> 
             return None;
         }
         let callback = self.on_snapshot.clone()?;
-        Some(Box::new(move || callback(&snapshot, loaded_all)))
+        let called = self.called.clone();
+        Some(Box::new(move || {
+            callback(&snapshot, loaded_all);
+            called.send_if_modified(|called| !std::mem::replace(called, true));
+        }))
     }
 
     fn fail(&mut self, error: WireError) {
@@ -474,7 +489,8 @@ impl<T: Clone + Send + Sync + 'static, X: Send + Sync + 'static> Subscription<T,
             .filter_map(|state| std::future::ready(state.snapshot().cloned()))
     }
 
-    /// Waits for the first snapshot.
+    /// Waits for the first snapshot; if the subscription has an `on_snapshot` callback, also
+    /// until the callback has run with it (on any runtime, a multi-threaded one included).
     ///
     /// # Errors
     ///
@@ -485,7 +501,17 @@ impl<T: Clone + Send + Sync + 'static, X: Send + Sync + 'static> Subscription<T,
             .wait_for_first(|s| !matches!(s, SubscriptionState::Pending))
             .await;
         match state {
-            Some(SubscriptionState::Active { snapshot, .. }) => Ok(snapshot),
+            Some(SubscriptionState::Active { snapshot, .. }) => {
+                // The callback was handed over with the state it was published with, so it
+                // runs: the sender lives as long as this handle.
+                let _ = self
+                    .core
+                    .called
+                    .subscribe()
+                    .wait_for(|called| *called)
+                    .await;
+                Ok(snapshot)
+            }
             Some(SubscriptionState::Error(error)) => Err(error),
             _ => Err(Error::ended("Subscribe")),
         }
@@ -621,6 +647,21 @@ impl<T: Clone + Send + Sync + 'static, X: Send + Sync + 'static> ListSubscriptio
             core.loads.fetch_add(1, Ordering::AcqRel);
             Ok(())
         }
+    }
+
+    /// The rows of the latest snapshot, flat: empty while pending, after the end, and while
+    /// the window does not exist (a message or participant window of a conversation you are
+    /// not in, whose snapshot is `None`). Use the snapshot itself to tell an empty window
+    /// from a missing one.
+    ///
+    /// # Performance
+    ///
+    /// O(1): the rows are a persistent vector shared with the snapshot.
+    pub fn rows(&self) -> Vector<Arc<X>> {
+        if !matches!(self.state(), SubscriptionState::Active { .. }) {
+            return Vector::new();
+        }
+        lock(&self.inner.core.diffs.published).clone()
     }
 
     /// The rows as keyed diffs (futures-signals `SignalVec`, lossless and ordered): a row whose

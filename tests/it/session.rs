@@ -255,3 +255,109 @@ async fn system_messages_from_the_engine() {
         })
     ));
 }
+
+/// On a multi-threaded runtime, `connected` resolves only after the first `on_snapshot`
+/// callback ran, however slow the callback (it runs on the session's thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connected_waits_for_the_first_callback() {
+    let [me] = &users(&["me"]).await[..] else {
+        unreachable!()
+    };
+    for _ in 0..5 {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let sub = me.current_user().subscribe_with(Some(Box::new(move |_, _| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })));
+        sub.connected().await.unwrap();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+}
+
+/// `sync` is a barrier for other sessions' writes: once it resolves, a rename that another
+/// session's write made before it shows in the snapshot and has reached the callback.
+#[tokio::test]
+async fn sync_waits_for_other_sessions_writes() {
+    let [alice, bob] = &users(&["alice", "bob"]).await[..] else {
+        unreachable!()
+    };
+    let counter = crate::support::Counter::new();
+    let sub = alice
+        .user("bob")
+        .unwrap()
+        .subscribe_with(counter.callback());
+    sub.connected().await.unwrap();
+    counter.take();
+    for round in 0..20 {
+        let name = format!("Bob {round}");
+        bob.current_user()
+            .set(UserParams::new().name(name.as_str()))
+            .await
+            .unwrap();
+        alice.sync().await.unwrap();
+        assert_eq!(sub.latest().unwrap().unwrap().name, name);
+        assert_eq!(counter.take(), 1, "round {round}");
+    }
+}
+
+/// A window's rows, flat: empty while the window does not exist (not a participant) and
+/// while pending, the messages once it does.
+#[tokio::test]
+async fn rows_are_flat() {
+    let [alice, bob] = &users(&["alice", "bob"]).await[..] else {
+        unreachable!()
+    };
+    conversation(alice, "c", &[]).await;
+    alice
+        .conversation("c")
+        .unwrap()
+        .send("hello")
+        .await
+        .unwrap();
+    let messages = bob.conversation("c").unwrap().subscribe_messages(None);
+    assert!(messages.rows().is_empty());
+    assert_eq!(messages.connected().await.unwrap(), None);
+    assert!(messages.rows().is_empty());
+    bob.conversation("c")
+        .unwrap()
+        .create_if_not_exists(None)
+        .await
+        .unwrap();
+    let rows = crate::support::until(&messages, |rows| rows.is_some()).await;
+    assert_eq!(messages.rows(), rows.unwrap());
+    assert_eq!(messages.rows().len(), 1);
+    messages.unsubscribe();
+    assert!(messages.rows().is_empty());
+}
+
+/// `notify` takes a bool as on the wire; `create_if_not_exists` takes `None` for defaults.
+#[tokio::test]
+async fn notify_takes_a_bool_and_params_are_optional() {
+    let [alice, _bob] = &users(&["alice", "bob"]).await[..] else {
+        unreachable!()
+    };
+    let c = alice.conversation("c").unwrap();
+    c.create_if_not_exists(None).await.unwrap();
+    c.set(talkstore::ConversationParams::new().notify(false))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get().await.unwrap().unwrap().notify,
+        talkstore::Notify::Never
+    );
+    let bob = c.participant("bob").unwrap();
+    bob.create_if_not_exists(None).await.unwrap();
+    let joined = bob.get().await.unwrap().unwrap();
+    assert_eq!(
+        (joined.access, joined.notify),
+        (talkstore::Access::ReadWrite, talkstore::Notify::Always)
+    );
+    bob.edit(talkstore::ParticipantParams::new().notify(false))
+        .await
+        .unwrap();
+    assert_eq!(
+        bob.get().await.unwrap().unwrap().notify,
+        talkstore::Notify::Never
+    );
+}

@@ -262,11 +262,10 @@ pub(crate) async fn conversation(owner: &TalkSession, id: &str, others: &[&str])
     }
 }
 
-/// Waits until every session has applied every push sent so far: a round trip on each
-/// connection comes back after the pushes queued before it.
+/// Waits until every session has applied every push of the writes made so far.
 pub(crate) async fn settle(sessions: &[TalkSession]) {
     for session in sessions {
-        session.current_user().get().await.unwrap();
+        session.sync().await.unwrap();
     }
 }
 
