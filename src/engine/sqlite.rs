@@ -304,6 +304,10 @@ pub(crate) struct SqliteStorage {
     /// table and at commit: every send changes its sender's unread counters, and a batch holds
     /// many sends by few senders.
     unwritten_participants: RefCell<HashMap<(ConversationId, UserId), StoredParticipant>>,
+    /// Conversations whose indexed participations were touched (a new message) in the open
+    /// transaction, with the time, written like `unwritten_participants`: one `UPDATE` per
+    /// conversation and commit instead of one per send.
+    unwritten_touches: RefCell<HashMap<ConversationId, Timestamp>>,
     /// Nudges the background checkpointer after each commit.
     checkpoint: Option<std::sync::mpsc::SyncSender<()>>,
 }
@@ -339,6 +343,7 @@ impl SqliteStorage {
             messages: Cache::new(),
             unwritten: HashMap::new(),
             unwritten_participants: RefCell::default(),
+            unwritten_touches: RefCell::default(),
             checkpoint: None,
         };
         storage.migrate()?;
@@ -411,9 +416,20 @@ impl SqliteStorage {
         Ok(())
     }
 
-    /// Writes the participants changed since the last time: before any statement reads the
-    /// table, and at commit. (Within the open transaction; `put_participant` opened it.)
+    /// Writes the participants and the activity touches buffered since the last time: before
+    /// any statement reads the table, and at commit. (Within the open transaction, which
+    /// `put_participant` or `touch_activity` opened.)
     fn write_participants(&self) -> StorageResult<()> {
+        // Touches only change participations already indexed, and an upsert never changes
+        // one's activity, so the two kinds may be written in either order.
+        let touches = std::mem::take(&mut *self.unwritten_touches.borrow_mut());
+        for (conversation, at) in touches {
+            self.run(
+                "UPDATE participants SET activity = ?2
+                 WHERE conversation = ?1 AND activity IS NOT NULL",
+                params![conversation.as_str(), at],
+            )?;
+        }
         let unwritten = std::mem::take(&mut *self.unwritten_participants.borrow_mut());
         for (_, participant) in unwritten {
             let record = &participant.record;
@@ -681,12 +697,12 @@ impl Storage for SqliteStorage {
         conversation: &ConversationId,
         at: Timestamp,
     ) -> StorageResult<()> {
-        self.write_participants()?;
-        self.write(
-            "UPDATE participants SET activity = ?2
-             WHERE conversation = ?1 AND activity IS NOT NULL",
-            params![conversation.as_str(), at],
-        )
+        self.begin()?;
+        self.writes += 1;
+        self.unwritten_touches
+            .get_mut()
+            .insert(conversation.clone(), at);
+        Ok(())
     }
 
     fn activity_below(
@@ -973,6 +989,7 @@ impl Storage for SqliteStorage {
             self.messages.clear();
             self.unwritten.clear();
             self.unwritten_participants.get_mut().clear();
+            self.unwritten_touches.get_mut().clear();
             if let Err(error) = self.run("ROLLBACK", []) {
                 tracing::error!(%error, "rollback failed");
             }
