@@ -658,7 +658,11 @@ impl<T: Clone + Send + Sync + 'static, X: Send + Sync + 'static> ListSubscriptio
     ///
     /// O(1): the rows are a persistent vector shared with the snapshot.
     pub fn rows(&self) -> Vector<Arc<X>> {
-        if !matches!(self.state(), SubscriptionState::Active { .. }) {
+        let active = matches!(
+            *self.inner.core.state.borrow(),
+            SubscriptionState::Active { .. }
+        );
+        if !active {
             return Vector::new();
         }
         lock(&self.inner.core.diffs.published).clone()
