@@ -39,7 +39,7 @@ fn Sidebar(open: Signal<Option<String>>) -> Element {
     let (list, _) = use_subscription(|| session.subscribe_conversations(None));
     let mut name = use_signal(String::new);
     let mut other = use_signal(String::new);
-    let mut problem = use_signal(String::new);
+    let problem = use_signal(String::new);
     let my_name = match &*me.read() {
         SubscriptionState::Active {
             snapshot: Some(u), ..
@@ -58,12 +58,11 @@ fn Sidebar(open: Signal<Option<String>>) -> Element {
                 return;
             }
             let me = session.current_user();
-            spawn(async move {
-                match me.set(UserParams::new().name(new)).await {
-                    Ok(()) => name.set(String::new()),
-                    Err(e) => problem.set(e.to_string()),
-                }
-            });
+            attempt(
+                problem,
+                async move { me.set(UserParams::new().name(new)).await },
+                move |()| name.set(String::new()),
+            );
         }
     };
     let start = move |_| {
@@ -72,16 +71,14 @@ fn Sidebar(open: Signal<Option<String>>) -> Element {
             return;
         }
         let session = session.clone();
-        spawn(async move {
-            match start_conversation(&session, &them).await {
-                Ok(id) => {
-                    other.set(String::new());
-                    problem.set(String::new());
-                    open.set(Some(id));
-                }
-                Err(e) => problem.set(e),
-            }
-        });
+        attempt(
+            problem,
+            async move { start_conversation(&session, &them).await },
+            move |id| {
+                other.set(String::new());
+                open.set(Some(id));
+            },
+        );
     };
     rsx! {
         aside {
@@ -106,6 +103,24 @@ fn Sidebar(open: Signal<Option<String>>) -> Element {
             }
         }
     }
+}
+
+/// Runs `work` in the component's scope: on success clears `problem` and hands the value to
+/// `done`, on failure shows the error in `problem`.
+fn attempt<T: 'static, E: std::fmt::Display + 'static>(
+    mut problem: Signal<String>,
+    work: impl Future<Output = Result<T, E>> + 'static,
+    done: impl FnOnce(T) + 'static,
+) {
+    spawn(async move {
+        match work.await {
+            Ok(value) => {
+                problem.set(String::new());
+                done(value);
+            }
+            Err(e) => problem.set(e.to_string()),
+        }
+    });
 }
 
 /// Opens (creating if needed) the conversation of you and `them`, who is created if new.
@@ -177,7 +192,7 @@ fn Conversation(id: String) -> Element {
     let (window, messages) = use_subscription(|| conversation.subscribe_messages(None));
     let (header, _) = use_subscription(|| conversation.subscribe());
     let mut draft = use_signal(String::new);
-    let mut problem = use_signal(String::new);
+    let problem = use_signal(String::new);
     {
         let conversation = conversation.clone();
         use_effect(move || {
@@ -203,12 +218,7 @@ fn Conversation(id: String) -> Element {
         _ => (Default::default(), true),
     };
     let older = move |_| {
-        let more = messages.load_more(Some(30));
-        spawn(async move {
-            if let Err(e) = more.await {
-                problem.set(e.to_string());
-            }
-        });
+        attempt(problem, messages.load_more(Some(30)), |()| {});
     };
     let send = move |_| {
         let text = draft().trim().to_owned();
@@ -216,15 +226,11 @@ fn Conversation(id: String) -> Element {
             return;
         }
         let conversation = conversation.clone();
-        spawn(async move {
-            match conversation.send(text.as_str()).await {
-                Ok(_) => {
-                    draft.set(String::new());
-                    problem.set(String::new());
-                }
-                Err(e) => problem.set(e.to_string()),
-            }
-        });
+        attempt(
+            problem,
+            async move { conversation.send(text.as_str()).await },
+            move |_| draft.set(String::new()),
+        );
     };
     rsx! {
         section { class: "conversation-view",
