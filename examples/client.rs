@@ -15,16 +15,48 @@
 //! ```
 //!
 //! It mints its own token with the app secret, which only a trusted backend should hold: a real
-//! app gets tokens from its backend. Options: `TALKSTORE_URL` (default `ws://127.0.0.1:8080`),
+//! app gets tokens from its backend. Holding the secret, it also plays the backend's other part:
+//! under the server's default policy users never join a conversation uninvited, so it adds its
+//! user to the lobby through the REST API. Options: `TALKSTORE_URL` (default `ws://127.0.0.1:8080`),
 //! `TALKSTORE_APP` (`demo`), `TALKSTORE_SECRET` (`demo-secret-0123456789`).
 
 use std::time::Duration;
 
+use axum::http::{Request, header};
 use futures_util::StreamExt;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use talkstore::{
-    ConversationParams, SessionOptions, UserParams, get_talk_session,
+    SessionOptions, UserParams, get_talk_session,
     server::{AppCredentials, mint_user_token},
 };
+
+/// As the app's backend: creates the lobby if needed and adds `user` to it
+/// (`PUT /v1/{app}/conversations/lobby`, authenticated with the secret).
+async fn join_lobby(
+    url: &str,
+    app: &str,
+    secret: &str,
+    user: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let base = url.replacen("ws", "http", 1);
+    let body = serde_json::json!({"subject": "Lobby", "participants": [user]}).to_string();
+    let request = Request::put(format!("{base}/v1/{app}/conversations/lobby"))
+        .header(header::AUTHORIZATION, format!("Bearer {secret}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)?;
+    let response = Client::builder(TokioExecutor::new())
+        .build_http()
+        .request(request)
+        .await?;
+    if !response.status().is_success() {
+        return Err(format!(
+            "the server refused to add {user} to the lobby: {}",
+            response.status()
+        )
+        .into());
+    }
+    Ok(())
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,16 +69,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::env::var("TALKSTORE_SECRET").unwrap_or_else(|_| "demo-secret-0123456789".into());
 
     let token = mint_user_token(&AppCredentials::new(&app, &secret), &user, 3600)?;
-    let session = get_talk_session(SessionOptions::new(&app, &user).url(url).token(token))?;
+    let session = get_talk_session(SessionOptions::new(&app, &user).url(&url).token(token))?;
     let _errors = session.on_error(|error| eprintln!("session ended: {error}"));
     session
         .current_user()
         .set(UserParams::new().name(&user))
         .await?;
+    join_lobby(&url, &app, &secret, &user).await?;
     let lobby = session.conversation("lobby")?;
-    lobby
-        .set(ConversationParams::new().subject("Lobby"))
-        .await?;
 
     let messages = lobby.subscribe_messages(None);
     let mut snapshots = messages.stream();

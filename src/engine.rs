@@ -19,6 +19,7 @@ mod commands;
 mod feed;
 mod interest;
 mod memory;
+mod policy;
 mod queue;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
@@ -39,7 +40,6 @@ pub use self::sqlite::Durability;
 #[cfg(feature = "server")]
 pub(crate) use self::state::Dropped;
 pub(crate) use self::state::{DropReason, State};
-pub use self::storage::StorageError;
 pub(crate) use self::storage::{Event, Storage};
 use self::{
     feed::Feed,
@@ -47,6 +47,7 @@ use self::{
     queue::{Command, Shared},
     state::{Clock, Connection},
 };
+pub use self::{policy::Policy, storage::StorageError};
 use crate::{
     model::{ConversationId, Timestamp, UserId},
     params::plain_text,
@@ -102,7 +103,9 @@ pub(crate) type ConnId = u64;
 pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 1_000;
 
 /// The maximum size of a message's plaintext, in bytes. Larger sends and edits fail with
-/// [`ErrorCode::LimitExceeded`].
+/// [`ErrorCode::LimitExceeded`]. The markup of one message makes at most 1,000 formatting,
+/// link, code, mention and bullet nodes; the text after them stays plain text, so a message's
+/// stored size stays within a small multiple of its text.
 pub const MAX_MESSAGE_TEXT_BYTES: usize = 64 * 1024;
 
 fn system_clock() -> Timestamp {
@@ -200,6 +203,19 @@ impl Engine {
             }),
             runner: Arc::default(),
         }
+    }
+
+    /// Sets what users' own sessions may change ([`Policy`]), for this engine and every clone
+    /// of it, from the next request on. The default is [`Policy::Permissive`]; the backend
+    /// calls of the server's REST API are never restricted.
+    pub fn with_policy(self, policy: Policy) -> Self {
+        self.with_state(|state| state.policy = policy);
+        self
+    }
+
+    /// The policy set with [`Engine::with_policy`].
+    pub fn policy(&self) -> Policy {
+        self.with_state(|state| state.policy)
     }
 
     /// From now on, runs queued commands on a thread of the engine's own instead of on the

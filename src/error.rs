@@ -9,7 +9,8 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The engine refused the request; nothing changed.
+    /// The engine refused the request, or the server refused the session it ran on (a refused
+    /// token ends the session; its requests then fail with `UNAUTHORIZED`); nothing changed.
     #[error("{action} failed: {code}: {}", reasons.join("; "))]
     Rejected {
         /// What was attempted, for example `Send message to conversation c1`.

@@ -110,7 +110,8 @@ pub use self::engine::Durability;
 #[doc(inline)]
 pub use self::{
     engine::{
-        Engine, EngineError, MAX_MESSAGE_TEXT_BYTES, MAX_SUBSCRIPTIONS_PER_CONNECTION, StorageError,
+        Engine, EngineError, MAX_MESSAGE_TEXT_BYTES, MAX_SUBSCRIPTIONS_PER_CONNECTION, Policy,
+        StorageError,
     },
     error::Error,
     model::{

@@ -28,7 +28,10 @@ use tokio::{net::TcpListener, sync::watch};
 
 pub use self::{
     auth::{AppCredentials, AuthError, mint_user_token},
-    rest::{MAX_LIST, MAX_MESSAGE_BATCH, MAX_USER_BATCH},
+    rest::{
+        MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_LIST, MAX_MESSAGE_BATCH, MAX_URI_BYTES,
+        MAX_USER_BATCH,
+    },
 };
 use crate::{
     Durability, Engine, EngineError,
@@ -198,8 +201,14 @@ impl Server {
                     source,
                 }
             })?;
+            let engine = engine.with_policy(credentials.policy);
             engine.run_on_own_thread()?;
-            tracing::info!(app = %credentials.id, path = %path.display(), "app ready");
+            tracing::info!(
+                app = %credentials.id,
+                path = %path.display(),
+                policy = ?credentials.policy,
+                "app ready"
+            );
             let id = credentials.id.clone();
             if apps
                 .insert(
@@ -229,6 +238,8 @@ impl Server {
             .route("/health", get(|| async { "ok" }))
             .route("/v1/{app_id}/realtime/{user_id}", get(realtime))
             .merge(rest::routes())
+            // After every route: a wrong method anywhere is a `WireError` too.
+            .method_not_allowed_fallback(rest::method_not_allowed)
             .with_state(state.clone());
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Server {

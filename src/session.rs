@@ -436,7 +436,7 @@ impl SessionInner {
     pub(crate) async fn request(self: &Arc<Self>, request: Request) -> Result<Response, Error> {
         let action = request.action();
         if lock(&self.ended).is_some() {
-            return Err(Error::ended(action));
+            return Err(self.ended_error(action));
         }
         let (tx, rx) = oneshot::channel();
         let waiter = Waiter::Caller(tx, Box::new(request.clone()));
@@ -444,7 +444,20 @@ impl SessionInner {
         match rx.await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(Error::rejected(action, error)),
-            Err(_) => Err(Error::ended(action)),
+            Err(_) => Err(self.ended_error(action)),
+        }
+    }
+
+    /// Why `action` cannot run on an ended session: the refusal that ended it (a refused
+    /// token answers `UNAUTHORIZED`), or [`Error::Ended`].
+    fn ended_error(&self, action: String) -> Error {
+        match &*lock(&self.ended) {
+            Some(Error::Rejected { code, reasons, .. }) => Error::Rejected {
+                action,
+                code: *code,
+                reasons: reasons.clone(),
+            },
+            _ => Error::ended(action),
         }
     }
 

@@ -2,11 +2,11 @@
 //!
 //! Run `cargo run --features server --bin talkstore-server -- --help` for every option.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, ValueEnum};
 use talkstore::{
-    Durability,
+    Durability, Policy,
     server::{AppCredentials, Limits, Server, ServerConfig},
 };
 
@@ -16,6 +16,23 @@ enum DurabilityArg {
     Normal,
     /// Also safe against power loss (synchronous=FULL); slower commits.
     Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PolicyArg {
+    /// Users never join uninvited, never raise their own access, edit only their own user.
+    Restricted,
+    /// As TalkJS with client-side syncing: any user may join any conversation.
+    Permissive,
+}
+
+impl From<PolicyArg> for Policy {
+    fn from(arg: PolicyArg) -> Self {
+        match arg {
+            PolicyArg::Restricted => Policy::Restricted,
+            PolicyArg::Permissive => Policy::Permissive,
+        }
+    }
 }
 
 /// Serves the talkstore Data API over websocket, with data in SQLite.
@@ -40,6 +57,25 @@ struct Args {
     /// Apps whose tokens need no `exp` claim (comma-separated ids). By default `exp` is required.
     #[arg(long, env = "TALKSTORE_APPS_WITHOUT_EXP", value_delimiter = ',')]
     apps_without_exp: Vec<String>,
+    /// What users may change through their own sessions, for every app not named in
+    /// `--app-policy`. `restricted`: users create conversations and invite others, but never
+    /// join uninvited, never raise their own access and edit only their own user (PROTOCOL.md
+    /// §3 has the full table). `permissive`: as TalkJS with client-side syncing.
+    #[arg(
+        long,
+        env = "TALKSTORE_POLICY",
+        value_enum,
+        default_value = "restricted"
+    )]
+    policy: PolicyArg,
+    /// The policy of one app, as `ID=POLICY` (for example `demo=permissive`). Repeat for
+    /// several apps; in the environment, separate them with commas.
+    #[arg(
+        long = "app-policy",
+        env = "TALKSTORE_APP_POLICIES",
+        value_delimiter = ','
+    )]
+    app_policies: Vec<String>,
     /// Development only: let users connect without a token. Never use in production.
     #[arg(long, env = "TALKSTORE_DEV_UNAUTHENTICATED")]
     dev_allow_unauthenticated: bool,
@@ -72,11 +108,30 @@ struct Args {
 }
 
 fn config(args: Args) -> Result<ServerConfig, String> {
+    let mut policies = HashMap::new();
+    for spec in &args.app_policies {
+        let parsed = spec.split_once('=').and_then(|(id, policy)| {
+            let policy = PolicyArg::from_str(policy, true).ok()?;
+            Some((id.to_owned(), Policy::from(policy)))
+        });
+        let Some((id, policy)) = parsed else {
+            return Err(format!(
+                "--app-policy {spec:?}: expected ID=restricted or ID=permissive"
+            ));
+        };
+        policies.insert(id, policy);
+    }
     let mut apps = Vec::new();
     for spec in &args.apps {
         let mut app = AppCredentials::parse(spec).map_err(|e| e.to_string())?;
         app.require_exp = !args.apps_without_exp.contains(&app.id);
+        app.policy = policies.remove(&app.id).unwrap_or(args.policy.into());
         apps.push(app);
+    }
+    if let Some(id) = policies.keys().next() {
+        return Err(format!(
+            "--app-policy names app {id}, which no --app configures"
+        ));
     }
     let mut config = ServerConfig::new(args.listen, args.data_dir, apps);
     config.allow_unauthenticated = args.dev_allow_unauthenticated;

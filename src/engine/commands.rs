@@ -130,26 +130,27 @@ pub(super) fn route(request: Request) -> Route {
             user,
             params,
             mode,
-        } => Route::Write(Box::new(move |state, me| {
-            set_participant(state, me, &conversation, &user, params, mode)
+        } => Route::Write(Box::new(move |state, _| {
+            set_participant(state, &conversation, &user, params, mode)
         })),
         Request::DeleteParticipant { conversation, user } => {
-            Route::Write(Box::new(move |state, me| {
-                delete_participant(state, me, &conversation, &user)
+            Route::Write(Box::new(move |state, _| {
+                let events = remove_participant(state, &conversation, &user)?;
+                Ok((Response::Ack, events))
             }))
         }
         Request::EditMessage {
             conversation,
             message,
             params,
-        } => Route::Write(Box::new(move |state, me| {
-            edit_message(state, me, &conversation, &message, params)
+        } => Route::Write(Box::new(move |state, _| {
+            edit_message(state, &conversation, &message, params)
         })),
         Request::DeleteMessage {
             conversation,
             message,
-        } => Route::Write(Box::new(move |state, me| {
-            delete_message(state, me, &conversation, &message)
+        } => Route::Write(Box::new(move |state, _| {
+            delete_message(state, &conversation, &message)
         })),
     }
 }
@@ -407,7 +408,6 @@ pub(super) fn write_participant(
 
 fn set_participant(
     state: &mut State,
-    me: &UserId,
     conversation: &ConversationId,
     user: &UserId,
     params: ParticipantParams,
@@ -419,30 +419,11 @@ fn set_participant(
             "conversation {conversation} does not exist"
         )));
     }
-    if user != me && !view::is_participant(storage, conversation, me)? {
-        return Err(not_participant(conversation));
-    }
     require_user(storage, user)?;
     let old = storage.participant(conversation, user)?;
     let now = state.now();
     let events = write_participant(state, conversation, user, params, mode, now, old)?;
     Ok((Response::Ack, events))
-}
-
-fn delete_participant(
-    state: &mut State,
-    me: &UserId,
-    conversation: &ConversationId,
-    user: &UserId,
-) -> EngineResult<(Response, Vec<Event>)> {
-    let storage = state.storage();
-    if user != me && !view::is_participant(storage, conversation, me)? {
-        return Err(not_participant(conversation));
-    }
-    Ok((
-        Response::Ack,
-        remove_participant(state, conversation, user)?,
-    ))
 }
 
 /// Removes `user` from `conversation`, if they participate.
@@ -523,14 +504,6 @@ fn send(
     message: WireSend,
 ) -> EngineResult<(Response, Vec<Event>)> {
     let storage = state.storage();
-    let Some(participant) = storage.participant(conversation, me)? else {
-        return Err(not_participant(conversation));
-    };
-    if participant.record.access != Access::ReadWrite {
-        return Err(forbidden(format!(
-            "you have Read access to conversation {conversation} and cannot send"
-        )));
-    }
     if message.idempotency_key.is_empty() || message.idempotency_key.len() > 256 {
         return Err(invalid("the idempotency key must be 1 to 256 bytes"));
     }
@@ -660,42 +633,24 @@ fn message_id(ordinal: u64) -> MessageId {
     MessageId::new(format!("msg_{ordinal}"))
 }
 
-/// Finds a message of a conversation the sender may change: fails if `me` is not a
-/// participant, has Read access, or the message is someone else's. `Ok(None)` if the message
-/// does not exist.
-fn own_message(
+/// The message `id` of `conversation`, if it exists.
+fn message_in(
     storage: &dyn Storage,
-    me: &UserId,
     conversation: &ConversationId,
     id: &MessageId,
 ) -> EngineResult<Option<(MessageRecord, MessagePos)>> {
-    let Some(participant) = storage.participant(conversation, me)? else {
-        return Err(not_participant(conversation));
-    };
-    if participant.record.access != Access::ReadWrite {
-        return Err(forbidden(format!(
-            "you have Read access to conversation {conversation} and cannot change messages"
-        )));
-    }
-    match storage.message(id)? {
-        Some((m, pos)) if &m.conversation_id == conversation => {
-            if m.sender_id.as_ref() != Some(me) {
-                return Err(forbidden(format!("message {id} was not sent by you")));
-            }
-            Ok(Some((m, pos)))
-        }
-        _ => Ok(None),
-    }
+    Ok(storage
+        .message(id)?
+        .filter(|(m, _)| &m.conversation_id == conversation))
 }
 
 fn edit_message(
     state: &mut State,
-    me: &UserId,
     conversation: &ConversationId,
     id: &MessageId,
     params: EditParams,
 ) -> EngineResult<(Response, Vec<Event>)> {
-    let Some((old, pos)) = own_message(state.storage(), me, conversation, id)? else {
+    let Some((old, pos)) = message_in(state.storage(), conversation, id)? else {
         return Err(not_found(format!(
             "message {id} does not exist in {conversation}"
         )));
@@ -731,11 +686,10 @@ pub(super) fn apply_edit(
 
 fn delete_message(
     state: &mut State,
-    me: &UserId,
     conversation: &ConversationId,
     id: &MessageId,
 ) -> EngineResult<(Response, Vec<Event>)> {
-    if own_message(state.storage(), me, conversation, id)?.is_none() {
+    if message_in(state.storage(), conversation, id)?.is_none() {
         return Ok((Response::Ack, Vec::new()));
     }
     Ok((Response::Ack, remove_message(state, conversation, id)?))

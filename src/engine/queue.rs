@@ -10,6 +10,7 @@ use super::{
     ConnId, EngineError, EngineResult, Storage,
     commands::{self, Route},
     feed::Feed,
+    policy,
     state::{State, push},
 };
 use crate::protocol::{ClientFrame, Response, ServerFrame, Update};
@@ -88,6 +89,7 @@ impl Shared {
         };
         let id = frame.id;
         let is_write = frame.request.is_write();
+        let authorized = policy::authorize(state.policy, &*state.storage, &me, &frame.request);
         let route = commands::route(frame.request);
         debug_assert_eq!(is_write, matches!(route, Route::Write(_)));
         if !is_write {
@@ -107,7 +109,7 @@ impl Shared {
             }),
             Route::Unsubscribe { sub } => feed_op(state, conn, |feed, _| Ok(feed.unsubscribe(sub))),
             Route::Read(read) => commands::read(state, &me, read),
-            Route::Write(write) => match state.write(|state| write(state, &me)) {
+            Route::Write(write) => match authorized.and_then(|()| state.write(|s| write(s, &me))) {
                 Ok((response, events)) => {
                     state.pending.extend(events);
                     let result = Ok(response);

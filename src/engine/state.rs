@@ -9,6 +9,7 @@ use super::{
     ConnId, EngineError, EngineResult, Event, Storage, StorageError,
     feed::{self, Feed},
     interest::Interest,
+    policy::Policy,
     view,
 };
 use crate::{
@@ -49,6 +50,8 @@ impl Connection {
 pub(crate) struct State {
     pub(super) storage: Box<dyn Storage>,
     pub(super) clock: Clock,
+    /// What users' own requests may change.
+    pub(super) policy: Policy,
     pub(super) last_now: Timestamp,
     pub(super) connections: HashMap<ConnId, Connection>,
     /// What each connection's feed watches: a commit visits the feeds it can concern only.
@@ -74,6 +77,7 @@ impl State {
             last_now: storage.last_time(),
             storage,
             clock,
+            policy: Policy::default(),
             connections: HashMap::default(),
             interest: Interest::default(),
             next_conn: 1,

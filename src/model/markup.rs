@@ -9,6 +9,13 @@
 //!
 //! The parser runs in linear time: each delimiter is handled in amortized
 //! constant time and link detection never rescans text.
+//!
+//! The output is bounded too: one message gets at most [`MAX_MARKUP_NODES`]
+//! formatting, link, code, mention and bullet nodes; the text after the node
+//! that reaches the cap stays plain text (its markup characters included), so
+//! nothing the user typed is lost. The serialized JSON of the parsed content
+//! is therefore at most twice the JSON of the input text (auto links and
+//! mentions repeat their text) plus about 64 bytes per node.
 
 use super::UserId;
 use super::content::{TextNode, is_email_domain, is_email_local_char, is_host_char};
@@ -28,20 +35,39 @@ fn is_known_tld(tld: &str) -> bool {
     (tld.len() == 2 && tld.bytes().all(|b| b.is_ascii_lowercase())) || KNOWN_TLDS.contains(&tld)
 }
 
+/// The most nodes other than plain text (bold, italic, strikethrough, code
+/// spans, mentions, auto links, bullet lists and bullet points) that
+/// [`parse_markup`] creates for one message. Past it the rest of the message
+/// stays plain text, markup characters included.
+pub(crate) const MAX_MARKUP_NODES: usize = 1_000;
+
 /// Parses user-typed markup into text nodes. Never fails: anything that is
 /// not valid markup stays plain text.
+///
+/// At most [`MAX_MARKUP_NODES`] nodes other than plain text are created; the
+/// text after the last of them stays plain text. This bounds the stored size
+/// of a message: its JSON is at most twice the JSON of `text` plus about 64
+/// bytes per node (64 KB for the whole cap).
 pub(crate) fn parse_markup(text: &str) -> Vec<TextNode> {
+    parse_markup_with_budget(text, MAX_MARKUP_NODES)
+}
+
+/// [`parse_markup`] creating at most `budget` nodes other than plain text.
+fn parse_markup_with_budget(text: &str, mut budget: usize) -> Vec<TextNode> {
     let mut out = Vec::new();
     let mut points: Option<Vec<TextNode>> = None;
     for (index, line) in text.split('\n').enumerate() {
+        // A point costs one node, and a new list one more.
+        let cost = if points.is_some() { 1 } else { 2 };
         let bullet = line
             .strip_prefix("- ")
             .or_else(|| line.strip_prefix("* "))
-            .filter(|rest| !rest.trim().is_empty());
+            .filter(|rest| budget >= cost && !rest.trim().is_empty());
         match bullet {
             Some(rest) => {
+                budget -= cost;
                 let point = TextNode::BulletPoint {
-                    children: parse_line(rest),
+                    children: parse_line(rest, &mut budget),
                 };
                 match &mut points {
                     Some(points) => points.push(point),
@@ -60,7 +86,7 @@ pub(crate) fn parse_markup(text: &str) -> Vec<TextNode> {
                 } else if index > 0 {
                     push_text(&mut out, "\n");
                 }
-                extend_merged(&mut out, parse_line(line));
+                extend_merged(&mut out, parse_line(line, &mut budget));
             }
         }
     }
@@ -135,10 +161,13 @@ struct LineParser<'a> {
     /// starts at or before the current position, and the end of a valid
     /// email starting in that run, if any.
     email_run: Option<(usize, Option<usize>)>,
+    /// How many more nodes other than plain text may be created.
+    budget: usize,
 }
 
-/// Parses one line (no `\n`) of inline markup.
-fn parse_line(line: &str) -> Vec<TextNode> {
+/// Parses one line (no `\n`) of inline markup, creating at most `budget`
+/// nodes other than plain text and counting them off it.
+fn parse_line(line: &str, budget: &mut usize) -> Vec<TextNode> {
     let mut parser = LineParser {
         line,
         frames: vec![Frame {
@@ -148,8 +177,10 @@ fn parse_line(line: &str) -> Vec<TextNode> {
         }],
         open: [Vec::new(), Vec::new(), Vec::new()],
         email_run: None,
+        budget: *budget,
     };
     parser.run();
+    *budget = parser.budget;
     parser.finish()
 }
 
@@ -194,12 +225,16 @@ impl LineParser<'_> {
         &mut self.frames[last].nodes
     }
 
-    /// Scans the line, emitting nodes into frames.
+    /// Scans the line, emitting nodes into frames, until the line or the
+    /// node budget ends; the rest of the line is plain text.
     fn run(&mut self) {
         let line = self.line;
         let mut pos = 0;
         let mut text_start = 0;
-        while let Some(c) = self.char_at(pos) {
+        // Each step creates at most one node (an atom, or a closed delimiter).
+        while self.budget > 0
+            && let Some(c) = self.char_at(pos)
+        {
             let atom: Option<(usize, Option<TextNode>)> = match c {
                 '`' => self.code_span(pos).map(|(end, node)| (end, Some(node))),
                 '<' => self.mention(pos).map(|(end, node)| (end, Some(node))),
@@ -215,7 +250,10 @@ impl LineParser<'_> {
                     let pending = &line[text_start..pos];
                     push_text(self.top(), pending);
                     match node {
-                        Some(node) => self.top().push(node),
+                        Some(node) => {
+                            self.budget -= 1;
+                            self.top().push(node);
+                        }
                         None => self.delimiter(pos, c),
                     }
                     pos = end;
@@ -442,6 +480,7 @@ impl LineParser<'_> {
             }
         }
         let node = wrap(c, frame.nodes);
+        self.budget -= 1;
         self.top().push(node);
     }
 
@@ -458,6 +497,8 @@ impl LineParser<'_> {
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
+
+    use proptest::prelude::*;
 
     use super::super::content::{
         ContentBlock, ContentError, SendContentBlock, autolink_matches, plaintext, validate_send,
@@ -962,6 +1003,218 @@ mod tests {
                 &input[..10]
             );
             assert_well_formed(&nodes);
+        }
+    }
+
+    /// The stored size of parsed nodes: the JSON of their text block.
+    fn stored_len(nodes: &[TextNode]) -> usize {
+        let block = [ContentBlock::Text {
+            children: nodes.to_vec(),
+        }];
+        serde_json::to_string(&block).unwrap().len()
+    }
+
+    /// The size of `text` as a JSON string, as a client sends it.
+    fn json_len(text: &str) -> usize {
+        serde_json::to_string(text).unwrap().len()
+    }
+
+    /// The nodes other than plain text in a tree.
+    fn markup_nodes(nodes: &[TextNode]) -> usize {
+        nodes
+            .iter()
+            .map(|node| match node {
+                TextNode::Text(_) => 0,
+                TextNode::Bold { children }
+                | TextNode::Italic { children }
+                | TextNode::Strikethrough { children }
+                | TextNode::BulletList { children }
+                | TextNode::BulletPoint { children } => 1 + markup_nodes(children),
+                _ => 1,
+            })
+            .sum()
+    }
+
+    /// The bound the cap guarantees: twice the input's JSON (auto links and
+    /// mentions repeat their text) plus 64 bytes per node and for the block.
+    fn size_bound(text: &str, nodes: &[TextNode]) -> usize {
+        2 * json_len(text) + 64 * markup_nodes(nodes) + 64
+    }
+
+    /// The markup that parses into `nodes`, bullets written `- `: what the user
+    /// typed, as nothing is dropped.
+    fn source(nodes: &[TextNode]) -> String {
+        fn walk(nodes: &[TextNode], out: &mut String) {
+            for node in nodes {
+                match node {
+                    TextNode::Text(text) | TextNode::AutoLink { text, .. } => out.push_str(text),
+                    TextNode::CodeSpan { text } => {
+                        out.push('`');
+                        out.push_str(text);
+                        out.push('`');
+                    }
+                    TextNode::Mention { id, .. } => {
+                        out.push_str("<@");
+                        out.push_str(id.as_str());
+                        out.push('>');
+                    }
+                    TextNode::Bold { children }
+                    | TextNode::Italic { children }
+                    | TextNode::Strikethrough { children } => {
+                        let delimiter = match node {
+                            TextNode::Bold { .. } => '*',
+                            TextNode::Italic { .. } => '_',
+                            _ => '~',
+                        };
+                        out.push(delimiter);
+                        walk(children, out);
+                        out.push(delimiter);
+                    }
+                    TextNode::BulletList { children } => {
+                        for (index, point) in children.iter().enumerate() {
+                            if index > 0 {
+                                out.push('\n');
+                            }
+                            walk(std::slice::from_ref(point), out);
+                        }
+                    }
+                    TextNode::BulletPoint { children } => {
+                        out.push_str("- ");
+                        walk(children, out);
+                    }
+                    other => panic!("the parser made {other:?}"),
+                }
+            }
+        }
+        let mut out = String::new();
+        walk(nodes, &mut out);
+        out
+    }
+
+    /// `text` with every line that starts with `* ` starting with `- ` instead.
+    fn dash_bullets(text: &str) -> String {
+        text.split('\n')
+            .map(|line| match line.strip_prefix("* ") {
+                Some(rest) => format!("- {rest}"),
+                None => line.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Hostile markup of about 60 KB, each of which made a stored record 8 to
+    /// 12 times its size before the node cap.
+    fn hostile_inputs() -> Vec<String> {
+        vec![
+            "*_~".repeat(20_000),
+            "a.co ".repeat(10_000),
+            "_a_ ".repeat(15_000),
+            "*_~".repeat(10_000) + "x" + &"~_*".repeat(10_000),
+            "*a*_b_".repeat(10_000),
+            "- a\n".repeat(15_000),
+            "<@u> ".repeat(12_000),
+            "`a` ".repeat(15_000),
+            "x@y.io ".repeat(8_500),
+        ]
+    }
+
+    /// Hostile markup of 60 KB is stored in 91 to 115 KB (it was 515 to 680 KB
+    /// before the node cap), every character of it kept.
+    #[test]
+    fn hostile_markup_is_stored_in_bounded_size() {
+        for input in hostile_inputs() {
+            let nodes = parse_markup(&input);
+            let stored = stored_len(&nodes);
+            assert_eq!(markup_nodes(&nodes), MAX_MARKUP_NODES, "{:?}", &input[..8]);
+            assert!(
+                stored <= size_bound(&input, &nodes),
+                "{:?}: {stored} bytes",
+                &input[..8]
+            );
+            assert!(
+                stored <= input.len() + 64 * MAX_MARKUP_NODES,
+                "{:?}: {stored} bytes stored for {} typed",
+                &input[..8],
+                input.len()
+            );
+            assert_eq!(dash_bullets(&source(&nodes)), dash_bullets(&input));
+            assert_well_formed(&nodes);
+        }
+    }
+
+    /// Ordinary chat text is far under the cap and parses as before.
+    #[test]
+    fn ordinary_text_is_not_capped() {
+        let chat = "Hey *Bob*, see https://example.com/docs and _this_ one, or mail a@b.io.\n\
+                    - one `code`\n- two ~old~ <@bob>\n"
+            .repeat(40);
+        let nodes = parse_markup(&chat);
+        assert!(markup_nodes(&nodes) < MAX_MARKUP_NODES);
+        assert_eq!(nodes, parse_markup_with_budget(&chat, usize::MAX));
+        assert_eq!(dash_bullets(&source(&nodes)), chat);
+    }
+
+    /// Past the cap the text stays plain, markup characters included.
+    #[test]
+    fn markup_past_the_cap_stays_text() {
+        assert_eq!(
+            parse_markup_with_budget("*a* _b_ example.com", 1),
+            vec![bold(vec![text("a")]), text(" _b_ example.com")]
+        );
+        assert_eq!(
+            parse_markup_with_budget("*a _b_ c*", 1),
+            vec![text("*a "), italic(vec![text("b")]), text(" c*")]
+        );
+        assert_eq!(
+            parse_markup_with_budget("- a\n- b\n- c", 3),
+            vec![
+                TextNode::BulletList {
+                    children: vec![
+                        TextNode::BulletPoint {
+                            children: vec![text("a")]
+                        },
+                        TextNode::BulletPoint {
+                            children: vec![text("b")]
+                        }
+                    ]
+                },
+                text("\n- c")
+            ]
+        );
+        assert_eq!(parse_markup_with_budget("*a*", 0), vec![text("*a*")]);
+    }
+
+    /// Pieces of markup that random messages are made of.
+    const PIECES: &[&str] = &[
+        "*", "_", "~", "`", "<@", "<@u>", ">", "@", "- ", "* ", "\n", " ", " ", "a", "b", "ab",
+        "é", "🎉", "a.co", "x.com/p", "https://", "www.", ".", ",", "(", ")", "a@b.io", "\"", "\\",
+        "\u{1}", "\t",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// However it is capped, parsed markup is bounded in size, keeps every character the
+        /// user typed, is well formed, and is what the uncapped parser makes when under the cap.
+        #[test]
+        fn parsed_markup_is_bounded_and_lossless(
+            pieces in proptest::collection::vec(proptest::sample::select(PIECES), 0..200),
+            budget in prop_oneof![0..12_usize, Just(MAX_MARKUP_NODES)],
+        ) {
+            let input = pieces.concat();
+            let nodes = parse_markup_with_budget(&input, budget);
+            let count = markup_nodes(&nodes);
+            prop_assert!(count <= budget, "{} nodes for a budget of {}", count, budget);
+            prop_assert!(stored_len(&nodes) <= size_bound(&input, &nodes));
+            prop_assert_eq!(dash_bullets(&source(&nodes)), dash_bullets(&input));
+            assert_well_formed(&nodes);
+            let uncapped = parse_markup_with_budget(&input, usize::MAX);
+            if markup_nodes(&uncapped) <= budget {
+                prop_assert_eq!(&nodes, &uncapped);
+            }
+            if !input.contains(['*', '_', '~', '`', '<']) && !input.contains("- ") {
+                prop_assert_eq!(render(nodes), input);
+            }
         }
     }
 }

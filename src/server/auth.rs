@@ -24,6 +24,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::Policy;
+
 /// How far past `exp` (or before `nbf`) a token is still accepted, in seconds.
 ///
 /// This absorbs small clock differences between the app's backend, which mints the tokens, and
@@ -55,15 +57,20 @@ pub struct AppCredentials {
     /// Whether tokens must carry an `exp` claim. `true` unless the app opted out; an `exp`
     /// that is present is checked either way.
     pub require_exp: bool,
+    /// What the app's users may change through their sessions. [`Policy::Restricted`]
+    /// unless the app opted out.
+    pub policy: Policy,
 }
 
 impl AppCredentials {
-    /// Credentials for app `id` with signing secret `secret`; tokens must carry `exp`.
+    /// Credentials for app `id` with signing secret `secret`; tokens must carry `exp`, and the
+    /// policy is [`Policy::Restricted`].
     pub fn new(id: impl Into<String>, secret: impl Into<String>) -> Self {
         Self {
             id: id.into(),
             secret: secret.into(),
             require_exp: true,
+            policy: Policy::Restricted,
         }
     }
 
@@ -104,6 +111,7 @@ impl fmt::Debug for AppCredentials {
             .field("id", &self.id)
             .field("secret", &"<redacted>")
             .field("require_exp", &self.require_exp)
+            .field("policy", &self.policy)
             .finish()
     }
 }

@@ -163,13 +163,18 @@ fn closing(code: u16, reason: &str) -> Message {
     }))
 }
 
-/// How long until the token expires, if it does.
-fn until(expires_at: Option<u64>) -> Option<Duration> {
-    let now = SystemTime::now()
+/// How long from `now` (seconds since the Unix epoch) until a token that expires at
+/// `expires_at` stops being accepted: `exp` + the leeway, as for a new connection.
+fn until(expires_at: Option<u64>, now: u64) -> Option<Duration> {
+    let end = |at: u64| at.saturating_add(auth::LEEWAY_SECONDS);
+    expires_at.map(|at| Duration::from_secs(end(at).saturating_sub(now)))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-        .as_secs();
-    expires_at.map(|at| Duration::from_secs(at.saturating_sub(now) + auth::LEEWAY_SECONDS))
+        .as_secs()
 }
 
 /// How long one websocket write may take before the reader counts as gone.
@@ -288,7 +293,7 @@ pub(crate) async fn run(
             .await;
             break;
         }
-        let expiry = until(expires_at);
+        let expiry = until(expires_at, now_secs());
         let expired = async {
             match expiry {
                 Some(after) => tokio::time::sleep(after).await,
@@ -382,6 +387,20 @@ pub(crate) async fn run(
 mod tests {
 
     use super::*;
+
+    /// A connection ends at `exp` + the leeway, however late in the leeway it connected and
+    /// however often it is asked (the deadline does not move).
+    #[test]
+    fn tokens_expire_at_exp_plus_the_leeway() {
+        let secs = Duration::from_secs;
+        assert_eq!(until(None, 100), None);
+        assert_eq!(until(Some(100), 40), Some(secs(70)));
+        assert_eq!(until(Some(100), 95), Some(secs(15)));
+        assert_eq!(until(Some(100), 108), Some(secs(2)));
+        assert_eq!(until(Some(100), 110), Some(secs(0)));
+        assert_eq!(until(Some(100), 500), Some(secs(0)));
+        assert_eq!(until(Some(u64::MAX), 0), Some(secs(u64::MAX)));
+    }
     use crate::{
         model::UserSnapshot,
         protocol::{Record, Update},

@@ -1,14 +1,29 @@
 //! The backend REST API: for an app's own server, authenticated with the app secret or an app
 //! token (`Authorization: Bearer …`). Success is 200 with a JSON body; errors carry the
 //! protocol's `{code, reasons}` body. Routes live under `/v1/{app_id}`.
+//!
+//! Every refusal is that JSON body, the framework's included:
+//!
+//! | status | code | when |
+//! |---|---|---|
+//! | 400 | `INVALID_REQUEST` | a query string that does not parse (`?limit=abc`), a path segment that is not UTF-8 once decoded (`%FF`), a body that is not the route's JSON |
+//! | 404 | `NOT_FOUND` | no such route, also an empty path segment (`/users/`) |
+//! | 405 | `INVALID_REQUEST` | a method the route does not have (with `Allow`) |
+//! | 413 | `LIMIT_EXCEEDED` | a body over [`MAX_BODY_BYTES`]: a larger `Content-Length` is refused before the body is read, a chunked body once it grows past the limit |
+//! | 414 | `LIMIT_EXCEEDED` | a path and query over [`MAX_URI_BYTES`] |
+//! | 431 | `LIMIT_EXCEEDED` | headers over [`MAX_HEADER_BYTES`] |
+//!
+//! Past hyper's own limits (a request target of 65,534 bytes, 100 headers, or a request head
+//! of about 408 KiB) hyper answers 414 or 431 itself, before any route runs, with no body.
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, Query, State},
-    http::{HeaderMap, StatusCode, header},
+    extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State},
+    http::{HeaderMap, Method, StatusCode, Uri, header, request::Parts},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, put},
 };
@@ -33,6 +48,16 @@ pub const MAX_LIST: usize = 100;
 pub const MAX_USER_BATCH: usize = 100;
 /// The most messages one REST post may carry.
 pub const MAX_MESSAGE_BATCH: usize = 10;
+/// The largest request body, in bytes: 2 MiB, axum's default (a full batch of ten 64 KiB
+/// messages fits three times over). Larger bodies are refused with 413 `LIMIT_EXCEEDED`: at
+/// once if `Content-Length` declares more, else when the body grows past it.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// The longest request target (path and query string), in bytes: 8 KiB. Longer ones are refused
+/// with 414 `LIMIT_EXCEEDED`; so ids in paths are at most a few KB (percent-encoded).
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// The most bytes of request headers (names, values and 4 bytes per header): 16 KiB. More is
+/// refused with 431 `LIMIT_EXCEEDED`.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// A user as the REST API shows it: the public fields and the private ones.
 #[derive(Serialize)]
@@ -130,6 +155,119 @@ pub(crate) fn routes() -> Router<Arc<ServerState>> {
             "/v1/{app_id}/conversations/{conversation}/messages",
             get(list_messages).post(post_messages),
         )
+        .fallback(no_route)
+        .layer(middleware::from_fn(limits))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// Refuses a request whose target, headers or declared body are over the limits, before any
+/// route reads it.
+async fn limits(request: Request, next: Next) -> Response {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |t| t.as_str().len());
+    if target > MAX_URI_BYTES {
+        let reason = format!("the path and query are {target} bytes, the limit is {MAX_URI_BYTES}");
+        return reject(StatusCode::URI_TOO_LONG, ErrorCode::LimitExceeded, reason).into_response();
+    }
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if headers > MAX_HEADER_BYTES {
+        let reason = format!("the headers are {headers} bytes, the limit is {MAX_HEADER_BYTES}");
+        let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        return reject(status, ErrorCode::LimitExceeded, reason).into_response();
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(declared) = declared.filter(|&n| n > MAX_BODY_BYTES as u64) {
+        let reason = format!("the body is {declared} bytes, the limit is {MAX_BODY_BYTES}");
+        return reject(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::LimitExceeded,
+            reason,
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// The answer for a path no route has (also one with an empty segment). Merged into the
+/// server's router, this is its fallback for every path, not only REST ones.
+async fn no_route(method: Method, uri: Uri) -> Refusal {
+    reject(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        format!("there is no route {method} {}", uri.path()),
+    )
+}
+
+/// The answer for a method a route does not have, on every route of the server (see
+/// `Server::bind`); axum adds the `Allow` header.
+pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> Refusal {
+    reject(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::InvalidRequest,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// A framework rejection (of a path, query or body) as a refusal with its status and text.
+fn framework(status: StatusCode, text: String) -> Refusal {
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::LimitExceeded,
+        s if s.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::InvalidRequest,
+    };
+    reject(status, code, text)
+}
+
+/// The path parameters, refused as [`framework`] says.
+struct RestPath<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for RestPath<T> {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Refusal> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(RestPath(value)),
+            Err(rejection) => Err(framework(rejection.status(), rejection.body_text())),
+        }
+    }
+}
+
+/// The query string, refused as [`framework`] says.
+struct RestQuery<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for RestQuery<T> {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Refusal> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(RestQuery(value)),
+            Err(rejection) => Err(framework(rejection.status(), rejection.body_text())),
+        }
+    }
+}
+
+/// The whole body, at most [`MAX_BODY_BYTES`], refused as [`framework`] says.
+struct RestBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RestBody {
+    type Rejection = Refusal;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Refusal> {
+        match Bytes::from_request(request, state).await {
+            Ok(body) => Ok(RestBody(body)),
+            Err(rejection) => Err(framework(rejection.status(), rejection.body_text())),
+        }
+    }
 }
 
 type Reply = Result<Response, Refusal>;
@@ -254,9 +392,9 @@ fn found<T: serde::Serialize>(value: Option<T>, what: String) -> Reply {
 
 async fn put_user(
     State(state): State<Arc<ServerState>>,
-    Path((app_id, user)): Path<(String, String)>,
+    RestPath((app_id, user)): RestPath<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    RestBody(body): RestBody,
 ) -> Reply {
     let app = authorize(&state, &app_id, &headers)?;
     let user = id(UserId::try_new(user))?;
@@ -270,9 +408,9 @@ async fn put_user(
 /// Upserts up to 100 users (`{"id": {fields…}, …}`), all or nothing.
 async fn put_users(
     State(state): State<Arc<ServerState>>,
-    Path(app_id): Path<String>,
+    RestPath(app_id): RestPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RestBody(body): RestBody,
 ) -> Reply {
     let app = authorize(&state, &app_id, &headers)?;
     let users: BTreeMap<String, UserParams> = parse(&body)?;
@@ -286,7 +424,7 @@ async fn put_users(
 
 async fn get_user(
     State(state): State<Arc<ServerState>>,
-    Path((app_id, user)): Path<(String, String)>,
+    RestPath((app_id, user)): RestPath<(String, String)>,
     headers: HeaderMap,
 ) -> Reply {
     let app = authorize(&state, &app_id, &headers)?;
@@ -322,9 +460,9 @@ struct ConversationBody {
 
 async fn put_conversation(
     State(state): State<Arc<ServerState>>,
-    Path((app_id, conversation)): Path<(String, String)>,
+    RestPath((app_id, conversation)): RestPath<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    RestBody(body): RestBody,
 ) -> Reply {
     let app = authorize(&state, &app_id, &headers)?;
     let conversation = id(ConversationId::try_new(conversation))?;
@@ -343,7 +481,7 @@ async fn put_conversation(
 
 async fn get_conversation(
     State(state): State<Arc<ServerState>>,
-    Path((app_id, conversation)): Path<(String, String)>,
+    RestPath((app_id, conversation)): RestPath<(String, String)>,
     headers: HeaderMap,
 ) -> Reply {
     let app = authorize(&state, &app_id, &headers)?;
@@ -401,9 +539,9 @@ async fn participant_write(
 /// Joins (or overwrites) a participant; defaults ReadWrite and notify on.
 async fn put_participant(
     State(state): State<Arc<ServerState>>,
-    Path(path): Path<(String, String, String)>,
+    RestPath(path): RestPath<(String, String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    RestBody(body): RestBody,
 ) -> Reply {
     participant_write(state, path, headers, body, Some(ParticipantWrite::Upsert)).await
 }
@@ -411,16 +549,16 @@ async fn put_participant(
 /// Edits an existing participant's given fields.
 async fn patch_participant(
     State(state): State<Arc<ServerState>>,
-    Path(path): Path<(String, String, String)>,
+    RestPath(path): RestPath<(String, String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    RestBody(body): RestBody,
 ) -> Reply {
     participant_write(state, path, headers, body, Some(ParticipantWrite::Edit)).await
 }
 
 async fn delete_participant(
     State(state): State<Arc<ServerState>>,
-    Path(path): Path<(String, String, String)>,
+    RestPath(path): RestPath<(String, String, String)>,
     headers: HeaderMap,
 ) -> Reply {
     participant_write(state, path, headers, Bytes::new(), None).await
@@ -429,9 +567,9 @@ async fn delete_participant(
 /// Posts up to 10 user or system messages, all or nothing; answers `[{"id": …}, …]`.
 async fn post_messages(
     State(state): State<Arc<ServerState>>,
-    Path((app_id, conversation)): Path<(String, String)>,
+    RestPath((app_id, conversation)): RestPath<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    RestBody(body): RestBody,
 ) -> Reply {
     let app = authorize(&state, &app_id, &headers)?;
     let conversation = id(ConversationId::try_new(conversation))?;
@@ -456,8 +594,8 @@ struct ListQuery {
 /// Lists messages newest first: `limit` (1..=100, default 10), `startingAfter` a message id.
 async fn list_messages(
     State(state): State<Arc<ServerState>>,
-    Path((app_id, conversation)): Path<(String, String)>,
-    Query(query): Query<ListQuery>,
+    RestPath((app_id, conversation)): RestPath<(String, String)>,
+    RestQuery(query): RestQuery<ListQuery>,
     headers: HeaderMap,
 ) -> Reply {
     let app = authorize(&state, &app_id, &headers)?;
@@ -486,7 +624,7 @@ async fn list_messages(
 /// Deletes a conversation with its participants and messages.
 async fn delete_conversation(
     State(state): State<Arc<ServerState>>,
-    Path((app_id, conversation)): Path<(String, String)>,
+    RestPath((app_id, conversation)): RestPath<(String, String)>,
     headers: HeaderMap,
 ) -> Reply {
     let app = authorize(&state, &app_id, &headers)?;
@@ -510,9 +648,9 @@ struct EditBody {
 /// Edits any message.
 async fn edit_message(
     State(state): State<Arc<ServerState>>,
-    Path((app_id, conversation, message)): Path<(String, String, String)>,
+    RestPath((app_id, conversation, message)): RestPath<(String, String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    RestBody(body): RestBody,
 ) -> Reply {
     let app = authorize(&state, &app_id, &headers)?;
     let conversation = id(ConversationId::try_new(conversation))?;
@@ -532,7 +670,7 @@ async fn edit_message(
 /// Deletes any message; succeeds if it is already gone.
 async fn delete_message(
     State(state): State<Arc<ServerState>>,
-    Path((app_id, conversation, message)): Path<(String, String, String)>,
+    RestPath((app_id, conversation, message)): RestPath<(String, String, String)>,
     headers: HeaderMap,
 ) -> Reply {
     let app = authorize(&state, &app_id, &headers)?;

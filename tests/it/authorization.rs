@@ -1,9 +1,21 @@
-//! Who may do what: a table of principals × operations, each cell checked through the public
-//! API on the backend under test, with denials that leak nothing.
+//! Who may do what: principals × operations × both policies, each cell in a world of its own,
+//! checked through the public API on the backend under test. A denial changes nothing (the
+//! owner's view is the same before and after), and no principal who is not a participant ever
+//! receives the conversation's data in any snapshot, before or after, unless the cell lets
+//! them join.
 
-use talkstore::{Access, ConversationParams, ErrorCode, ParticipantParams, TalkSession};
+use std::{
+    fmt::Debug,
+    sync::{Arc, Mutex},
+};
 
-use crate::support::{World, capitalize, settle};
+use futures_util::future::join_all;
+use talkstore::{
+    Access, ConversationParams, ErrorCode, OnSnapshot, ParticipantParams, Policy, TalkSession,
+    UserParams,
+};
+
+use crate::support::{World, settle};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Principal {
@@ -12,21 +24,46 @@ enum Principal {
     Outsider,
     Removed,
     UnknownUser,
+    /// A token signed by another app (server only: the embedded engine has no tokens).
+    OtherApp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Op {
     Get,
     Subscribe,
+    ListMessages,
     Send,
     EditOwn,
     EditOthers,
+    DeleteOwn,
     DeleteOthers,
     SetConversation,
-    AddParticipant,
+    JoinSelf,
+    AddAnother,
+    RemoveAnother,
+    RaiseOwnAccess,
+    RenameAnotherUser,
     MarkRead,
-    ListMessages,
 }
+
+const OPS: [Op; 15] = [
+    Op::Get,
+    Op::Subscribe,
+    Op::ListMessages,
+    Op::Send,
+    Op::EditOwn,
+    Op::EditOthers,
+    Op::DeleteOwn,
+    Op::DeleteOthers,
+    Op::SetConversation,
+    Op::JoinSelf,
+    Op::AddAnother,
+    Op::RemoveAnother,
+    Op::RaiseOwnAccess,
+    Op::RenameAnotherUser,
+    Op::MarkRead,
+];
 
 /// What a cell must give: data, nothing (`None`), success, or a rejection code.
 #[derive(Debug, PartialEq)]
@@ -39,215 +76,336 @@ enum Outcome {
 
 use Outcome::{Denied, Hidden, Ok, Visible};
 
-fn expected(principal: Principal, op: Op) -> Outcome {
-    use ErrorCode::{Forbidden, NotAParticipant, NotFound};
-    let member = matches!(principal, Principal::ReadWrite | Principal::Read);
-    match op {
-        Op::Get | Op::Subscribe | Op::ListMessages => {
-            if member {
-                Visible
-            } else {
-                Hidden
-            }
-        }
-        Op::Send | Op::EditOwn => match principal {
-            Principal::ReadWrite => Ok,
-            Principal::Read => Denied(Forbidden),
-            _ => Denied(NotAParticipant),
-        },
-        Op::EditOthers | Op::DeleteOthers => {
-            if member {
-                Denied(Forbidden)
-            } else {
-                Denied(NotAParticipant)
-            }
-        }
-        // As in TalkJS with client-side syncing: `set` adds you; the user must exist.
-        Op::SetConversation => {
-            if principal == Principal::UnknownUser {
-                Denied(NotFound)
-            } else {
-                Ok
-            }
-        }
-        Op::AddParticipant | Op::MarkRead => {
-            if member {
-                Ok
-            } else {
-                Denied(NotAParticipant)
-            }
-        }
+/// The rules of PROTOCOL.md §3 ("What a user may change"), cell by cell.
+fn expected(policy: Policy, principal: Principal, op: Op) -> Outcome {
+    use ErrorCode::{Forbidden, NotAParticipant, NotFound, Unauthorized};
+    use Principal as P;
+    let restricted = policy == Policy::Restricted;
+    let member = matches!(principal, P::ReadWrite | P::Read);
+    // Writes that need a participant: what a non-participant gets.
+    let outside = || Denied(NotAParticipant);
+    // Writes that a restricted app keeps to ReadWrite participants.
+    let managed = match principal {
+        P::ReadWrite => Ok,
+        P::Read if restricted => Denied(Forbidden),
+        P::Read => Ok,
+        _ => outside(),
+    };
+    match (principal, op) {
+        (P::OtherApp, _) => Denied(Unauthorized),
+        (_, Op::Get | Op::Subscribe | Op::ListMessages) if member => Visible,
+        (_, Op::Get | Op::Subscribe | Op::ListMessages) => Hidden,
+        (P::ReadWrite, Op::Send | Op::EditOwn | Op::DeleteOwn | Op::MarkRead) => Ok,
+        (P::Read, Op::MarkRead) => Ok,
+        (P::Read, Op::Send | Op::EditOwn | Op::DeleteOwn) => Denied(Forbidden),
+        // Someone else's message: never, and a Read participant is told about their access.
+        (_, Op::EditOthers | Op::DeleteOthers) if member => Denied(Forbidden),
+        (_, Op::Send | Op::EditOwn | Op::DeleteOwn | Op::MarkRead) => outside(),
+        (_, Op::EditOthers | Op::DeleteOthers) => outside(),
+        (_, Op::AddAnother | Op::RemoveAnother) => managed,
+        // Joining: anyone who exists, unless restricted.
+        (P::UnknownUser, Op::SetConversation | Op::JoinSelf) if !restricted => Denied(NotFound),
+        (_, Op::SetConversation | Op::JoinSelf) if !restricted => Ok,
+        (_, Op::SetConversation) => managed,
+        (_, Op::JoinSelf) if member => Ok,
+        (_, Op::JoinSelf) => outside(),
+        // `edit` of a participation you do not have.
+        (_, Op::RaiseOwnAccess) if !member && !restricted => Denied(NotFound),
+        (_, Op::RaiseOwnAccess) => managed,
+        (_, Op::RenameAnotherUser) if restricted => Denied(Forbidden),
+        (_, Op::RenameAnotherUser) => Ok,
     }
 }
 
 const SECRET_SUBJECT: &str = "secret-subject-7f3a";
 const SECRET_TEXT: &str = "secret-text-91c2";
 
-/// A world where `owner` made conversation `c` with a secret subject and message, and the
-/// principal `p` holds its role; returns the principal's session and a message id of theirs.
-async fn setup(principal: Principal) -> (World, TalkSession, TalkSession, String, String) {
-    let world = World::new().await;
+/// One cell's world: `owner` made conversation `c` with a secret subject and message, with
+/// `bystander` in it and `extra` outside; the principal `p` holds its role. `own` is a message
+/// of `p`'s in `c` (a missing id for principals who never sent one), `others` the owner's.
+struct Cell {
+    _world: World,
+    owner: TalkSession,
+    p: TalkSession,
+    own: String,
+    others: String,
+}
+
+async fn set_up(policy: Policy, principal: Principal) -> Option<Cell> {
+    let world = World::with_policy(policy).await;
+    let p = if principal == Principal::OtherApp {
+        world.foreign_session("p")?
+    } else {
+        world.session("p")
+    };
     let owner = world.session("owner");
-    let p = world.session("p");
-    owner
-        .current_user()
-        .set(talkstore::UserParams::new().name("Owner"))
-        .await
-        .unwrap();
-    if principal != Principal::UnknownUser {
-        p.current_user()
-            .set(talkstore::UserParams::new().name(capitalize("p")))
-            .await
-            .unwrap();
+    let named = |s: &TalkSession, name: &str| {
+        let user = s.current_user();
+        let params = UserParams::new().name(name);
+        async move { user.set(params).await.unwrap() }
+    };
+    named(&owner, "Owner").await;
+    named(&world.session("extra"), "Extra").await;
+    named(&world.session("bystander"), "Bystander").await;
+    if !matches!(principal, Principal::UnknownUser | Principal::OtherApp) {
+        named(&p, "P").await;
     }
-    world
-        .session("extra")
-        .current_user()
-        .set(talkstore::UserParams::new().name("Extra"))
-        .await
-        .unwrap();
     let c = owner.conversation("c").unwrap();
     c.set(ConversationParams::new().subject(SECRET_SUBJECT))
         .await
         .unwrap();
-    let others = owner
-        .conversation("c")
-        .unwrap()
-        .send(SECRET_TEXT)
-        .await
-        .unwrap()
-        .id()
-        .to_string();
-    let mut own = String::from("missing");
+    let others = c.send(SECRET_TEXT).await.unwrap().id().to_string();
+    let add = |user: &str| {
+        let participant = c.participant(user).unwrap();
+        async move { participant.set(ParticipantParams::new()).await.unwrap() }
+    };
+    add("bystander").await;
+    let mut own = String::from("msg_missing");
     if matches!(
         principal,
         Principal::ReadWrite | Principal::Read | Principal::Removed
     ) {
-        c.participant("p")
-            .unwrap()
-            .set(ParticipantParams::new())
-            .await
-            .unwrap();
-        own = p
-            .conversation("c")
-            .unwrap()
-            .send("mine")
-            .await
-            .unwrap()
-            .id()
-            .to_string();
+        add("p").await;
+        let mine = p.conversation("c").unwrap().send("mine").await.unwrap();
+        own = mine.id().to_string();
     }
+    let mine = c.participant("p").unwrap();
     match principal {
-        Principal::Read => {
-            let read = ParticipantParams::new().access(Access::Read);
-            c.participant("p").unwrap().edit(read).await.unwrap();
-        }
-        Principal::Removed => c.participant("p").unwrap().delete().await.unwrap(),
+        Principal::Read => mine
+            .edit(ParticipantParams::new().access(Access::Read))
+            .await
+            .unwrap(),
+        Principal::Removed => mine.delete().await.unwrap(),
         _ => {}
     }
-    settle(&[owner.clone(), p.clone()]).await;
-    (world, owner, p, own, others)
+    settle(std::slice::from_ref(&owner)).await;
+    Some(Cell {
+        _world: world,
+        owner,
+        p,
+        own,
+        others,
+    })
 }
 
-async fn run(
-    p: &TalkSession,
-    op: Op,
-    own: &str,
-    others: &str,
-) -> Result<Option<String>, talkstore::Error> {
-    let c = p.conversation("c").unwrap();
-    let shown = |s: Option<String>| s;
+async fn run(cell: &Cell, op: Op) -> Result<Option<String>, talkstore::Error> {
+    let c = cell.p.conversation("c").unwrap();
+    let done = |result: Result<(), talkstore::Error>| result.map(|()| None);
+    let shown = |s: Option<String>| -> Result<_, talkstore::Error> { Result::Ok(s) };
     match op {
-        Op::Get => c.get().await.map(|s| s.map(|c| format!("{:?}", c))),
-        Op::Subscribe => {
-            let sub = c.subscribe();
-            Result::Ok(shown(sub.connected().await?.map(|c| format!("{c:?}"))))
-        }
+        Op::Get => c.get().await.map(|s| s.map(|c| format!("{c:?}"))),
+        Op::Subscribe => shown(c.subscribe().connected().await?.map(|c| format!("{c:?}"))),
         Op::ListMessages => {
             let sub = c.subscribe_messages(None);
-            Result::Ok(sub.connected().await?.map(|m| format!("{m:?}")))
+            shown(sub.connected().await?.map(|m| format!("{m:?}")))
         }
         Op::Send => c.send("hello").await.map(|_| None),
-        Op::EditOwn => c.message(own).unwrap().edit("edited").await.map(|()| None),
-        Op::EditOthers => c
-            .message(others)
-            .unwrap()
-            .edit("edited")
-            .await
-            .map(|()| None),
-        Op::DeleteOthers => c.message(others).unwrap().delete().await.map(|()| None),
-        Op::SetConversation => c
-            .set(ConversationParams::new().custom_field("k", Some("v")))
-            .await
-            .map(|()| None),
-        Op::AddParticipant => c
-            .participant("extra")
-            .unwrap()
-            .set(ParticipantParams::new())
-            .await
-            .map(|()| None),
-        Op::MarkRead => c.mark_as_read().await.map(|()| None),
+        Op::EditOwn => done(c.message(&cell.own).unwrap().edit("edited").await),
+        Op::EditOthers => done(c.message(&cell.others).unwrap().edit("edited").await),
+        Op::DeleteOwn => done(c.message(&cell.own).unwrap().delete().await),
+        Op::DeleteOthers => done(c.message(&cell.others).unwrap().delete().await),
+        Op::SetConversation => done(
+            c.set(ConversationParams::new().custom_field("k", Some("v")))
+                .await,
+        ),
+        Op::JoinSelf => done(
+            c.participant("p")
+                .unwrap()
+                .set(ParticipantParams::new())
+                .await,
+        ),
+        Op::AddAnother => done(
+            c.participant("extra")
+                .unwrap()
+                .set(ParticipantParams::new())
+                .await,
+        ),
+        Op::RemoveAnother => done(c.participant("bystander").unwrap().delete().await),
+        Op::RaiseOwnAccess => done(
+            c.participant("p")
+                .unwrap()
+                .edit(ParticipantParams::new().access(Access::ReadWrite))
+                .await,
+        ),
+        Op::RenameAnotherUser => done(
+            cell.p
+                .user("extra")
+                .unwrap()
+                .set(UserParams::new().name("Hacked"))
+                .await,
+        ),
+        Op::MarkRead => done(c.mark_as_read().await),
     }
 }
 
-/// Every cell of principals × operations gives what the rules say, and no denial or hidden
-/// result carries the conversation's data.
-#[tokio::test]
-async fn principals_by_operations() {
+/// An `on_snapshot` callback that records every snapshot it sees.
+fn recorder<T: Debug + 'static>(log: &Arc<Mutex<Vec<String>>>) -> Option<OnSnapshot<T>> {
+    let log = log.clone();
+    Some(Box::new(move |snapshot: &T, _| {
+        log.lock().unwrap().push(format!("{snapshot:?}"));
+    }))
+}
+
+/// What the owner sees of everything a principal could touch.
+async fn owner_view(cell: &Cell) -> String {
+    let c = cell.owner.conversation("c").unwrap();
+    let participants = c.subscribe_participants();
+    let messages = c.subscribe_messages(None);
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}",
+        c.get().await.unwrap(),
+        participants.connected().await.unwrap(),
+        messages.connected().await.unwrap(),
+        cell.owner.user("extra").unwrap().get().await.unwrap(),
+    )
+}
+
+/// Runs one cell; returns a description of what was wrong, if anything.
+async fn check(policy: Policy, principal: Principal, op: Op) -> Option<String> {
+    let cell = set_up(policy, principal).await?;
+    let cell_name = format!("{policy:?} × {principal:?} × {op:?}");
+    // The principal watches everything that could show the conversation, from the start.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let c = cell.p.conversation("c").unwrap();
+    let _watchers = (
+        cell.p.subscribe_conversations_with(None, recorder(&seen)),
+        c.subscribe_with(recorder(&seen)),
+        c.subscribe_messages_with(None, recorder(&seen)),
+        c.subscribe_participants_with(recorder(&seen)),
+    );
+    let before = owner_view(&cell).await;
+    let result = run(&cell, op).await;
+    let outcome = match &result {
+        Result::Ok(Some(_)) => Visible,
+        Result::Ok(None) if matches!(op, Op::Get | Op::Subscribe | Op::ListMessages) => Hidden,
+        Result::Ok(None) => Ok,
+        Err(error) => match error.code() {
+            Some(code) => Denied(code),
+            None => return Some(format!("{cell_name}: an error without a code: {error}")),
+        },
+    };
+    let _ = cell.p.sync().await;
+    let expected = expected(policy, principal, op);
+    if outcome != expected {
+        return Some(format!(
+            "{cell_name}: got {outcome:?}, expected {expected:?}"
+        ));
+    }
+    if let Err(error) = &result {
+        let text = error.to_string();
+        if text.contains(SECRET_SUBJECT) || text.contains(SECRET_TEXT) {
+            return Some(format!("{cell_name}: the denial leaks data: {text}"));
+        }
+    }
+    if matches!(outcome, Denied(_) | Hidden) && owner_view(&cell).await != before {
+        return Some(format!("{cell_name}: a refused operation changed the data"));
+    }
+    let joined = outcome == Ok && matches!(op, Op::SetConversation | Op::JoinSelf);
+    let member = matches!(principal, Principal::ReadWrite | Principal::Read);
+    if !member && !joined {
+        let seen = seen.lock().unwrap();
+        if let Some(leak) = seen
+            .iter()
+            .find(|s| s.contains(SECRET_SUBJECT) || s.contains(SECRET_TEXT))
+        {
+            return Some(format!("{cell_name}: a snapshot leaked data: {leak}"));
+        }
+    }
+    None
+}
+
+/// Every cell of policies × principals × operations gives what the rules say; cells run
+/// concurrently, each in its own world.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principals_by_operations_under_both_policies() {
     let principals = [
         Principal::ReadWrite,
         Principal::Read,
         Principal::Outsider,
         Principal::Removed,
         Principal::UnknownUser,
+        Principal::OtherApp,
     ];
-    let ops = [
-        Op::Get,
-        Op::Subscribe,
-        Op::ListMessages,
-        Op::Send,
-        Op::EditOwn,
-        Op::EditOthers,
-        Op::DeleteOthers,
-        Op::AddParticipant,
-        Op::MarkRead,
-        // Last: for outsiders it joins the conversation.
-        Op::SetConversation,
-    ];
-    for principal in principals {
-        let (_world, owner, p, own, others) = setup(principal).await;
-        for op in ops {
-            let result = run(&p, op, &own, &others).await;
-            let outcome = match &result {
-                Result::Ok(Some(_)) => Visible,
-                Result::Ok(None) if matches!(op, Op::Get | Op::Subscribe | Op::ListMessages) => {
-                    Hidden
-                }
-                Result::Ok(None) => Ok,
-                Err(error) => {
-                    let text = error.to_string();
-                    assert!(
-                        !text.contains(SECRET_SUBJECT) && !text.contains(SECRET_TEXT),
-                        "{principal:?} {op:?}: the denial leaks data: {text}"
-                    );
-                    Denied(
-                        error
-                            .code()
-                            .unwrap_or_else(|| panic!("{principal:?} {op:?}: {error}")),
-                    )
-                }
-            };
-            assert_eq!(outcome, expected(principal, op), "{principal:?} × {op:?}");
+    let mut failures = Vec::new();
+    for policy in [Policy::Permissive, Policy::Restricted] {
+        for principal in principals {
+            let cells = OPS.map(|op| check(policy, principal, op));
+            failures.extend(join_all(cells).await.into_iter().flatten());
         }
-        // The owner's view is intact: nobody else's write got through.
-        let text = owner
-            .conversation("c")
-            .unwrap()
-            .message(&others)
-            .unwrap()
-            .get()
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A Read participant of a restricted app keeps their own settings: notify changes, and
+/// lowering (or keeping) their access, pass; so does leaving.
+#[tokio::test]
+async fn restricted_participants_keep_their_own_settings() {
+    let cell = set_up(Policy::Restricted, Principal::Read).await.unwrap();
+    let c = cell.p.conversation("c").unwrap();
+    let mine = c.participant("p").unwrap();
+    mine.edit(ParticipantParams::new().notify(false))
+        .await
+        .unwrap();
+    mine.edit(ParticipantParams::new().access(Access::Read))
+        .await
+        .unwrap();
+    c.set(ConversationParams::new().notify(true)).await.unwrap();
+    let raise = c
+        .set(ConversationParams::new().access(Access::ReadWrite))
+        .await;
+    assert_eq!(raise.unwrap_err().code(), Some(ErrorCode::Forbidden));
+    mine.delete().await.unwrap();
+    assert_eq!(c.get().await.unwrap(), None);
+}
+
+/// A restricted app's users create conversations (becoming ReadWrite participants), invite,
+/// and may run `create_if_not_exists` on users that exist; they cannot create other users.
+#[tokio::test]
+async fn restricted_users_create_conversations_and_invite() {
+    let world = World::with_policy(Policy::Restricted).await;
+    let (alice, bob) = (world.session("alice"), world.session("bob"));
+    for (s, name) in [(&alice, "Alice"), (&bob, "Bob")] {
+        s.current_user()
+            .set(UserParams::new().name(name))
             .await
             .unwrap();
-        assert_eq!(text.unwrap().plaintext, SECRET_TEXT, "{principal:?}");
     }
+    let existing = alice.user("bob").unwrap();
+    existing
+        .create_if_not_exists(UserParams::new().name("Not Bob"))
+        .await
+        .unwrap();
+    let new = alice.user("carol").unwrap();
+    let created = new
+        .create_if_not_exists(UserParams::new().name("Carol"))
+        .await;
+    assert_eq!(created.unwrap_err().code(), Some(ErrorCode::Forbidden));
+    let c = alice.conversation("new").unwrap();
+    c.create_if_not_exists(None).await.unwrap();
+    c.participant("bob")
+        .unwrap()
+        .set(ParticipantParams::new().access(Access::Read))
+        .await
+        .unwrap();
+    let mine = c
+        .participant("alice")
+        .unwrap()
+        .get()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(mine.access, Access::ReadWrite);
+    // Bob, invited with Read access, sees it but cannot raise himself.
+    let bobs = bob.conversation("new").unwrap();
+    assert!(bobs.get().await.unwrap().is_some());
+    let raise = bobs
+        .participant("bob")
+        .unwrap()
+        .edit(ParticipantParams::new().access(Access::ReadWrite))
+        .await;
+    assert_eq!(raise.unwrap_err().code(), Some(ErrorCode::Forbidden));
+    assert_eq!(
+        bob.user("bob").unwrap().get().await.unwrap().unwrap().name,
+        "Bob"
+    );
 }

@@ -260,11 +260,13 @@ async fn acknowledged_messages_survive_sigkill() {
             .set(UserParams::new().name("sender"))
             .await
             .unwrap();
-        s.conversation("crash")
-            .unwrap()
-            .set(ConversationParams::new())
-            .await
-            .unwrap();
+    }
+    // The server's default policy: the first sender creates the conversation and invites.
+    let crash = senders[0].conversation("crash").unwrap();
+    crash.set(ConversationParams::new()).await.unwrap();
+    for n in 1..senders.len() {
+        let invited = crash.participant(format!("s{n}")).unwrap();
+        invited.set(ParticipantParams::new()).await.unwrap();
     }
     let acked = Arc::new(Mutex::new(Vec::<(usize, usize, String)>::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

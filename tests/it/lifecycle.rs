@@ -87,7 +87,7 @@ mod shared_between_tests {
 #[cfg(feature = "server")]
 mod over_websocket {
     use talkstore::{
-        ConversationParams, ParticipantParams, SessionOptions, TalkSession, UserParams,
+        ConversationParams, ParticipantParams, Policy, SessionOptions, TalkSession, UserParams,
         get_talk_session, server::Limits,
     };
 
@@ -106,7 +106,12 @@ mod over_websocket {
 
     impl Setup {
         async fn new(messages: usize, configure: impl FnOnce(&mut Limits)) -> Self {
-            let running = Running::start_with(&app(), configure).await;
+            let running = Running::start_with(&app(), |config| {
+                // Alice creates the other users from her own session.
+                config.apps[0].policy = Policy::Permissive;
+                configure(&mut config.limits);
+            })
+            .await;
             let proxy = Proxy::start(running.addr).await;
             let options = SessionOptions::new(&running.credentials.id, "alice");
             let alice = get_talk_session(running.options(options, "alice")).unwrap();

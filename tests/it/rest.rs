@@ -5,6 +5,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use talkstore::{SessionOptions, get_talk_session, server::mint_user_token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::support::{app, server::Running, settle};
 
@@ -487,4 +488,217 @@ async fn backend_edits_deletes_and_authorization() {
         404
     );
     succeeds(&running, "DELETE", "/conversations/c", s, None).await;
+}
+
+/// One answer read off a raw connection.
+struct Answer {
+    status: u16,
+    /// The headers, names lowercase.
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts a refusal: the status, a JSON body with `code`, and a reason; returns the reason.
+    fn refused(&self, status: u16, code: &str) -> &str {
+        assert_eq!(
+            (
+                self.status,
+                self.header("content-type"),
+                self.body["code"].as_str()
+            ),
+            (status, Some("application/json"), Some(code)),
+            "{}",
+            self.body
+        );
+        self.body["reasons"][0].as_str().expect("a reason")
+    }
+}
+
+/// The response in `bytes`, once its head and all of its `Content-Length` body have arrived.
+fn complete_answer(bytes: &[u8]) -> Option<Answer> {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.get(9..12)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    (body.len() >= length).then(|| Answer {
+        status,
+        headers,
+        body: serde_json::from_str(&body[..length]).unwrap_or(Value::Null),
+    })
+}
+
+/// Sends `head` (a request line and headers, each ending in CRLF, without the blank line) and
+/// then `body` parts as the server takes them, reading the answer meanwhile; the answer must
+/// come within 5 s, whether or not the server read the whole body.
+async fn raw(running: &Running, head: &str, body: Vec<Vec<u8>>) -> Answer {
+    let stream = TcpStream::connect(running.addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!("{head}Host: x\r\n\r\n");
+    let sending = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        for part in body {
+            writer.write_all(&part).await?;
+        }
+        // Keep the connection open: the answer must not wait for the client to finish.
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(writer)
+    });
+    let read = async {
+        let mut bytes = Vec::new();
+        let mut buf = [0; 8192];
+        loop {
+            if let Some(answer) = complete_answer(&bytes) {
+                return answer;
+            }
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => panic!(
+                    "closed without a whole answer: {:?}",
+                    String::from_utf8_lossy(&bytes)
+                ),
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .expect("no answer within 5 s");
+    sending.abort();
+    answer
+}
+
+/// A request head for `path` under the app, with the secret.
+fn head(running: &Running, method: &str, path: &str, more: &str) -> String {
+    format!(
+        "{method} /v1/{}{path} HTTP/1.1\r\nAuthorization: Bearer {}\r\n{more}",
+        running.credentials.id, running.credentials.secret
+    )
+}
+
+/// A declared `Content-Length` over the limit is refused with 413 JSON at once, without waiting
+/// for (or reading) the body.
+#[tokio::test]
+async fn oversized_declared_body_is_refused_at_once() {
+    let running = Running::start(&app()).await;
+    let started = std::time::Instant::now();
+    let head = head(
+        &running,
+        "PUT",
+        "/users/alice",
+        "Content-Type: application/json\r\nContent-Length: 104857600\r\n",
+    );
+    let answer = raw(&running, &head, vec![b"{\"name\"".to_vec()]).await;
+    let reason = answer.refused(413, "LIMIT_EXCEEDED");
+    assert!(reason.contains("104857600"), "{reason}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
+/// A chunked body that grows past the limit is refused with 413 JSON.
+#[tokio::test]
+async fn oversized_chunked_body_is_refused() {
+    let running = Running::start(&app()).await;
+    let head = head(
+        &running,
+        "PUT",
+        "/users/alice",
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n",
+    );
+    let chunk = 64 * 1024;
+    let mut body: Vec<Vec<u8>> = (0..48)
+        .map(|_| {
+            let mut part = format!("{chunk:x}\r\n").into_bytes();
+            part.extend(std::iter::repeat_n(b' ', chunk));
+            part.extend_from_slice(b"\r\n");
+            part
+        })
+        .collect();
+    body.push(b"0\r\n\r\n".to_vec());
+    let answer = raw(&running, &head, body).await;
+    let reason = answer.refused(413, "LIMIT_EXCEEDED");
+    assert!(reason.contains("length limit"), "{reason}");
+}
+
+/// A query string that does not parse is 400 JSON saying what is wrong.
+#[tokio::test]
+async fn bad_query_is_refused() {
+    let running = Running::start(&app()).await;
+    for query in ["limit=-1", "limit=abc"] {
+        let path = format!("/conversations/c/messages?{query}");
+        let answer = raw(&running, &head(&running, "GET", &path, ""), vec![]).await;
+        let reason = answer.refused(400, "INVALID_REQUEST");
+        assert!(reason.contains("limit"), "{query}: {reason}");
+    }
+}
+
+/// A path segment that is not UTF-8 once decoded is 400 JSON.
+#[tokio::test]
+async fn bad_utf8_path_is_refused() {
+    let running = Running::start(&app()).await;
+    let head = head(&running, "GET", "/users/%FF", "");
+    let reason = raw(&running, &head, vec![])
+        .await
+        .refused(400, "INVALID_REQUEST")
+        .to_owned();
+    assert!(reason.contains("UTF-8"), "{reason}");
+}
+
+/// Unknown routes, an empty segment included, are 404 JSON.
+#[tokio::test]
+async fn unknown_routes_are_not_found() {
+    let running = Running::start(&app()).await;
+    for (method, path) in [("PUT", "/users/"), ("GET", "/nothing/here"), ("GET", "")] {
+        let answer = raw(&running, &head(&running, method, path, ""), vec![]).await;
+        let reason = answer.refused(404, "NOT_FOUND");
+        assert!(reason.contains("no route"), "{method} {path}: {reason}");
+    }
+    let answer = raw(&running, "GET /elsewhere HTTP/1.1\r\n", vec![]).await;
+    answer.refused(404, "NOT_FOUND");
+}
+
+/// A method the route does not have is 405 JSON, with `Allow`.
+#[tokio::test]
+async fn wrong_method_is_refused() {
+    let running = Running::start(&app()).await;
+    let answer = raw(
+        &running,
+        &head(&running, "POST", "/users/alice", ""),
+        vec![],
+    )
+    .await;
+    answer.refused(405, "INVALID_REQUEST");
+    let allow = answer.header("allow").expect("an Allow header");
+    assert!(allow.contains("PUT") && allow.contains("GET"), "{allow}");
+}
+
+/// A request target or headers over the limits are 414 and 431 JSON.
+#[tokio::test]
+async fn long_urls_and_headers_are_refused() {
+    let running = Running::start(&app()).await;
+    let path = format!("/users/{}", "a".repeat(9_000));
+    raw(&running, &head(&running, "GET", &path, ""), vec![])
+        .await
+        .refused(414, "LIMIT_EXCEEDED");
+    let padding = format!("X-Padding: {}\r\n", "p".repeat(20_000));
+    raw(
+        &running,
+        &head(&running, "GET", "/users/a", &padding),
+        vec![],
+    )
+    .await
+    .refused(431, "LIMIT_EXCEEDED");
 }

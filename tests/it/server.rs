@@ -2,14 +2,14 @@
 
 use std::{
     process::Command,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use talkstore::{
-    ConversationParams, Error, ErrorCode, SessionOptions, UserParams, get_talk_session,
+    ConversationParams, ErrorCode, SessionOptions, UserParams, get_talk_session,
     server::mint_user_token,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -191,10 +191,10 @@ async fn refused_sessions_report_the_reason() {
         sub.terminated().await,
         talkstore::SubscriptionState::Error(_)
     ));
-    assert!(matches!(
-        session.current_user().get().await,
-        Err(Error::Ended { .. })
-    ));
+    // Later requests fail with the same reason.
+    let later = session.current_user().get().await.unwrap_err();
+    assert_eq!(later.code(), Some(ErrorCode::Unauthorized), "{later}");
+    assert!(later.to_string().contains("expired"), "{later}");
 }
 
 /// A token minted by PyJWT, as a customer's backend would, is accepted. Needs PyJWT (`pip
@@ -338,7 +338,8 @@ async fn malformed_frames_are_answered_and_harmless() {
 /// retry, so a burst still completes.
 #[tokio::test]
 async fn rate_limits_are_typed_and_retried() {
-    let running = Running::start_with(&app(), |limits| limits.requests_per_second = 20).await;
+    let running =
+        Running::start_with(&app(), |config| config.limits.requests_per_second = 20).await;
     let (credentials, addr) = (running.credentials.clone(), running.addr);
     let token = mint_user_token(&credentials, "u", 600).unwrap();
     let request = bearer_request(&url(&running, "u"), &token);
@@ -394,7 +395,10 @@ fn the_binary_serves_and_stops() {
         "--requests-per-second",
         "--connections-per-user",
         "--log",
+        "--policy <POLICY>",
+        "--app-policy",
         "[default: 127.0.0.1:8080]",
+        "[default: restricted]",
     ] {
         assert!(help.contains(option), "--help lacks {option}:\n{help}");
     }
@@ -403,6 +407,16 @@ fn the_binary_serves_and_stops() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
+    // A policy that does not parse, or names an app that is not configured.
+    for policy in ["x=lax", "x", "y=permissive"] {
+        let bad = Command::new(binary)
+            .args(["--app", "x:secret-0123456789abcdef", "--app-policy", policy])
+            .output()
+            .unwrap();
+        assert_eq!(bad.status.code(), Some(2), "--app-policy {policy}");
+        let said = String::from_utf8_lossy(&bad.stderr);
+        assert!(said.contains("--app-policy"), "{said}");
+    }
 
     let data = crate::support::temp_dir("it-binary").join(app());
     let (mut child, addr) =
@@ -443,7 +457,8 @@ fn the_binary_serves_and_stops() {
 /// one makes room again.
 #[tokio::test]
 async fn connections_per_user_are_limited() {
-    let running = Running::start_with(&app(), |limits| limits.connections_per_user = 2).await;
+    let running =
+        Running::start_with(&app(), |config| config.limits.connections_per_user = 2).await;
     let token = mint_user_token(&running.credentials, "u", 600).unwrap();
     let address = url(&running, "u");
     let connect = || async {
@@ -528,6 +543,49 @@ async fn tokens_are_refreshed_before_they_expire() {
         .unwrap();
     assert_eq!(fresh_sub.latest().unwrap().unwrap().name, "Still here");
     assert!(fresh_errors.try_recv().is_err());
+}
+
+/// A token that expired 8 s ago is still inside the 10 s leeway: the connection is accepted,
+/// and closed with 4001 at `exp` + 10 s (about 2 s later), even while it keeps sending.
+#[tokio::test]
+async fn a_token_inside_the_leeway_ends_at_exp_plus_the_leeway() {
+    let running = Running::start(&app()).await;
+    let claims =
+        json!({"tokenType": "user", "iss": running.credentials.id, "sub": "u", "exp": now() - 8});
+    let token = sign(Algorithm::HS256, &claims, &running.credentials.secret);
+    let request = bearer_request(&url(&running, "u"), &token);
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let started = std::time::Instant::now();
+    let closed = async {
+        let mut ticks = tokio::time::interval(Duration::from_millis(200));
+        for id in 1.. {
+            tokio::select! {
+                _ = ticks.tick() => {
+                    let sync = format!(r#"{{"id": {id}, "op": "sync"}}"#);
+                    if socket.send(Message::Text(sync.into())).await.is_err() {
+                        return None;
+                    }
+                }
+                message = socket.next() => match message {
+                    Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                    Some(Ok(_)) => {}
+                    _ => return None,
+                },
+            }
+        }
+        None
+    };
+    // Before the fix the deadline moved with every frame (10 s after each), so this waited
+    // forever; at `exp` + 10 s from connect time it would have taken 10 s.
+    let code = tokio::time::timeout(Duration::from_secs(6), closed)
+        .await
+        .expect("closed within the leeway");
+    assert_eq!(code, Some(4001));
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// At shutdown the server stops reading, still answers every frame it had handed to the
@@ -620,11 +678,7 @@ async fn shutdown_answers_every_frame_it_accepted() {
 /// behind what the socket buffers hold); the sender is not slowed down and loses nothing.
 #[tokio::test]
 async fn slow_readers_are_closed_with_1008() {
-    let running = Running::start_with(&app(), |limits| {
-        limits.requests_per_second = 100_000;
-        limits.outbound_queue = 4;
-    })
-    .await;
+    let running = Running::start_with(&app(), |config| config.limits.outbound_queue = 4).await;
     let session = |user: &str| {
         let options = SessionOptions::new(&running.credentials.id, user);
         get_talk_session(running.options(options, user)).unwrap()
@@ -769,7 +823,7 @@ async fn large_pushes_arrive_in_bounded_parts_applied_as_one() {
 /// backlog of 0 refuses every write), while reads are still answered.
 #[tokio::test]
 async fn writes_past_the_engine_backlog_are_refused() {
-    let running = Running::start_with(&app(), |limits| limits.engine_backlog = 0).await;
+    let running = Running::start_with(&app(), |config| config.limits.engine_backlog = 0).await;
     let token = mint_user_token(&running.credentials, "u", 600).unwrap();
     let (mut socket, _) =
         tokio_tungstenite::connect_async(bearer_request(&url(&running, "u"), &token))

@@ -6,7 +6,7 @@ use std::sync::{
 };
 
 use talkstore::{
-    ConversationParams, Engine, OnSnapshot, ParticipantParams, SessionOptions, TalkSession,
+    ConversationParams, Engine, OnSnapshot, ParticipantParams, Policy, SessionOptions, TalkSession,
     UserParams, get_talk_session,
 };
 
@@ -72,13 +72,22 @@ enum Backend {
 }
 
 impl World {
+    /// A world under the permissive policy (as TalkJS with client-side syncing, the default of
+    /// an embedded engine): the suite tests the Data API, not who may use it, and its fixtures
+    /// write as any user. `authorization.rs` tests both policies.
     pub(crate) async fn new() -> Self {
+        Self::with_policy(Policy::Permissive).await
+    }
+
+    pub(crate) async fn with_policy(policy: Policy) -> Self {
         let app = app();
         let backend = match std::env::var("TALKSTORE_TEST_BACKEND").as_deref() {
-            Ok("embedded") | Err(_) => Backend::Embedded(engine()),
+            Ok("embedded") | Err(_) => Backend::Embedded(engine().with_policy(policy)),
             #[cfg(feature = "server")]
             Ok("server") => {
-                let running = server::Running::start(&app).await;
+                let running =
+                    server::Running::start_with(&app, |config| config.apps[0].policy = policy)
+                        .await;
                 let proxy = proxy::Proxy::start(running.addr).await;
                 Backend::Server(running, proxy)
             }
@@ -100,6 +109,26 @@ impl World {
         get_talk_session(options).unwrap()
     }
 
+    /// On a server, a session of `user` in this world's app whose token another app signed
+    /// (its `iss` and secret are the other app's); `None` on the embedded engine, which has no
+    /// tokens.
+    pub(crate) fn foreign_session(&self, user: &str) -> Option<TalkSession> {
+        #[cfg(feature = "server")]
+        if let Backend::Server(_, proxy) = &self.backend {
+            let other = talkstore::server::AppCredentials::new(
+                format!("{}-other", self.app),
+                "another-apps-secret-0123456789",
+            );
+            let token = talkstore::server::mint_user_token(&other, user, 3600).unwrap();
+            let options = SessionOptions::new(&self.app, user)
+                .url(format!("ws://{}", proxy.addr))
+                .token(token);
+            return Some(get_talk_session(options).unwrap());
+        }
+        let _ = user;
+        None
+    }
+
     /// Cuts every session's connection (they reconnect and resume), and returns whether it
     /// did. Only a server has connections to cut: on the embedded engine this does nothing.
     pub(crate) fn cut(&self) -> bool {
@@ -118,7 +147,7 @@ pub(crate) mod server {
 
     use talkstore::{
         SessionOptions,
-        server::{AppCredentials, Limits, Server, ServerConfig, mint_user_token},
+        server::{AppCredentials, Server, ServerConfig, mint_user_token},
     };
 
     /// A server running on the test's runtime until the test ends.
@@ -129,13 +158,17 @@ pub(crate) mod server {
     }
 
     impl Running {
+        /// A server with the default configuration (the restricted policy), except for rate
+        /// limits: the shared suite is not about them (`server.rs` tests those).
         pub(crate) async fn start(app: &str) -> Self {
-            // The shared suite is not about rate limits (`server.rs` tests those).
-            Self::start_with(app, |limits| limits.requests_per_second = 100_000).await
+            Self::start_with(app, |_| {}).await
         }
 
-        /// A server whose limits `configure` adjusts.
-        pub(crate) async fn start_with(app: &str, configure: impl FnOnce(&mut Limits)) -> Self {
+        /// A server whose configuration `configure` adjusts (its one app is `config.apps[0]`).
+        pub(crate) async fn start_with(
+            app: &str,
+            configure: impl FnOnce(&mut ServerConfig),
+        ) -> Self {
             let credentials = AppCredentials::new(app, format!("secret-of-{app}-0123456789"));
             let data = super::temp_dir("it-server").join(app);
             let _ = std::fs::remove_dir_all(&data);
@@ -144,7 +177,8 @@ pub(crate) mod server {
                 data,
                 vec![credentials.clone()],
             );
-            configure(&mut config.limits);
+            config.limits.requests_per_second = 100_000;
+            configure(&mut config);
             let server = Server::bind(config).await.unwrap();
             let addr = server.local_addr().unwrap();
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
