@@ -5,6 +5,8 @@ mod authorization;
 mod churn;
 mod derived;
 mod errors;
+#[cfg(feature = "server")]
+mod fuzz;
 mod gc;
 mod lifecycle;
 mod oracle;
