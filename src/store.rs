@@ -130,6 +130,14 @@ struct Inner {
     index: Map<EntityKey, Set<SubId>>,
 }
 
+/// Whether a map of `len` entries holds so much more `capacity` that it should give memory
+/// back: after the last subscription of a long window ends, the cache returns to its baseline.
+/// Shrinking costs O(len) and happens only after most of the entries went, so it is amortized
+/// over their removals.
+fn oversized(len: usize, capacity: usize) -> bool {
+    capacity > 4 * len + 256
+}
+
 /// The normalized cache of one session.
 pub(crate) struct Store {
     me: UserId,
@@ -252,6 +260,9 @@ impl Store {
         for key in s.keys.into_keys() {
             self.unref(&mut inner.index, sub, key, &mut evict);
         }
+        if oversized(inner.index.len(), inner.index.capacity()) {
+            inner.index.shrink_to_fit();
+        }
         drop(inner);
         self.evict(evict);
     }
@@ -290,6 +301,9 @@ impl Store {
     fn evict(&self, keys: Vec<EntityKey>) {
         for key in keys {
             self.entities.remove_if(&key, |_, entry| entry.refs == 0);
+        }
+        if oversized(self.entities.len(), self.entities.capacity()) {
+            self.entities.shrink_to_fit();
         }
     }
 
