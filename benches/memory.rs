@@ -182,7 +182,7 @@ async fn server(server: &ServerProcess, addr: &str, credentials: &AppCredentials
     let subscribed = server.rss_kib();
     println!(
         "server: RSS {base} KiB; with {n} idle connections {idle} KiB: {:.1} KiB per connection (goal <= 16); subscribed to one user each {subscribed} KiB: {:.2} KiB per live subscription",
-        (idle - base) as f64 / n as f64,
+        (idle as f64 - base as f64) / n as f64,
         (subscribed as f64 - idle as f64) / n as f64,
     );
 }

@@ -119,7 +119,9 @@ fn config(args: Args) -> Result<ServerConfig, String> {
                 "--app-policy {spec:?}: expected ID=restricted or ID=permissive"
             ));
         };
-        policies.insert(id, policy);
+        if policies.insert(id.clone(), policy).is_some() {
+            return Err(format!("--app-policy names app {id} twice"));
+        }
     }
     let mut apps = Vec::new();
     for spec in &args.apps {

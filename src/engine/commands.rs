@@ -449,6 +449,7 @@ fn mark(
     conversation: &ConversationId,
     unread: bool,
 ) -> EngineResult<(Response, Vec<Event>)> {
+    // `policy::authorize` refused non-participants already; the row is what this changes.
     let Some(old) = state.storage().participant(conversation, me)? else {
         return Err(not_participant(conversation));
     };

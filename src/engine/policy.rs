@@ -31,6 +31,10 @@ use crate::{
 /// | edit or delete their own messages | ReadWrite participants | ReadWrite participants |
 /// | edit or delete other users' messages | no | no |
 ///
+/// Under both policies the first user to write a new conversation id creates that conversation
+/// (as its ReadWrite participant): ids that users can guess before the backend creates them
+/// (the members' ids alone) let a user create, and so join, a conversation meant for others.
+///
 /// A user's `role` gives no rights under either policy: under `Permissive` users may set
 /// their own role, so a role that granted rights would be a way to take them. Moderation
 /// (deleting anyone's messages, managing any conversation) is the backend's: the REST API may
@@ -59,7 +63,10 @@ pub(super) fn authorize(
     me: &UserId,
     request: &Request,
 ) -> EngineResult<()> {
-    let restricted = policy == Policy::Restricted;
+    let restricted = match policy {
+        Policy::Permissive => false,
+        Policy::Restricted => true,
+    };
     match request {
         Request::Authenticate { .. }
         | Request::Sync

@@ -95,21 +95,27 @@ impl Shared {
         if !is_write {
             state.publish_pending();
         }
-        let result = match route {
-            Route::Subscribe {
-                sub,
-                target,
-                restore,
-            } => feed_op(state, conn, |feed, storage| {
+        let result = match (authorized, route) {
+            (Err(refused), _) => Err(refused),
+            (
+                Ok(()),
+                Route::Subscribe {
+                    sub,
+                    target,
+                    restore,
+                },
+            ) => feed_op(state, conn, |feed, storage| {
                 feed.subscribe(storage, sub, target, restore)
             }),
-            Route::Ack => Ok(Response::Ack),
-            Route::LoadMore { sub, count } => feed_op(state, conn, |feed, storage| {
+            (Ok(()), Route::Ack) => Ok(Response::Ack),
+            (Ok(()), Route::LoadMore { sub, count }) => feed_op(state, conn, |feed, storage| {
                 feed.load_more(storage, sub, count)
             }),
-            Route::Unsubscribe { sub } => feed_op(state, conn, |feed, _| Ok(feed.unsubscribe(sub))),
-            Route::Read(read) => commands::read(state, &me, read),
-            Route::Write(write) => match authorized.and_then(|()| state.write(|s| write(s, &me))) {
+            (Ok(()), Route::Unsubscribe { sub }) => {
+                feed_op(state, conn, |feed, _| Ok(feed.unsubscribe(sub)))
+            }
+            (Ok(()), Route::Read(read)) => commands::read(state, &me, read),
+            (Ok(()), Route::Write(write)) => match state.write(|s| write(s, &me)) {
                 Ok((response, events)) => {
                     state.pending.extend(events);
                     let result = Ok(response);

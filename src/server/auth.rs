@@ -49,6 +49,7 @@ const MIN_SECRET_LEN: usize = 16;
 ///
 /// The `Debug` output never shows the secret.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct AppCredentials {
     /// The app id; tokens must carry it as their `iss` claim.
     pub id: String,

@@ -11,8 +11,8 @@ use std::{
 
 use futures_util::future::join_all;
 use talkstore::{
-    Access, ConversationParams, ErrorCode, OnSnapshot, ParticipantParams, Policy, TalkSession,
-    UserParams,
+    Access, ConversationParams, ErrorCode, OnSnapshot, ParticipantParams, Patch, Policy,
+    TalkSession, UserParams,
 };
 
 use crate::support::{World, settle};
@@ -39,15 +39,21 @@ enum Op {
     DeleteOwn,
     DeleteOthers,
     SetConversation,
+    /// `create_if_not_exists` of the existing conversation: the path that joins.
+    CreateConversation,
     JoinSelf,
+    /// `create_if_not_exists` of yourself as a participant.
+    CreateSelf,
     AddAnother,
     RemoveAnother,
     RaiseOwnAccess,
+    /// Resetting your own access, to its default ReadWrite.
+    ResetOwnAccess,
     RenameAnotherUser,
     MarkRead,
 }
 
-const OPS: [Op; 15] = [
+const OPS: [Op; 18] = [
     Op::Get,
     Op::Subscribe,
     Op::ListMessages,
@@ -57,10 +63,13 @@ const OPS: [Op; 15] = [
     Op::DeleteOwn,
     Op::DeleteOthers,
     Op::SetConversation,
+    Op::CreateConversation,
     Op::JoinSelf,
+    Op::CreateSelf,
     Op::AddAnother,
     Op::RemoveAnother,
     Op::RaiseOwnAccess,
+    Op::ResetOwnAccess,
     Op::RenameAnotherUser,
     Op::MarkRead,
 ];
@@ -104,17 +113,26 @@ fn expected(policy: Policy, principal: Principal, op: Op) -> Outcome {
         (_, Op::EditOthers | Op::DeleteOthers) => outside(),
         (_, Op::AddAnother | Op::RemoveAnother) => managed,
         // Joining: anyone who exists, unless restricted.
-        (P::UnknownUser, Op::SetConversation | Op::JoinSelf) if !restricted => Denied(NotFound),
-        (_, Op::SetConversation | Op::JoinSelf) if !restricted => Ok,
+        (P::UnknownUser, op) if is_join(op) && !restricted => Denied(NotFound),
+        (_, op) if is_join(op) && !restricted => Ok,
         (_, Op::SetConversation) => managed,
-        (_, Op::JoinSelf) if member => Ok,
-        (_, Op::JoinSelf) => outside(),
+        // Nothing to write for a participant.
+        (_, op) if is_join(op) && member => Ok,
+        (_, Op::CreateConversation | Op::JoinSelf | Op::CreateSelf) => outside(),
         // `edit` of a participation you do not have.
-        (_, Op::RaiseOwnAccess) if !member && !restricted => Denied(NotFound),
-        (_, Op::RaiseOwnAccess) => managed,
+        (_, Op::RaiseOwnAccess | Op::ResetOwnAccess) if !member && !restricted => Denied(NotFound),
+        (_, Op::RaiseOwnAccess | Op::ResetOwnAccess) => managed,
         (_, Op::RenameAnotherUser) if restricted => Denied(Forbidden),
         (_, Op::RenameAnotherUser) => Ok,
     }
+}
+
+/// The operations through which a non-participant may join.
+fn is_join(op: Op) -> bool {
+    matches!(
+        op,
+        Op::SetConversation | Op::CreateConversation | Op::JoinSelf | Op::CreateSelf
+    )
 }
 
 const SECRET_SUBJECT: &str = "secret-subject-7f3a";
@@ -208,12 +226,14 @@ async fn run(cell: &Cell, op: Op) -> Result<Option<String>, talkstore::Error> {
             c.set(ConversationParams::new().custom_field("k", Some("v")))
                 .await,
         ),
+        Op::CreateConversation => done(c.create_if_not_exists(None).await),
         Op::JoinSelf => done(
             c.participant("p")
                 .unwrap()
                 .set(ParticipantParams::new())
                 .await,
         ),
+        Op::CreateSelf => done(c.participant("p").unwrap().create_if_not_exists(None).await),
         Op::AddAnother => done(
             c.participant("extra")
                 .unwrap()
@@ -225,6 +245,12 @@ async fn run(cell: &Cell, op: Op) -> Result<Option<String>, talkstore::Error> {
             c.participant("p")
                 .unwrap()
                 .edit(ParticipantParams::new().access(Access::ReadWrite))
+                .await,
+        ),
+        Op::ResetOwnAccess => done(
+            c.participant("p")
+                .unwrap()
+                .edit(ParticipantParams::new().access(Patch::Reset))
                 .await,
         ),
         Op::RenameAnotherUser => done(
@@ -300,7 +326,7 @@ async fn check(policy: Policy, principal: Principal, op: Op) -> Option<String> {
     if matches!(outcome, Denied(_) | Hidden) && owner_view(&cell).await != before {
         return Some(format!("{cell_name}: a refused operation changed the data"));
     }
-    let joined = outcome == Ok && matches!(op, Op::SetConversation | Op::JoinSelf);
+    let joined = outcome == Ok && is_join(op);
     let member = matches!(principal, Principal::ReadWrite | Principal::Read);
     if !member && !joined {
         let seen = seen.lock().unwrap();
