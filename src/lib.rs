@@ -14,8 +14,11 @@
 //! [`Arc::ptr_eq`](std::sync::Arc::ptr_eq).
 //!
 //! The session talks to an [`Engine`], which holds the data and enforces the rules
-//! (permissions, read state, idempotent sends). By default each app id gets a process-wide
-//! in-memory engine: no set-up at all. [`Engine::open`] keeps the data in SQLite, and
+//! (permissions, read state, idempotent sends). What users may change is the engine's
+//! [`Policy`]: permissive as TalkJS with client-side syncing (the embedded default), or
+//! restricted (the server's default: no joining uninvited, no raising your own access, no
+//! editing other users). By default each app id gets a process-wide in-memory engine: no
+//! set-up at all. [`Engine::open`] keeps the data in SQLite, and
 //! `talkstore-server` serves the same engine to many users over a websocket:
 //! [`SessionOptions::url`] connects to it, and the same app code works against both.
 //!

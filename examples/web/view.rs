@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use dioxus::prelude::*;
 use talkstore::{
-    ContentBlock, ConversationParams, ConversationSnapshot, MessageSnapshot, ParticipantParams,
-    SubscriptionState, TalkSession, TextNode, UserParams, use_subscription,
+    ContentBlock, ConversationParams, ConversationSnapshot, ErrorCode, MessageSnapshot,
+    ParticipantParams, SubscriptionState, TalkSession, TextNode, UserParams, use_subscription,
 };
 
 #[derive(Props, Clone, PartialEq)]
@@ -131,10 +131,16 @@ async fn start_conversation(session: &TalkSession, them: &str) -> Result<String,
         return Err("Pick someone else.".into());
     }
     let other = session.user(them).map_err(|e| e.to_string())?;
-    other
+    // Under a restricted server's policy only the backend creates other users.
+    match other
         .create_if_not_exists(UserParams::new().name(them))
         .await
-        .map_err(|e| e.to_string())?;
+    {
+        Err(e) if e.code() == Some(ErrorCode::Forbidden) => {
+            return Err(format!("There is no user {them} yet."));
+        }
+        other => other.map_err(|e| e.to_string())?,
+    }
     let (a, b) = if mine.as_str() < them {
         (mine.as_str(), them)
     } else {
