@@ -20,6 +20,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt, future::join_all};
+use measure::{number, rss_kib};
 use process::ServerProcess;
 use talkstore::{
     ConversationParams, ParticipantParams, SessionOptions, TalkSession, UserParams,
@@ -28,7 +29,9 @@ use talkstore::{
 };
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
-#[path = "support/process.rs"]
+#[path = "support/measure.rs"]
+mod measure;
+#[path = "../tests/it/support/process.rs"]
 mod process;
 
 /// What may stay allocated after the window ended: buffers of the connection that grew with
@@ -46,14 +49,6 @@ static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 /// Bytes allocated and not freed.
 fn live() -> isize {
     dhat::HeapStats::get().curr_bytes as isize
-}
-
-fn number(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        Some(at) => args[at + 1].parse().expect("a number"),
-        None => default,
-    }
 }
 
 fn session(addr: &str, credentials: &AppCredentials, user: &str) -> TalkSession {
@@ -159,13 +154,13 @@ async fn server(server: &ServerProcess, addr: &str, credentials: &AppCredentials
         }
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let base = server.rss_kib();
+    let base = rss_kib(server.id());
     let mut sockets = Vec::new();
     for chunk in (0..n).collect::<Vec<_>>().chunks(250) {
         sockets.extend(join_all(chunk.iter().map(|i| connect(format!("idle{i}")))).await);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = server.rss_kib();
+    let idle = rss_kib(server.id());
     let subscribe = r#"{"id":1,"op":"subscribe","sub":1,"target":{"kind":"user","id":"reader"}}"#;
     for socket in &mut sockets {
         socket.send(Message::Text(subscribe.into())).await.unwrap();
@@ -179,7 +174,7 @@ async fn server(server: &ServerProcess, addr: &str, credentials: &AppCredentials
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let subscribed = server.rss_kib();
+    let subscribed = rss_kib(server.id());
     println!(
         "server: RSS {base} KiB; with {n} idle connections {idle} KiB: {:.1} KiB per connection (goal <= 16); subscribed to one user each {subscribed} KiB: {:.2} KiB per live subscription",
         (idle as f64 - base as f64) / n as f64,
@@ -191,7 +186,8 @@ fn main() {
     let messages = number("--messages", 2_000);
     let connections = number("--connections", 5_000);
     let data = tempfile::tempdir().unwrap();
-    let (process, addr) = ServerProcess::start(data.path(), APP, SECRET);
+    let (process, addr) = ServerProcess::start(data.path(), APP, SECRET, Some(0));
+    let addr = addr.to_string();
     let credentials = AppCredentials::new(APP, SECRET);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let profiler = dhat::Profiler::builder().testing().build();

@@ -33,6 +33,7 @@ use std::{
 };
 
 use futures_util::future::join_all;
+use measure::{number, rss_kib};
 use process::ServerProcess;
 use talkstore::{
     ConversationParams, MessageListSubscription, MessageSnapshot, OnSnapshot, ParticipantParams,
@@ -40,7 +41,9 @@ use talkstore::{
     server::{AppCredentials, mint_user_token},
 };
 
-#[path = "support/process.rs"]
+#[path = "support/measure.rs"]
+mod measure;
+#[path = "../tests/it/support/process.rs"]
 mod process;
 
 const APP: &str = "soak";
@@ -53,15 +56,6 @@ static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 fn now_ns() -> u64 {
     EPOCH.elapsed().as_nanos() as u64
-}
-
-/// The number after `name` on the command line, or `default`.
-fn number(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        Some(at) => args[at + 1].parse().expect("a number"),
-        None => default,
-    }
 }
 
 /// What one subscriber has seen.
@@ -135,7 +129,7 @@ fn main() {
     let groups = sessions.div_ceil(group);
 
     let data = tempfile::tempdir().unwrap();
-    let (server, addr) = ServerProcess::start(data.path(), APP, SECRET);
+    let (server, addr) = ServerProcess::start(data.path(), APP, SECRET, Some(0));
     // Every thread of this process (the sessions' too) inherits core 1.
     if !core_affinity::set_for_current(core_affinity::CoreId { id: 1 }) {
         eprintln!("soak: cannot pin to core 1; running unpinned");
@@ -215,7 +209,7 @@ fn main() {
     println!(
         "set up in {:.1} s; server RSS {} KiB",
         started.elapsed().as_secs_f64(),
-        server.rss_kib()
+        rss_kib(server.id())
     );
 
     let acked: Arc<Vec<Mutex<Vec<String>>>> =
@@ -265,7 +259,7 @@ fn main() {
                 next_sample += SAMPLE;
                 let mut interval = std::mem::take(&mut *latencies.lock().unwrap());
                 interval.sort_unstable();
-                let rss = server.rss_kib();
+                let rss = rss_kib(server.id());
                 let at = start.elapsed();
                 if warm_rss.is_none() && at >= warm_at && k >= warm_messages {
                     warm_rss = Some(rss);
@@ -319,7 +313,7 @@ fn main() {
         .zip(members_per_group.iter())
         .map(|(a, n)| a.lock().unwrap().len() * n)
         .sum();
-    let final_rss = server.rss_kib();
+    let final_rss = rss_kib(server.id());
     if warm_rss.is_none() {
         println!("soak: the run never warmed up ({warm_messages} messages): RSS not checked");
     }

@@ -484,7 +484,7 @@ fn check_secret(app: &AppCredentials) -> Result<(), AuthError> {
 }
 
 /// The current time in seconds since the Unix epoch.
-fn now() -> Result<u64, AuthError> {
+pub(crate) fn now() -> Result<u64, AuthError> {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs())

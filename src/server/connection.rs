@@ -1,6 +1,6 @@
 //! One websocket connection: frames in, engine, frames out, with the limits enforced.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
@@ -170,13 +170,6 @@ fn until(expires_at: Option<u64>, now: u64) -> Option<Duration> {
     expires_at.map(|at| Duration::from_secs(end(at).saturating_sub(now)))
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-}
-
 /// How long one websocket write may take before the reader counts as gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -293,7 +286,7 @@ pub(crate) async fn run(
             .await;
             break;
         }
-        let expiry = until(expires_at, now_secs());
+        let expiry = until(expires_at, auth::now().unwrap_or_default());
         let expired = async {
             match expiry {
                 Some(after) => tokio::time::sleep(after).await,

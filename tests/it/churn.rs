@@ -250,7 +250,8 @@ async fn acknowledged_messages_survive_sigkill() {
     let credentials = AppCredentials::new(&app_id, secret);
     let data = crate::support::temp_dir("it-crash").join(&app_id);
     let _ = std::fs::remove_dir_all(&data);
-    let (mut child, addr) = crate::support::server::start_binary(&data, &app_id, secret);
+    let (mut child, addr) =
+        crate::support::process::ServerProcess::start(&data, &app_id, secret, None);
     let proxy = Proxy::start(addr).await;
     let senders: Vec<TalkSession> = (0..3)
         .map(|n| session(&app_id, &credentials, proxy.addr, &format!("s{n}")))
@@ -292,7 +293,8 @@ async fn acknowledged_messages_survive_sigkill() {
         child.kill().unwrap();
         child.wait().unwrap();
         proxy.cut();
-        let (next, addr) = crate::support::server::start_binary(&data, &app_id, secret);
+        let (next, addr) =
+            crate::support::process::ServerProcess::start(&data, &app_id, secret, None);
         child = next;
         proxy.retarget(addr);
     }

@@ -18,13 +18,13 @@ use proptest::{
 };
 use serde_json::Value;
 use talkstore::{
-    ConversationFilter, ConversationParams, Error, ErrorCode, MessageFilter, ParticipantParams,
-    SendParams, TalkSession, server::mint_user_token,
+    ConversationFilter, ConversationParams, Error, ErrorCode, MessageFilter, SendParams,
+    TalkSession, server::mint_user_token,
 };
 use tokio::runtime::Runtime;
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
-use crate::support::{World, app, capitalize, server::Running};
+use crate::support::{World, app, capitalize, conversation, server::Running};
 
 /// The seeds of `target`, each its file's bytes, in name order.
 fn corpus(target: &str) -> Arc<Vec<Vec<u8>>> {
@@ -293,6 +293,7 @@ async fn seed(fuzzer: &TalkSession, alice: &TalkSession) {
             .await
             .unwrap();
     }
+    conversation(fuzzer, "c1", &["alice"]).await;
     let c = fuzzer.conversation("c1").unwrap();
     c.set(
         ConversationParams::new()
@@ -301,11 +302,6 @@ async fn seed(fuzzer: &TalkSession, alice: &TalkSession) {
     )
     .await
     .unwrap();
-    c.participant("alice")
-        .unwrap()
-        .set(ParticipantParams::new())
-        .await
-        .unwrap();
     c.send("*hello* https://a.co").await.unwrap();
     let alices = alice.conversation("c1").unwrap();
     alices
@@ -314,12 +310,35 @@ async fn seed(fuzzer: &TalkSession, alice: &TalkSession) {
         .unwrap();
 }
 
+/// A server with the data of [`seed`].
+fn seeded_server(runtime: &Runtime) -> Running {
+    runtime.block_on(async {
+        let running = Running::start(&app()).await;
+        let session = |user: &str| {
+            let options = talkstore::SessionOptions::new(&running.credentials.id, user);
+            talkstore::get_talk_session(running.options(options, user)).unwrap()
+        };
+        seed(&session("fuzzer"), &session("alice")).await;
+        running
+    })
+}
+
+/// A world of the backend under test with the data of [`seed`], and fuzzer's session.
+fn seeded_world(runtime: &Runtime) -> (World, TalkSession) {
+    runtime.block_on(async {
+        let world = World::new().await;
+        let (fuzzer, alice) = (world.session("fuzzer"), world.session("alice"));
+        seed(&fuzzer, &alice).await;
+        (world, fuzzer)
+    })
+}
+
 /// Any text frame, then a `sync`: the server answers the sync on the same connection (so it
 /// read and answered the input without dropping anything), and keeps serving.
 #[test]
 fn frames() {
     let runtime = Runtime::new().unwrap();
-    let running = runtime.block_on(Running::start(&app()));
+    let running = seeded_server(&runtime);
     let token = mint_user_token(&running.credentials, "fuzzer", 3600).unwrap();
     let url = format!(
         "ws://{}/v1/{}/realtime/fuzzer",
@@ -332,13 +351,6 @@ fn frames() {
         let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
         socket
     };
-    runtime.block_on(async {
-        let options = |user: &str| {
-            let options = talkstore::SessionOptions::new(&running.credentials.id, user);
-            talkstore::get_talk_session(running.options(options, user)).unwrap()
-        };
-        seed(&options("fuzzer"), &options("alice")).await;
-    });
     // Taken for each case and put back only while it works: after a failure each case gets a
     // fresh connection, so that shrinking works.
     let socket = Cell::new(None);
@@ -381,26 +393,6 @@ fn frames() {
     });
 }
 
-/// One raw HTTP/1.1 request; `None` if the server answered nothing.
-async fn http(running: &Running, method: &str, path: &str, body: &[u8]) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(running.addr).await.ok()?;
-    let head = format!(
-        "{method} /v1/{}{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        running.credentials.id,
-        running.credentials.secret,
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.ok()?;
-    stream.write_all(body).await.ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.ok()?;
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response.get(9..12)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Some((status, body.to_owned()))
-}
-
 /// Any body to any write route of the REST API: 200, or a client error with a `WireError`
 /// body; never a server error or no answer.
 #[test]
@@ -415,14 +407,7 @@ fn rest_bodies() {
         ("PUT", "/conversations/c1/messages/msg_1"),
     ];
     let runtime = Runtime::new().unwrap();
-    let running = runtime.block_on(Running::start(&app()));
-    runtime.block_on(async {
-        let options = |user: &str| {
-            let options = talkstore::SessionOptions::new(&running.credentials.id, user);
-            talkstore::get_talk_session(running.options(options, user)).unwrap()
-        };
-        seed(&options("fuzzer"), &options("alice")).await;
-    });
+    let running = seeded_server(&runtime);
     fuzz(&runtime, "rest", |body| {
         // The route follows from the input, so that a shrunk input is tried on its route.
         let hash = body
@@ -430,7 +415,8 @@ fn rest_bodies() {
             .fold(body.len(), |h, b| h.wrapping_mul(31) ^ usize::from(*b));
         let (method, path) = ROUTES[hash % ROUTES.len()];
         runtime.block_on(async {
-            let answer = within(path, http(&running, method, path, &body)).await?;
+            let secret = Some(running.credentials.secret.as_str());
+            let answer = within(path, running.http(method, path, secret, &body)).await?;
             let Some((status, text)) = answer else {
                 return Err(TestCaseError::fail(format!("{method} {path}: no answer")));
             };
@@ -445,7 +431,8 @@ fn rest_bodies() {
         })
     });
     // Still serving.
-    let health = runtime.block_on(http(&running, "GET", "/users/alice", b""));
+    let secret = Some(running.credentials.secret.as_str());
+    let health = runtime.block_on(running.http("GET", "/users/alice", secret, b""));
     assert_eq!(health.map(|(status, _)| status), Some(200));
 }
 
@@ -454,12 +441,7 @@ fn rest_bodies() {
 #[test]
 fn filters() {
     let runtime = Runtime::new().unwrap();
-    let (world, fuzzer) = runtime.block_on(async {
-        let world = World::new().await;
-        let (fuzzer, alice) = (world.session("fuzzer"), world.session("alice"));
-        seed(&fuzzer, &alice).await;
-        (world, fuzzer)
-    });
+    let (world, fuzzer) = seeded_world(&runtime);
     let subscribe = |input: &[u8], messages: bool| {
         let text = String::from_utf8_lossy(input);
         let connected = if messages {
@@ -497,12 +479,7 @@ fn filters() {
 #[test]
 fn markup() {
     let runtime = Runtime::new().unwrap();
-    let (world, fuzzer) = runtime.block_on(async {
-        let world = World::new().await;
-        let (fuzzer, alice) = (world.session("fuzzer"), world.session("alice"));
-        seed(&fuzzer, &alice).await;
-        (world, fuzzer)
-    });
+    let (world, fuzzer) = seeded_world(&runtime);
     let c = fuzzer.conversation("c1").unwrap();
     fuzz(&runtime, "markup", |input| {
         let text = String::from_utf8_lossy(&input).into_owned();

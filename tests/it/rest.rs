@@ -17,22 +17,12 @@ async fn http(
     auth: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut stream = tokio::net::TcpStream::connect(running.addr).await.unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = auth
-        .map(|a| format!("Authorization: Bearer {a}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "{method} /v1/{}{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        running.credentials.id,
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let (status, body) = running
+        .http(method, path, auth, body.as_bytes())
+        .await
+        .expect("an answer");
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 /// Like [`http`], asserting that the request succeeded (200); returns the body.

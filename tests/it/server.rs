@@ -419,8 +419,12 @@ fn the_binary_serves_and_stops() {
     }
 
     let data = crate::support::temp_dir("it-binary").join(app());
-    let (mut child, addr) =
-        crate::support::server::start_binary(&data, "bin-app", "secret-0123456789abcdef");
+    let (mut child, addr) = crate::support::process::ServerProcess::start(
+        &data,
+        "bin-app",
+        "secret-0123456789abcdef",
+        None,
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

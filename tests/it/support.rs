@@ -143,7 +143,7 @@ impl World {
 
 #[cfg(feature = "server")]
 pub(crate) mod server {
-    use std::{io::BufRead, net::SocketAddr};
+    use std::net::SocketAddr;
 
     use talkstore::{
         SessionOptions,
@@ -200,60 +200,39 @@ pub(crate) mod server {
                 .join(format!("{app}.sqlite"))
         }
 
+        /// One HTTP/1.1 request to the app's REST API (`path` under `/v1/{app}`), with `auth`
+        /// as its bearer: the status and body, or `None` if the server answered nothing.
+        pub(crate) async fn http(
+            &self,
+            method: &str,
+            path: &str,
+            auth: Option<&str>,
+            body: &[u8],
+        ) -> Option<(u16, String)> {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = tokio::net::TcpStream::connect(self.addr).await.ok()?;
+            let auth = auth
+                .map(|a| format!("Authorization: Bearer {a}\r\n"))
+                .unwrap_or_default();
+            let head = format!(
+                "{method} /v1/{}{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                self.credentials.id,
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await.ok()?;
+            stream.write_all(body).await.ok()?;
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).await.ok()?;
+            let response = String::from_utf8_lossy(&response);
+            let status = response.get(9..12)?.parse().ok()?;
+            let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            Some((status, body.to_owned()))
+        }
+
         pub(crate) fn options(&self, options: SessionOptions, user: &str) -> SessionOptions {
             let token = mint_user_token(&self.credentials, user, 3600).unwrap();
             options.url(format!("ws://{}", self.addr)).token(token)
         }
-    }
-
-    /// A server process, killed when dropped, so that a failing test leaves none behind.
-    pub(crate) struct ServerProcess(std::process::Child);
-
-    impl std::ops::Deref for ServerProcess {
-        type Target = std::process::Child;
-        fn deref(&self) -> &std::process::Child {
-            &self.0
-        }
-    }
-
-    impl std::ops::DerefMut for ServerProcess {
-        fn deref_mut(&mut self) -> &mut std::process::Child {
-            &mut self.0
-        }
-    }
-
-    impl Drop for ServerProcess {
-        fn drop(&mut self) {
-            // Already gone if the test stopped it.
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    /// Starts the server binary on `data` (port 0) and returns it with its address.
-    pub(crate) fn start_binary(
-        data: &std::path::Path,
-        app: &str,
-        secret: &str,
-    ) -> (ServerProcess, SocketAddr) {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_talkstore-server"))
-            .args(["--listen", "127.0.0.1:0", "--log", "info", "--app"])
-            .arg(format!("{app}:{secret}"))
-            .arg("--data-dir")
-            .arg(data)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("the server logs its address").unwrap();
-            if let Some(rest) = line.split("addr=").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        (ServerProcess(child), addr)
     }
 }
 
@@ -359,6 +338,9 @@ impl<T: Clone + Send + Sync + 'static> Counter<T> {
         self.count.swap(0, Ordering::SeqCst)
     }
 }
+
+#[cfg(feature = "server")]
+pub(crate) mod process;
 
 /// A TCP proxy that can cut every connection through it, and be pointed at a new target.
 #[cfg(feature = "server")]
