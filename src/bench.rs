@@ -20,8 +20,8 @@ use crate::{
         MessageRecord, MessageSnapshot, MessageType, Notify, Origin, ParticipantRecord,
         ReadStateRecord, TextNode, UserId, UserSnapshot,
     },
-    protocol::{EntityKey, Record, Update},
-    session::{State, SubscriptionState, TypedOutput, signal},
+    protocol::{EntityKey, Record, Target, Update},
+    session::{Handle, Shared, State, SubscriptionState, signal},
     store::{self, Store},
 };
 
@@ -133,6 +133,23 @@ fn me_in(n: usize) -> ParticipantRecord {
 
 type BoxSignal = Pin<Box<dyn Signal<Item = ()> + Send>>;
 
+/// The target of the fixtures' subscriptions: they are never sent to an engine.
+const TARGET: Target = Target::Conversations { filter: None };
+
+/// A handle that only feeds `state`.
+fn detached<T: Clone + Send + Sync + 'static, X: crate::session::RowType>(
+    id: u64,
+    state: &State<T>,
+) -> Handle<T, X> {
+    Handle::new(
+        id,
+        state.clone(),
+        None,
+        None,
+        tokio::sync::watch::Sender::new(true),
+    )
+}
+
 /// Polls signals once with a no-op waker; returns how many had a new value.
 fn poll(signals: &mut [BoxSignal]) -> usize {
     let mut cx = Context::from_waker(noop_waker_ref());
@@ -145,7 +162,8 @@ fn poll(signals: &mut [BoxSignal]) -> usize {
     changed
 }
 
-/// The real store, with `k` single-row subscriptions per entity.
+/// The real store, with `k` identical single-row subscriptions per entity: as a session
+/// makes them, one store subscription feeding `k` handles.
 pub struct Harness {
     store: Store,
     signals: HashMap<String, Vec<BoxSignal>>,
@@ -211,21 +229,15 @@ impl Harness {
                 EntityKey::conversation(&ConversationId::new(format!("c{c}"))),
             )
         }));
-        for (name, key) in keys {
-            for _ in 0..k {
-                sub += 1;
-                let signal = harness.register(sub, &key);
-                harness
-                    .signals
-                    .entry(name.clone())
-                    .or_default()
-                    .push(signal);
-                updates.push(Update::Window {
-                    sub,
-                    items: Some(vec![key.clone()]),
-                    loaded_all: true,
-                });
-            }
+        for (name, key) in keys.into_iter().filter(|_| k > 0) {
+            sub += 1;
+            let signals = harness.register(sub, &key, k);
+            harness.signals.insert(name, signals);
+            updates.push(Update::Window {
+                sub,
+                items: Some(vec![key]),
+                loaded_all: true,
+            });
         }
         store::run(harness.store.apply(updates));
         for signals in harness.signals.values_mut() {
@@ -234,19 +246,33 @@ impl Harness {
         harness
     }
 
-    fn register(&self, sub: u64, key: &EntityKey) -> BoxSignal {
+    /// Registers `k` identical subscriptions of `key`, as a session shares them: one store
+    /// subscription feeding `k` handles.
+    fn register(&self, sub: u64, key: &EntityKey, k: usize) -> Vec<BoxSignal> {
         fn single<X: Clone>(rows: Option<&imbl::Vector<Arc<X>>>) -> Option<Arc<X>> {
             rows.and_then(|r| r.front().cloned())
         }
         macro_rules! output {
             ($ty:ty) => {{
-                let state = State::new(SubscriptionState::<Option<Arc<$ty>>>::Pending);
-                let output = TypedOutput::<_, $ty>::detached(single, state.clone());
-                self.store.register(sub, Box::new(output));
-                Box::pin(futures_signals::signal::SignalExt::map(
-                    signal(&state),
-                    drop,
-                )) as BoxSignal
+                let shared = Arc::new(Shared::<_, $ty>::new(
+                    sub,
+                    String::new(),
+                    TARGET,
+                    single,
+                    false,
+                ));
+                let signals = (0..k)
+                    .map(|id| {
+                        let state = State::new(SubscriptionState::<Option<Arc<$ty>>>::Pending);
+                        shared.join(detached(id as u64, &state));
+                        Box::pin(futures_signals::signal::SignalExt::map(
+                            signal(&state),
+                            drop,
+                        )) as BoxSignal
+                    })
+                    .collect();
+                self.store.register(sub, shared.output());
+                signals
             }};
         }
         match key {
@@ -482,13 +508,15 @@ impl ListHarness {
         ) -> imbl::Vector<Arc<ConversationSnapshot>> {
             rows.cloned().unwrap_or_default()
         }
-        store.register(
+        let shared = Arc::new(Shared::<_, ConversationSnapshot>::new(
             1,
-            Box::new(TypedOutput::<_, ConversationSnapshot>::detached(
-                list,
-                state.clone(),
-            )),
-        );
+            String::new(),
+            TARGET,
+            list,
+            true,
+        ));
+        shared.join(detached(0, &state));
+        store.register(1, shared.output());
         let mut updates = vec![
             Update::Upsert {
                 record: Record::User(user(0, 0)).into(),

@@ -1,6 +1,7 @@
 //! `TalkSession`: the entry point of the Data API.
 
 mod refs;
+mod shared;
 mod subscription;
 
 use std::{
@@ -13,10 +14,6 @@ use std::{
 
 use tokio::sync::oneshot;
 
-pub(crate) use self::subscription::TypedOutput;
-use self::subscription::{RowType, SubCore};
-#[cfg(feature = "bench-internals")]
-pub(crate) use self::subscription::{State, signal};
 pub use self::{
     refs::{ConversationRef, MessageRef, ParticipantRef, UserRef},
     subscription::{
@@ -25,13 +22,20 @@ pub use self::{
         Subscription, SubscriptionState, UserSubscription,
     },
 };
+#[cfg(feature = "bench-internals")]
+pub(crate) use self::{
+    shared::Handle,
+    subscription::{State, signal},
+};
+use self::{shared::Membership, subscription::SubCore};
+pub(crate) use self::{shared::Shared, subscription::RowType};
 use crate::{
     Error,
     engine::Engine,
     model::{ConversationFilter, ConversationId, ConversationSnapshot, UserId},
     protocol::{
-        ClientFrame, ErrorCode, Position, Record, Request, Response, ServerFrame, SubId, Target,
-        Update, WireError,
+        ClientFrame, ErrorCode, Position, Record, Request, Response, Restore, ServerFrame, SubId,
+        Target, Update, WireError,
     },
     store::{self, Bundle, Node, Store, StoreStats},
     transport::{Embedded, jitter},
@@ -159,6 +163,7 @@ pub fn get_talk_session(options: SessionOptions) -> Result<TalkSession, Error> {
         runtime,
         link: OnceLock::new(),
         calls: Mutex::new(Calls::default()),
+        shared: Mutex::default(),
         position: Mutex::new(None),
         parts: Mutex::default(),
         next_id: AtomicU64::new(1),
@@ -292,11 +297,19 @@ impl Pending {
 struct Calls {
     /// By frame id (a subscribe's frame id is its subscription id).
     pending: HashMap<u64, Pending>,
-    /// Live subscriptions, to subscribe again on a new connection.
-    subs: HashMap<SubId, Target>,
+    /// Live subscriptions, to subscribe again on a new connection, with the window they
+    /// started with (used until the first one arrives).
+    subs: HashMap<SubId, (Target, Option<Restore>)>,
 }
 
 type Callback = Arc<dyn Fn() + Send + Sync>;
+
+/// A live shared subscription in the session's registry.
+struct SharedEntry {
+    sub: SubId,
+    /// A `shared::Shared<T, X>` of the target's types.
+    shared: Arc<dyn std::any::Any + Send + Sync>,
+}
 type ErrorHandler = (u64, Box<dyn FnOnce(Error) + Send>);
 
 pub(crate) struct SessionInner {
@@ -308,6 +321,8 @@ pub(crate) struct SessionInner {
     link: OnceLock<Link>,
     store: Store,
     calls: Mutex<Calls>,
+    /// Live subscriptions by their target (as JSON), for identical ones to share.
+    shared: Mutex<HashMap<String, SharedEntry>>,
     /// The log position of the last push applied: a new connection resumes from it.
     position: Mutex<Option<Position>>,
     /// The parts of a push split across frames, until its last part arrives (dropped with
@@ -327,11 +342,17 @@ impl SessionInner {
         let request = match &calls.pending.get(&id)?.waiter {
             Waiter::Caller(_, request) => (**request).clone(),
             Waiter::Authenticate => return None,
-            Waiter::Subscribe(sub) => Request::Subscribe {
-                sub: *sub,
-                target: calls.subs.get(sub)?.clone(),
-                restore: self.store.restore(*sub, *lock(&self.position)),
-            },
+            Waiter::Subscribe(sub) => {
+                let (target, started) = calls.subs.get(sub)?;
+                Request::Subscribe {
+                    sub: *sub,
+                    target: target.clone(),
+                    restore: self
+                        .store
+                        .restore(*sub, *lock(&self.position))
+                        .or_else(|| started.clone()),
+                }
+            }
             Waiter::Release(sub) => Request::Unsubscribe { sub: *sub },
         };
         Some(ClientFrame { id, request })
@@ -405,8 +426,13 @@ impl SessionInner {
     fn send(self: &Arc<Self>, id: u64, request: Request, waiter: Waiter) {
         self.link().send(|| {
             let mut calls = lock(&self.calls);
-            if let Request::Subscribe { sub, target, .. } = &request {
-                calls.subs.insert(*sub, target.clone());
+            if let Request::Subscribe {
+                sub,
+                target,
+                restore,
+            } = &request
+            {
+                calls.subs.insert(*sub, (target.clone(), restore.clone()));
             }
             calls.pending.insert(id, Pending::new(waiter));
             Some(ClientFrame { id, request })
@@ -482,33 +508,98 @@ impl SessionInner {
         }
     }
 
-    /// Starts a subscription; its state is pending until the first window arrives.
+    /// Starts a subscription handle. An identical live subscription of the session (same
+    /// target) is joined, and the handle starts with its first page at once (see the `shared`
+    /// module for how a shared window grows); otherwise a new one starts, pending until its
+    /// first window arrives.
     pub(crate) fn subscribe<X: RowType, T: Clone + Send + Sync + 'static>(
         self: &Arc<Self>,
         target: Target,
         view: fn(Option<&imbl::Vector<Arc<X>>>) -> T,
         on_snapshot: Option<OnSnapshot<T>>,
     ) -> Arc<SubCore<T, X>> {
-        let sub = self.next_id();
         let paging = target.paging();
-        let core = Arc::new(SubCore::new(self.clone(), sub, paging));
-        let output = TypedOutput::new(&core, view, on_snapshot, paging.max > 1);
-        self.store.register(sub, Box::new(output));
+        // Serializing a target cannot fail; an empty key would only stop it from sharing.
+        let key = serde_json::to_string(&target).unwrap_or_default();
+        let mut registry = lock(&self.shared);
+        let shared = registry
+            .get(&key)
+            .and_then(|entry| entry.shared.clone().downcast::<Shared<T, X>>().ok())
+            .filter(|shared| *shared.target() == target);
+        let mut on_snapshot = Some(on_snapshot);
+        let joined = shared.and_then(|shared| {
+            self.store.locked(|| {
+                if !shared.joinable(paging.first) {
+                    return None;
+                }
+                let id = self.next_id();
+                let core = Arc::new(SubCore::new(self.clone(), shared.clone(), id, paging));
+                let handle = core.handle(on_snapshot.take().flatten());
+                Some((core, shared.join(handle)))
+            })
+        });
+        if let Some((core, callback)) = joined {
+            drop(registry);
+            store::run(callback.into_iter().collect());
+            return core;
+        }
+        let sub = self.next_id();
+        let list = paging.max > 1;
+        let shared = Arc::new(Shared::new(sub, key.clone(), target.clone(), view, list));
+        let core = Arc::new(SubCore::new(
+            self.clone(),
+            shared.clone(),
+            self.next_id(),
+            paging,
+        ));
+        shared.join(core.handle(on_snapshot.flatten()));
+        let output = shared.output();
+        registry.insert(key, SharedEntry { sub, shared });
+        drop(registry);
+        self.start(sub, output, target, None);
+        core
+    }
+
+    /// Starts a subscription on the engine: registers its output with the store, then sends
+    /// the subscribe (or fails it at once if the session ended).
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        sub: SubId,
+        output: Box<dyn store::Output>,
+        target: Target,
+        restore: Option<Restore>,
+    ) {
+        self.store.register(sub, output);
         if let Some(error) = lock(&self.ended).clone() {
             self.store.fail(sub, error_to_wire(&error));
         } else {
             let request = Request::Subscribe {
                 sub,
                 target,
-                restore: None,
+                restore,
             };
             self.send(sub, request, Waiter::Subscribe(sub));
         }
-        core
+    }
+
+    /// Ends a handle; the last one of a shared subscription ends it.
+    fn leave(self: &Arc<Self>, shared: &dyn Membership, handle: u64) {
+        let mut registry = lock(&self.shared);
+        if shared.leave(handle) > 0 {
+            return;
+        }
+        if registry
+            .get(shared.key())
+            .is_some_and(|entry| entry.sub == shared.sub())
+        {
+            registry.remove(shared.key());
+        }
+        drop(registry);
+        self.unsubscribe(shared.sub());
     }
 
     /// Ends a subscription on the engine; its records are released once the engine confirms.
-    pub(crate) fn unsubscribe(self: &Arc<Self>, sub: SubId) {
+    fn unsubscribe(self: &Arc<Self>, sub: SubId) {
         self.store.detach(sub);
         lock(&self.calls).subs.remove(&sub);
         if self.link.get().is_some() && lock(&self.ended).is_none() {

@@ -205,6 +205,12 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Runs `f` between frames: no frame is applied while it runs.
+    pub(crate) fn locked<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _inner = self.lock();
+        f()
+    }
+
     /// Registers a subscription before its first window arrives.
     pub(crate) fn register(&self, sub: SubId, output: Box<dyn Output>) {
         let sub_state = Sub {

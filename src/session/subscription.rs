@@ -18,15 +18,18 @@ use imbl::Vector;
 use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
 
-use super::{SessionInner, lock};
+use super::{
+    SessionInner, lock,
+    shared::{Diffs, Handle, Load, Membership},
+};
 use crate::{
     Error,
     model::{
         ConversationId, ConversationSnapshot, MessageId, MessageSnapshot, ParticipantSnapshot,
         UserId, UserSnapshot,
     },
-    protocol::{Paging, Request, SubId, WireError},
-    store::{Callback, Node, Output},
+    protocol::{Paging, Request},
+    store::Node,
 };
 
 /// A callback run with every new snapshot and the window's `loaded_all` flag.
@@ -134,7 +137,7 @@ impl<T: Clone + Send + Sync + 'static> Signal for StateSignal<T> {
 }
 
 /// Ends a state with `last`, unless it ended already.
-fn end<T>(state: &State<T>, last: impl FnOnce() -> SubscriptionState<T>) {
+pub(super) fn end<T>(state: &State<T>, last: impl FnOnce() -> SubscriptionState<T>) {
     state.send_if_modified(|state| {
         let open = !state.is_terminal();
         if open {
@@ -147,7 +150,11 @@ fn end<T>(state: &State<T>, last: impl FnOnce() -> SubscriptionState<T>) {
 /// The shared core of a subscription handle.
 pub(crate) struct SubCore<T, X> {
     session: Arc<SessionInner>,
-    id: SubId,
+    /// The subscription it shares with identical handles of the session (another one after
+    /// a `load_more` took it to a subscription of its own).
+    shared: Mutex<Arc<dyn Membership>>,
+    /// This handle's id among them.
+    id: u64,
     paging: Paging,
     state: State<T>,
     /// List rows as last published, and keyed diffs once `signal_vec` was called.
@@ -160,10 +167,16 @@ pub(crate) struct SubCore<T, X> {
     called: watch::Sender<bool>,
 }
 
-impl<T: Clone + Send + Sync + 'static, X> SubCore<T, X> {
-    pub(crate) fn new(session: Arc<SessionInner>, id: SubId, paging: Paging) -> Self {
+impl<T: Clone + Send + Sync + 'static, X: RowType> SubCore<T, X> {
+    pub(crate) fn new(
+        session: Arc<SessionInner>,
+        shared: Arc<dyn Membership>,
+        id: u64,
+        paging: Paging,
+    ) -> Self {
         Self {
             session,
+            shared: Mutex::new(shared),
             id,
             paging,
             state: watch::Sender::new(SubscriptionState::Pending),
@@ -175,265 +188,47 @@ impl<T: Clone + Send + Sync + 'static, X> SubCore<T, X> {
         }
     }
 
-    fn unsubscribe(&self) {
-        if self.ended.swap(true, Ordering::AcqRel) {
-            return;
+    /// What the shared subscription feeds this handle with.
+    pub(crate) fn handle(&self, on_snapshot: Option<OnSnapshot<T>>) -> Handle<T, X> {
+        if on_snapshot.is_some() {
+            self.called.send_replace(false);
         }
-        end(&self.state, || SubscriptionState::Unsubscribed);
-        self.session.unsubscribe(self.id);
+        let diffs = (self.paging.max > 1).then(|| self.diffs.clone());
+        Handle::new(
+            self.id,
+            self.state.clone(),
+            diffs,
+            on_snapshot,
+            self.called.clone(),
+        )
+    }
+}
+
+impl<T, X> SubCore<T, X> {
+    fn shared(&self) -> Arc<dyn Membership> {
+        lock(&self.shared).clone()
+    }
+
+    /// Ends the handle; returns the subscription it must leave, unless it ended already.
+    /// Under the lock of `shared`, so that a `load_more` that moves it meanwhile sees it.
+    fn end_handle(&self) -> Option<Arc<dyn Membership>> {
+        let shared = lock(&self.shared);
+        (!self.ended.swap(true, Ordering::AcqRel)).then(|| shared.clone())
+    }
+
+    fn unsubscribe(&self) {
+        if let Some(shared) = self.end_handle() {
+            end(&self.state, || SubscriptionState::Unsubscribed);
+            self.session.leave(&*shared, self.id);
+        }
     }
 }
 
 impl<T, X> Drop for SubCore<T, X> {
     fn drop(&mut self) {
-        if !self.ended.swap(true, Ordering::AcqRel) {
-            self.session.unsubscribe(self.id);
+        if let Some(shared) = self.end_handle() {
+            self.session.leave(&*shared, self.id);
         }
-    }
-}
-
-/// The rows a list subscription last published, and its keyed diffs once requested.
-pub(crate) struct Diffs<X> {
-    published: Mutex<Vector<Arc<X>>>,
-    vec: Mutex<Option<MutableVec<Arc<X>>>>,
-}
-
-impl<X> Default for Diffs<X> {
-    fn default() -> Self {
-        Self {
-            published: Mutex::default(),
-            vec: Mutex::default(),
-        }
-    }
-}
-
-/// Feeds a subscription's state from the store.
-pub(crate) struct TypedOutput<T, X> {
-    rows: Option<Vector<Arc<X>>>,
-    view: fn(Option<&Vector<Arc<X>>>) -> T,
-    state: State<T>,
-    /// Only lists track diffs.
-    diffs: Option<Arc<Diffs<X>>>,
-    /// The row changes since the last publish, for the keyed diffs; `None` after a reset
-    /// (the diffs are then found by comparing the rows).
-    edits: Option<Vec<Edit<X>>>,
-    on_snapshot: Option<Arc<OnSnapshot<T>>>,
-    /// Set once the first callback ran (see [`SubCore::called`]).
-    called: watch::Sender<bool>,
-    active: bool,
-}
-
-/// One change to a list's rows.
-enum Edit<X> {
-    Set(usize, Arc<X>),
-    Insert(usize, Arc<X>),
-    Remove(usize),
-    Move(usize, usize),
-}
-
-impl<T: Clone + Send + Sync + 'static, X: RowType> TypedOutput<T, X> {
-    pub(crate) fn new(
-        core: &SubCore<T, X>,
-        view: fn(Option<&Vector<Arc<X>>>) -> T,
-        on_snapshot: Option<OnSnapshot<T>>,
-        list: bool,
-    ) -> Self {
-        if on_snapshot.is_some() {
-            core.called.send_replace(false);
-        }
-        Self {
-            rows: None,
-            view,
-            state: core.state.clone(),
-            diffs: list.then(|| core.diffs.clone()),
-            edits: None,
-            on_snapshot: on_snapshot.map(Arc::new),
-            called: core.called.clone(),
-            active: false,
-        }
-    }
-
-    /// An output that only feeds `state`, for benchmarks of the store.
-    #[cfg(feature = "bench-internals")]
-    pub(crate) fn detached(view: fn(Option<&Vector<Arc<X>>>) -> T, state: State<T>) -> Self {
-        Self {
-            rows: None,
-            view,
-            state,
-            diffs: None,
-            edits: None,
-            on_snapshot: None,
-            called: watch::Sender::new(true),
-            active: false,
-        }
-    }
-
-    /// Notes an edit for the keyed diffs, if this output keeps them.
-    fn edit(&mut self, edit: impl FnOnce() -> Edit<X>) {
-        if let (Some(_), Some(edits)) = (&self.diffs, &mut self.edits) {
-            edits.push(edit());
-        }
-    }
-}
-
-impl<T: Clone + Send + Sync + 'static, X: RowType> Output for TypedOutput<T, X> {
-    fn reset(&mut self, rows: Option<Vec<Node>>) -> bool {
-        let rows: Option<Vector<Arc<X>>> =
-            rows.map(|rows| rows.into_iter().filter_map(X::from_node).collect());
-        let same = match (&self.rows, &rows) {
-            (None, None) => true,
-            (Some(a), Some(b)) => {
-                a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| Arc::ptr_eq(x, y))
-            }
-            _ => false,
-        };
-        self.rows = rows;
-        if !same {
-            self.edits = None;
-        }
-        !same || !self.active
-    }
-
-    fn set(&mut self, index: usize, row: Node) -> bool {
-        let (Some(rows), Some(row)) = (&mut self.rows, X::from_node(row)) else {
-            return false;
-        };
-        match rows.get(index) {
-            Some(old) if !Arc::ptr_eq(old, &row) => {
-                rows.set(index, row.clone());
-                self.edit(|| Edit::Set(index, row));
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn insert(&mut self, index: usize, row: Node) -> bool {
-        let (Some(rows), Some(row)) = (&mut self.rows, X::from_node(row)) else {
-            return false;
-        };
-        if index > rows.len() {
-            return false;
-        }
-        rows.insert(index, row.clone());
-        self.edit(|| Edit::Insert(index, row));
-        true
-    }
-
-    fn remove(&mut self, index: usize) {
-        if let Some(rows) = &mut self.rows
-            && index < rows.len()
-        {
-            rows.remove(index);
-            self.edit(|| Edit::Remove(index));
-        }
-    }
-
-    fn move_row(&mut self, from: usize, to: usize) {
-        if let Some(rows) = &mut self.rows
-            && from < rows.len()
-            && to < rows.len()
-        {
-            let row = rows.remove(from);
-            rows.insert(to, row);
-            self.edit(|| Edit::Move(from, to));
-        }
-    }
-
-    fn publish(&mut self, loaded_all: bool) -> Option<Callback> {
-        self.active = true;
-        let snapshot = (self.view)(self.rows.as_ref());
-        let published = self.state.send_if_modified(|state| {
-            if state.is_terminal() {
-                return false;
-            }
-            // The rows first (the state's lock is held): whoever sees the new state and asks
-            // for `signal_vec` then starts from these rows.
-            let edits = self.edits.replace(Vec::new());
-            if let Some(diffs) = &self.diffs {
-                let rows = self.rows.clone().unwrap_or_default();
-                if let Some(vec) = &*lock(&diffs.vec) {
-                    match edits {
-                        Some(edits) => replay(vec, edits),
-                        None => apply_diff(vec, &rows),
-                    }
-                }
-                *lock(&diffs.published) = rows;
-            }
-            *state = SubscriptionState::Active {
-                snapshot: snapshot.clone(),
-                loaded_all,
-            };
-            true
-        });
-        if !published {
-            return None;
-        }
-        let callback = self.on_snapshot.clone()?;
-        let called = self.called.clone();
-        Some(Box::new(move || {
-            callback(&snapshot, loaded_all);
-            called.send_if_modified(|called| !std::mem::replace(called, true));
-        }))
-    }
-
-    fn fail(&mut self, error: WireError) {
-        end(&self.state, || {
-            SubscriptionState::Error(Error::rejected("Subscribe".to_owned(), error))
-        });
-    }
-
-    fn is_active(&self) -> bool {
-        self.active
-    }
-}
-
-/// Applies the row changes since the last publish to a `MutableVec` that holds the rows as
-/// last published.
-fn replay<X>(vec: &MutableVec<Arc<X>>, edits: Vec<Edit<X>>) {
-    let mut lock = vec.lock_mut();
-    for edit in edits {
-        match edit {
-            Edit::Set(index, row) => lock.set_cloned(index, row),
-            Edit::Insert(index, row) => lock.insert_cloned(index, row),
-            Edit::Remove(index) => drop(lock.remove(index)),
-            Edit::Move(from, to) => lock.move_from_to(from, to),
-        }
-    }
-}
-
-/// Brings a `MutableVec` from its current rows to `rows` with keyed diffs: removals, moves,
-/// inserts, and replacements of rows whose snapshot changed. Used after a whole window
-/// arrived; row changes are replayed instead (see [`replay`]).
-fn apply_diff<X: RowType>(vec: &MutableVec<Arc<X>>, rows: &Vector<Arc<X>>) {
-    let mut lock = vec.lock_mut();
-    let wanted: std::collections::HashSet<X::Key> = rows.iter().map(|r| r.key()).collect();
-    for index in (0..lock.len()).rev() {
-        if !wanted.contains(&lock[index].key()) {
-            lock.remove(index);
-        }
-    }
-    for (index, row) in rows.iter().enumerate() {
-        let key = row.key();
-        if index < lock.len() && lock[index].key() == key {
-            if !Arc::ptr_eq(&lock[index], row) {
-                lock.set_cloned(index, row.clone());
-            }
-            continue;
-        }
-        match (index + 1..lock.len()).find(|&j| lock[j].key() == key) {
-            Some(from) => {
-                lock.move_from_to(from, index);
-                if !Arc::ptr_eq(&lock[index], row) {
-                    lock.set_cloned(index, row.clone());
-                }
-            }
-            None => lock.insert_cloned(index, row.clone()),
-        }
-    }
-    let len = rows.len();
-    while lock.len() > len {
-        lock.pop();
     }
 }
 
@@ -449,7 +244,7 @@ pub struct Subscription<T, X = ()> {
 impl<T, X> std::fmt::Debug for Subscription<T, X> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
-            .field("id", &self.core.id)
+            .field("id", &self.core.shared().sub())
             .finish_non_exhaustive()
     }
 }
@@ -624,7 +419,7 @@ impl<T: Clone + Send + Sync + 'static, X: Send + Sync + 'static> ListSubscriptio
         async move {
             let paging = core.paging;
             let count = count.unwrap_or(paging.default as u32);
-            let action = format!("Load more of subscription {}", core.id);
+            let action = format!("Load more of subscription {}", core.shared().sub());
             if count == 0 || count as usize > paging.max {
                 return Err(Error::OutOfRange {
                     action,
@@ -639,11 +434,33 @@ impl<T: Clone + Send + Sync + 'static, X: Send + Sync + 'static> ListSubscriptio
             if core.loads.load(Ordering::Acquire) != seen {
                 return Ok(());
             }
-            let request = Request::LoadMore {
-                sub: core.id,
-                count,
-            };
-            core.session.request(request).await?;
+            let mut state = core.state.subscribe();
+            match core.shared().load(core.id, count, &core.session) {
+                Load::Grow(sub) => {
+                    core.session
+                        .request(Request::LoadMore { sub, count })
+                        .await?;
+                }
+                Load::Split(own) => {
+                    let ended = {
+                        let mut shared = lock(&core.shared);
+                        *shared = own.clone();
+                        core.ended.load(Ordering::Acquire)
+                    };
+                    if ended {
+                        // Unsubscribed meanwhile, from the subscription it was in.
+                        core.session.leave(&*own, core.id);
+                        return Err(Error::ended(action));
+                    }
+                    // Its own subscription's first window is its next state.
+                    let _ = state.changed().await;
+                    match &*state.borrow() {
+                        SubscriptionState::Error(error) => return Err(error.clone()),
+                        SubscriptionState::Unsubscribed => return Err(Error::ended(action)),
+                        _ => {}
+                    }
+                }
+            }
             core.loads.fetch_add(1, Ordering::AcqRel);
             Ok(())
         }

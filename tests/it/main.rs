@@ -17,6 +17,7 @@ mod seed;
 #[cfg(feature = "server")]
 mod server;
 mod session;
+mod sharing;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod support;

@@ -70,8 +70,10 @@ enum Op {
     Unpoke(usize, usize),
     /// The user marks their `k`-th crowd conversation unread (or read).
     Flag(usize, usize, bool),
-    /// Grows a user's conversation list (or, if set, their unread list).
-    LoadMoreList(usize, bool, u32),
+    /// Grows one of a user's lists: 0 the conversation list, 1 the unread list, 2 a second
+    /// handle of the conversation list (it shares the first's window until one of them
+    /// loads more).
+    LoadMoreList(usize, usize, u32),
     /// Cuts every connection (on a server; nothing on the embedded engine).
     Cut,
 }
@@ -107,7 +109,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (u.clone(), crowded()).prop_map(|(u, k)| Op::Abandon(u, k)),
         2 => (u.clone(), crowded()).prop_map(|(u, k)| Op::Unpoke(u, k)),
         2 => (u.clone(), crowded(), any::<bool>()).prop_map(|(u, k, f)| Op::Flag(u, k, f)),
-        1 => (u, any::<bool>(), 1..15_u32).prop_map(|(u, unread, n)| Op::LoadMoreList(u, unread, n)),
+        1 => (u, 0..LISTS, 1..15_u32).prop_map(|(u, w, n)| Op::LoadMoreList(u, w, n)),
         1 => Just(Op::Cut),
     ]
 }
@@ -149,11 +151,19 @@ enum ListBound {
 /// A list row: its activity, its conversation's id and index.
 type ListKey = (u64, String, usize);
 
+/// The conversation lists each user keeps open: all, unread, and all again.
+const LISTS: usize = 3;
+
+/// Whether list `w` shows only unread conversations.
+fn unread_only(w: usize) -> bool {
+    w == 1
+}
+
 /// The naive model: plain maps, recomputed from scratch for every expectation.
 #[derive(Default)]
 struct Model {
-    /// Each user's conversation list and unread list.
-    list_bounds: Vec<[ListBound; 2]>,
+    /// Each user's conversation list, unread list and second conversation list.
+    list_bounds: Vec<[ListBound; LISTS]>,
     /// Each user's crowd conversations, oldest first.
     crowds: Vec<Vec<usize>>,
     clock: u64,
@@ -248,10 +258,10 @@ impl Model {
     }
 
     /// `u`'s conversation list (or unread list): the rows at or above its bound.
-    fn list_window(&self, u: usize, unread_only: bool) -> View {
-        let bound = &self.list_bounds[u][usize::from(unread_only)];
+    fn list_window(&self, u: usize, w: usize) -> View {
+        let bound = &self.list_bounds[u][w];
         View::List(
-            self.rows(u, unread_only)
+            self.rows(u, unread_only(w))
                 .into_iter()
                 .filter(|(at, id, _)| match bound {
                     ListBound::All => true,
@@ -260,15 +270,6 @@ impl Model {
                 .map(|(_, _, c)| self.row(u, c))
                 .collect(),
         )
-    }
-
-    fn list(&self, u: usize) -> View {
-        self.list_window(u, false)
-    }
-
-    /// The conversation list filtered to unread conversations.
-    fn unread(&self, u: usize) -> View {
-        self.list_window(u, true)
     }
 
     /// A list bound that holds the first `n` of `rows`.
@@ -281,18 +282,19 @@ impl Model {
 
     /// `u`'s lists (re)opened: their first pages.
     fn lists_subscribed(&mut self, u: usize) {
-        let bounds = [false, true].map(|unread| Self::list_bound(&self.rows(u, unread), LIST_PAGE));
+        let bounds: [ListBound; LISTS] =
+            std::array::from_fn(|w| Self::list_bound(&self.rows(u, unread_only(w)), LIST_PAGE));
         if self.list_bounds.len() <= u {
             self.list_bounds
-                .resize(u + 1, [ListBound::All, ListBound::All]);
+                .resize(u + 1, std::array::from_fn(|_| ListBound::All));
         }
         self.list_bounds[u] = bounds;
     }
 
     /// `load_more(n)` on a list: `n` more rows join.
-    fn list_load_more(&mut self, u: usize, unread: bool, n: usize) {
-        let rows = self.rows(u, unread);
-        let bound = &mut self.list_bounds[u][usize::from(unread)];
+    fn list_load_more(&mut self, u: usize, w: usize, n: usize) {
+        let rows = self.rows(u, unread_only(w));
+        let bound = &mut self.list_bounds[u][w];
         if let ListBound::From(at, id) = bound.clone() {
             let inside = rows.iter().filter(|(a, i, _)| (a, i) >= (&at, &id)).count();
             *bound = Self::list_bound(&rows, inside + n);
@@ -302,9 +304,9 @@ impl Model {
     /// A list whose bound has nothing below it any more holds everything for good.
     fn lists_settle(&mut self) {
         for u in 0..self.list_bounds.len() {
-            for unread in [false, true] {
-                let rows = self.rows(u, unread);
-                let bound = &mut self.list_bounds[u][usize::from(unread)];
+            for w in 0..LISTS {
+                let rows = self.rows(u, unread_only(w));
+                let bound = &mut self.list_bounds[u][w];
                 if let ListBound::From(at, id) = bound
                     && !rows.iter().any(|(a, i, _)| (a, i) < (&*at, &*id))
                 {
@@ -317,17 +319,17 @@ impl Model {
     /// After a reconnect a list restores its length (at least a first page) and everything
     /// down to its last row.
     fn lists_restored(&mut self, u: usize) {
-        for unread in [false, true] {
-            let View::List(window) = self.list_window(u, unread) else {
+        for w in 0..LISTS {
+            let View::List(window) = self.list_window(u, w) else {
                 unreachable!()
             };
-            let rows = self.rows(u, unread);
+            let rows = self.rows(u, unread_only(w));
             let through = window
                 .last()
                 .and_then(|(id, ..)| rows.iter().position(|(_, i, _)| i == id))
                 .map_or(0, |at| at + 1);
             let len = window.len().max(LIST_PAGE);
-            self.list_bounds[u][usize::from(unread)] = Self::list_bound(&rows, through.max(len));
+            self.list_bounds[u][w] = Self::list_bound(&rows, through.max(len));
         }
     }
 
@@ -414,11 +416,10 @@ fn msg_view(m: &MessageSnapshot) -> MsgView {
     }
 }
 
-/// The live subscriptions of one user: conversation list, unread conversations, messages of
-/// c0, participants of c1, and user u0.
+/// The live subscriptions of one user: its lists (see [`LISTS`]), messages of c0,
+/// participants of c1, and user u0.
 struct Subs {
-    list: talkstore::ConversationListSubscription,
-    unread: talkstore::ConversationListSubscription,
+    lists: [talkstore::ConversationListSubscription; LISTS],
     messages: talkstore::MessageListSubscription,
     participants: talkstore::ParticipantListSubscription,
     user: talkstore::UserSubscription,
@@ -445,8 +446,11 @@ impl Subs {
     fn new(s: &TalkSession, model: &mut Model, u: usize) -> Self {
         let unread = ConversationFilter::any([SimpleConversationFilter::new().is_unread(true)]);
         let subs = Subs {
-            list: s.subscribe_conversations(None),
-            unread: s.subscribe_conversations(Some(unread)),
+            lists: [
+                s.subscribe_conversations(None),
+                s.subscribe_conversations(Some(unread)),
+                s.subscribe_conversations(None),
+            ],
             messages: s.conversation("c0").unwrap().subscribe_messages(None),
             participants: s.conversation("c1").unwrap().subscribe_participants(),
             user: s.user("u0").unwrap().subscribe(),
@@ -456,7 +460,7 @@ impl Subs {
         subs
     }
 
-    fn views(&self) -> [View; 5] {
+    fn views(&self) -> [View; LISTS + 3] {
         let messages = self
             .messages
             .latest()
@@ -483,8 +487,9 @@ impl Subs {
             .expect("user active")
             .map(|u| u.name.clone());
         [
-            list_view(&self.list),
-            list_view(&self.unread),
+            list_view(&self.lists[0]),
+            list_view(&self.lists[1]),
+            list_view(&self.lists[2]),
             View::Messages(messages),
             View::Participants(participants),
             View::User(user),
@@ -503,7 +508,7 @@ async fn run(
     let world = crate::support::World::new().await;
     let mut model = Model {
         bounds: vec![Bound::First; USERS],
-        list_bounds: vec![[ListBound::All, ListBound::All]; USERS],
+        list_bounds: vec![std::array::from_fn(|_| ListBound::All); USERS],
         crowds: vec![Vec::new(); USERS],
         ..Model::default()
     };
@@ -555,8 +560,9 @@ async fn run(
             .map_err(|_| TestCaseError::fail(format!("no answers after step {step} ({op:?})")))?;
         for (u, sub) in subs.iter().enumerate() {
             let expected = [
-                model.list(u),
-                model.unread(u),
+                model.list_window(u, 0),
+                model.list_window(u, 1),
+                model.list_window(u, 2),
                 model.messages(u),
                 model.participants(u, 1),
                 View::User(Some(model.names[0].clone())),
@@ -723,23 +729,18 @@ async fn apply(
         }
         Op::Resubscribe(u) => {
             subs[u] = Subs::new(&s[u], m, u);
-            subs[u]
-                .list
+            subs[u].lists[0]
                 .connected()
                 .await
                 .map_err(|e: Error| TestCaseError::fail(e.to_string()))?;
         }
         Op::Crowd(u) => crowd(m, s, u).await,
-        Op::LoadMoreList(u, unread, n) => {
-            let list = if unread {
-                &subs[u].unread
-            } else {
-                &subs[u].list
-            };
-            list.load_more(Some(n))
+        Op::LoadMoreList(u, w, n) => {
+            subs[u].lists[w]
+                .load_more(Some(n))
                 .await
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            m.list_load_more(u, unread, n as usize);
+            m.list_load_more(u, w, n as usize);
         }
         Op::Poke(..) | Op::Abandon(..) | Op::Unpoke(..) | Op::Flag(..) => {
             unreachable!("mapped to other operations above")
