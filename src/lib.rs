@@ -54,6 +54,12 @@
 //! [`ListSubscription::load_more`], [`ListSubscription::loaded_all`] and keyed list diffs
 //! with [`ListSubscription::signal_vec`].
 //!
+//! Identical subscriptions of a session (same target and filter) share one subscription while
+//! their window is still the one a new subscription would start with: a component mounted
+//! twice costs one subscription on the engine and one snapshot per change. A second handle
+//! joins at once, already active. `load_more` on a shared handle moves it to a window of its
+//! own (one round trip); the other handles keep theirs.
+//!
 //! `connected()` resolves after the first `on_snapshot` callback ran; a write resolves after
 //! its effects are in the session's snapshots; [`TalkSession::sync`] waits for everyone
 //! else's writes made before it.

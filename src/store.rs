@@ -305,9 +305,13 @@ impl Store {
     }
 
     fn evict(&self, keys: Vec<EntityKey>) {
+        if keys.is_empty() {
+            return;
+        }
         for key in keys {
             self.entities.remove_if(&key, |_, entry| entry.refs == 0);
         }
+        // Both walk every shard: only after removals.
         if oversized(self.entities.len(), self.entities.capacity()) {
             self.entities.shrink_to_fit();
         }
@@ -320,6 +324,8 @@ impl Store {
         inner.frame += 1;
         let frame = inner.frame;
         let mut changed: Vec<EntityKey> = Vec::new();
+        // Changed keys no subscription read (no index entry): kept only if one reads them now.
+        let mut unread: Vec<EntityKey> = Vec::new();
         let mut windows: Vec<Update> = Vec::new();
         for update in updates {
             match update {
@@ -336,8 +342,13 @@ impl Store {
                     }
                     entry.record = Some(record.into_record().into());
                     entry.version = frame;
+                    let read = entry.refs > 0;
                     drop(entry);
-                    changed.push(key);
+                    if read {
+                        changed.push(key);
+                    } else {
+                        unread.push(key);
+                    }
                 }
                 Update::Remove { key } => {
                     if let Some(mut entry) = self.entities.get_mut(&key)
@@ -345,8 +356,13 @@ impl Store {
                     {
                         entry.version = frame;
                         entry.node = None;
+                        let read = entry.refs > 0;
                         drop(entry);
-                        changed.push(key);
+                        if read {
+                            changed.push(key);
+                        } else {
+                            unread.push(key);
+                        }
                     }
                 }
                 Update::Window { .. } | Update::Rows { .. } => windows.push(update),
@@ -418,7 +434,7 @@ impl Store {
         dirty.sort_unstable_by_key(|(sub, _)| *sub);
         let mut published = Vec::new();
         let Inner { subs, index, .. } = &mut *inner;
-        for (sub, work) in dirty {
+        for (sub, mut work) in dirty {
             let Some(s) = subs.get_mut(&sub) else {
                 continue;
             };
@@ -431,6 +447,8 @@ impl Store {
                 for change in work.changes {
                     changed_output |= s.apply_change(&lookup, change, &mut gained, &mut lost);
                 }
+                work.rows.sort_unstable();
+                work.rows.dedup();
                 changed_output |= rebuild_rows(&lookup, s, &work.rows, &mut gained, &mut lost);
             }
             for key in gained {
@@ -465,7 +483,7 @@ impl Store {
             }
         }
         // Records that arrived for no live subscription are not kept.
-        for key in changed {
+        for key in unread {
             if self.entities.get(&key).is_some_and(|e| e.refs == 0) {
                 evict.push(key);
             }
@@ -525,8 +543,8 @@ struct Work {
     whole: bool,
     /// Changes to the window's rows, in order.
     changes: Vec<RowChange>,
-    /// Rows whose inputs changed.
-    rows: Set<EntityKey>,
+    /// Rows whose inputs changed (with repeats until the rebuild sorts them out).
+    rows: Vec<EntityKey>,
     /// Publish even if no row changed (`loaded_all` changed, or nothing was published yet).
     publish: bool,
 }
@@ -690,7 +708,7 @@ fn rebuild_window(
 fn rebuild_rows(
     lookup: &Frame<'_>,
     s: &mut Sub,
-    rows: &Set<EntityKey>,
+    rows: &[EntityKey],
     gained: &mut Vec<EntityKey>,
     lost: &mut Vec<EntityKey>,
 ) -> bool {

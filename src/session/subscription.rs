@@ -405,6 +405,10 @@ impl<T: Clone + Send + Sync + 'static, X: Send + Sync + 'static> ListSubscriptio
     /// are concurrent is decided when they are made, not when their futures are first polled,
     /// so `join!(a.load_more(n), a.load_more(n))` always loads one page.)
     ///
+    /// A handle that shares its window with identical subscriptions of the session moves to a
+    /// window of its own: the shared rows and `count` more, in one round trip (the window it
+    /// shows until then is the shared one). The other handles keep their window.
+    ///
     /// # Errors
     ///
     /// [`Error::OutOfRange`] for a count outside the bounds (nothing is sent),
