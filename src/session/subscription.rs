@@ -16,7 +16,6 @@ use futures_signals::{
 use futures_util::{Stream, StreamExt};
 use imbl::Vector;
 use tokio::sync::watch;
-use tokio_stream::wrappers::WatchStream;
 
 use super::{
     SessionInner, lock,
@@ -120,10 +119,41 @@ pub(crate) type State<T> = watch::Sender<SubscriptionState<T>>;
 pub(crate) fn signal<T: Clone + Send + Sync + 'static>(
     state: &State<T>,
 ) -> impl Signal<Item = SubscriptionState<T>> + Send + 'static + use<T> {
-    StateSignal(WatchStream::new(state.subscribe()))
+    StateSignal {
+        rx: state.subscribe(),
+        first: true,
+        wait: None,
+        forward: None,
+    }
 }
 
-struct StateSignal<T>(WatchStream<SubscriptionState<T>>);
+/// A watch receiver as a signal. It waits (a boxed `changed()`, registered with the channel)
+/// only from the first poll that finds nothing new, so a signal polled once per change never
+/// allocates or registers; while it waits, a poll that finds nothing new costs two atomic
+/// loads (the wait is polled again only once it woke the task).
+struct StateSignal<T> {
+    rx: watch::Receiver<SubscriptionState<T>>,
+    /// Whether the current state is still to be yielded (the first poll yields it).
+    first: bool,
+    /// Resolves on the next change after what `rx` has seen (or when the channel closes).
+    wait: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The waker `wait` was last polled with: while it has not fired, polling `wait` again
+    /// would only find it pending.
+    forward: Option<Arc<Forward>>,
+}
+
+/// Wakes a task and notes that it did.
+struct Forward {
+    fired: AtomicBool,
+    waker: std::task::Waker,
+}
+
+impl futures_util::task::ArcWake for Forward {
+    fn wake_by_ref(forward: &Arc<Self>) {
+        forward.fired.store(true, Ordering::Release);
+        forward.waker.wake_by_ref();
+    }
+}
 
 impl<T: Clone + Send + Sync + 'static> Signal for StateSignal<T> {
     type Item = SubscriptionState<T>;
@@ -132,7 +162,55 @@ impl<T: Clone + Send + Sync + 'static> Signal for StateSignal<T> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.get_mut().0.poll_next_unpin(cx)
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            let changed = match this.rx.has_changed() {
+                Ok(changed) => changed,
+                // Closed: a last state not seen yet still comes first.
+                Err(_) => {
+                    let last = this.rx.borrow_and_update();
+                    let unseen = std::mem::take(&mut this.first) || last.has_changed();
+                    return Poll::Ready(unseen.then(|| last.clone()));
+                }
+            };
+            if std::mem::take(&mut this.first) || changed {
+                this.wait = None;
+                this.forward = None;
+                return Poll::Ready(Some(this.rx.borrow_and_update().clone()));
+            }
+            if let (Some(_), Some(forward)) = (&this.wait, &this.forward)
+                && !forward.fired.load(Ordering::Acquire)
+                && forward.waker.will_wake(cx.waker())
+            {
+                // Waiting with this task's waker, and not woken since: nothing to poll.
+                return Poll::Pending;
+            }
+            let wait = this.wait.get_or_insert_with(|| {
+                let mut rx = this.rx.clone();
+                Box::pin(async move {
+                    let _ = rx.changed().await;
+                })
+            });
+            let forward = Arc::new(Forward {
+                fired: AtomicBool::new(false),
+                waker: cx.waker().clone(),
+            });
+            let waker = futures_util::task::waker(forward.clone());
+            match wait
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(&waker))
+            {
+                Poll::Ready(()) => {
+                    this.wait = None;
+                    this.forward = None;
+                }
+                Poll::Pending => {
+                    this.forward = Some(forward);
+                    return Poll::Pending;
+                }
+            }
+        }
     }
 }
 
@@ -573,6 +651,13 @@ mod tests {
             go.store(i, Ordering::Release);
             loop {
                 let before = wakes.0.load(Ordering::SeqCst);
+                match Pin::new(&mut signal).poll_change(&mut cx) {
+                    Poll::Ready(Some(value)) if value == i => break,
+                    Poll::Ready(_) => continue,
+                    Poll::Pending => {}
+                }
+                // Executors poll without a wake-up too (the poll that answers from what it
+                // registered before).
                 match Pin::new(&mut signal).poll_change(&mut cx) {
                     Poll::Ready(Some(value)) if value == i => break,
                     Poll::Ready(_) => continue,
