@@ -302,14 +302,14 @@ struct Calls {
     subs: HashMap<SubId, (Target, Option<Restore>)>,
 }
 
-type Callback = Arc<dyn Fn() + Send + Sync>;
-
 /// A live shared subscription in the session's registry.
 struct SharedEntry {
     sub: SubId,
     /// A `shared::Shared<T, X>` of the target's types.
     shared: Arc<dyn std::any::Any + Send + Sync>,
 }
+
+type Callback = Arc<dyn Fn() + Send + Sync>;
 type ErrorHandler = (u64, Box<dyn FnOnce(Error) + Send>);
 
 pub(crate) struct SessionInner {

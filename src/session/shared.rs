@@ -278,9 +278,9 @@ impl<T: Clone + Send + Sync + 'static, X: RowType> Membership for Shared<T, X> {
 
     fn load(&self, handle: u64, count: u32, session: &Arc<SessionInner>) -> Load {
         let mut w = lock(&self.window);
-        w.grown = true;
         let at = w.handles.iter().position(|h| h.id == handle);
         let (Some(at), true) = (at, w.handles.len() > 1) else {
+            w.grown = true;
             return Load::Grow(self.sub);
         };
         let moved = w.handles.swap_remove(at);

@@ -109,6 +109,16 @@ async fn load_more_takes_a_handle_to_its_own_window() {
         grown,
         "keyed diffs follow the move"
     );
+    let third = c.subscribe_messages(None);
+    assert_eq!(
+        third
+            .latest()
+            .expect("joins the window left behind")
+            .unwrap(),
+        first
+    );
+    assert_eq!(alice.stats().subscriptions, 2);
+    drop(third);
 
     c.send("new").await.unwrap();
     until(&a, |m| m.as_ref().is_some_and(|m| m.len() == 41)).await;
