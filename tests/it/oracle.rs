@@ -58,8 +58,9 @@ enum Op {
     Resubscribe(usize),
     /// [`BACKLOG`] messages at once into `c0`.
     Backlog(usize),
-    /// Grows a user's message window of `c0`.
-    LoadMore(usize, u32),
+    /// Grows one of a user's two message windows of `c0` (two handles of one subscription
+    /// until one of them loads more).
+    LoadMore(usize, usize, u32),
     /// [`CROWD`] new conversations of one user alone.
     Crowd(usize),
     /// The user sends into their `k`-th crowd conversation (it moves to the front).
@@ -102,7 +103,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(user, conversation, read)| Op::SetAccess { user, conversation, read }),
         1 => u.clone().prop_map(Op::Resubscribe),
         1 => u.clone().prop_map(Op::Backlog),
-        2 => (u.clone(), 1..15_u32).prop_map(|(u, n)| Op::LoadMore(u, n)),
+        2 => (u.clone(), 0..WINDOWS, 1..15_u32).prop_map(|(u, w, n)| Op::LoadMore(u, w, n)),
         1 => u.clone().prop_map(Op::Crowd),
         // Mostly the oldest crowd conversations: the rows around a list's bound.
         3 => (u.clone(), crowded()).prop_map(|(u, k)| Op::Poke(u, k)),
@@ -154,6 +155,9 @@ type ListKey = (u64, String, usize);
 /// The conversation lists each user keeps open: all, unread, and all again.
 const LISTS: usize = 3;
 
+/// The message windows of `c0` each user keeps open (identical subscriptions).
+const WINDOWS: usize = 2;
+
 /// Whether list `w` shows only unread conversations.
 fn unread_only(w: usize) -> bool {
     w == 1
@@ -171,8 +175,8 @@ struct Model {
     exists: BTreeSet<usize>,
     members: BTreeMap<usize, BTreeMap<usize, Member>>,
     messages: BTreeMap<usize, Vec<Msg>>,
-    /// Each user's message window of `c0`.
-    bounds: Vec<Bound>,
+    /// Each user's message windows of `c0`.
+    bounds: Vec<[Bound; WINDOWS]>,
 }
 
 /// What the tests compare: everything but timestamps, which the model does not know.
@@ -333,13 +337,13 @@ impl Model {
         }
     }
 
-    /// User `u`'s window of `c0`: the messages at or above its bound, newest first.
-    fn messages(&self, u: usize) -> View {
+    /// User `u`'s window `w` of `c0`: the messages at or above its bound, newest first.
+    fn messages(&self, u: usize, w: usize) -> View {
         View::Messages(self.members[&0].contains_key(&u).then(|| {
             self.messages[&0]
                 .iter()
                 .rev()
-                .filter(|m| match self.bounds[u] {
+                .filter(|m| match self.bounds[u][w] {
                     Bound::All => true,
                     Bound::From(at) => m.at >= at,
                     Bound::First => false,
@@ -360,33 +364,37 @@ impl Model {
 
     /// A window (re)computed from scratch: the first page, once `u` may see it.
     fn subscribed(&mut self, u: usize) {
-        self.bounds[u] = Bound::First;
+        self.bounds[u] = [Bound::First; WINDOWS];
         self.resolve(u);
     }
 
     fn resolve(&mut self, u: usize) {
-        if matches!(self.bounds[u], Bound::First) && self.members[&0].contains_key(&u) {
-            self.bounds[u] = self.newest(FIRST_PAGE);
+        for w in 0..WINDOWS {
+            if matches!(self.bounds[u][w], Bound::First) && self.members[&0].contains_key(&u) {
+                self.bounds[u][w] = self.newest(FIRST_PAGE);
+            }
         }
     }
 
-    /// `load_more(n)`: `n` older messages join.
-    fn load_more(&mut self, u: usize, n: usize) {
-        if let Bound::From(at) = self.bounds[u] {
+    /// `load_more(n)` on window `w`: `n` older messages join.
+    fn load_more(&mut self, u: usize, w: usize, n: usize) {
+        if let Bound::From(at) = self.bounds[u][w] {
             let inside = self.messages[&0].iter().filter(|m| m.at >= at).count();
-            self.bounds[u] = self.newest(inside + n);
+            self.bounds[u][w] = self.newest(inside + n);
         }
     }
 
     /// After a reconnect a window restores its length, and at least a first page; one the
     /// user could not see starts afresh.
     fn restored(&mut self, u: usize) {
-        match (self.bounds[u], self.messages(u)) {
-            (_, View::Messages(None)) => self.bounds[u] = Bound::First,
-            (Bound::From(_), View::Messages(Some(rows))) => {
-                self.bounds[u] = self.newest(rows.len().max(FIRST_PAGE));
+        for w in 0..WINDOWS {
+            match (self.bounds[u][w], self.messages(u, w)) {
+                (_, View::Messages(None)) => self.bounds[u][w] = Bound::First,
+                (Bound::From(_), View::Messages(Some(rows))) => {
+                    self.bounds[u][w] = self.newest(rows.len().max(FIRST_PAGE));
+                }
+                _ => {}
             }
-            _ => {}
         }
     }
 
@@ -420,7 +428,7 @@ fn msg_view(m: &MessageSnapshot) -> MsgView {
 /// participants of c1, and user u0.
 struct Subs {
     lists: [talkstore::ConversationListSubscription; LISTS],
-    messages: talkstore::MessageListSubscription,
+    messages: [talkstore::MessageListSubscription; WINDOWS],
     participants: talkstore::ParticipantListSubscription,
     user: talkstore::UserSubscription,
 }
@@ -451,7 +459,9 @@ impl Subs {
                 s.subscribe_conversations(Some(unread)),
                 s.subscribe_conversations(None),
             ],
-            messages: s.conversation("c0").unwrap().subscribe_messages(None),
+            messages: std::array::from_fn(|_| {
+                s.conversation("c0").unwrap().subscribe_messages(None)
+            }),
             participants: s.conversation("c1").unwrap().subscribe_participants(),
             user: s.user("u0").unwrap().subscribe(),
         };
@@ -460,12 +470,11 @@ impl Subs {
         subs
     }
 
-    fn views(&self) -> [View; LISTS + 3] {
-        let messages = self
-            .messages
-            .latest()
-            .expect("messages active")
-            .map(|v| v.iter().map(|m| msg_view(m)).collect());
+    fn views(&self) -> [View; LISTS + WINDOWS + 2] {
+        let messages = |w: usize| {
+            let rows = self.messages[w].latest().expect("messages active");
+            View::Messages(rows.map(|v| v.iter().map(|m| msg_view(m)).collect()))
+        };
         let participants = self
             .participants
             .latest()
@@ -490,7 +499,8 @@ impl Subs {
             list_view(&self.lists[0]),
             list_view(&self.lists[1]),
             list_view(&self.lists[2]),
-            View::Messages(messages),
+            messages(0),
+            messages(1),
             View::Participants(participants),
             View::User(user),
         ]
@@ -507,7 +517,7 @@ async fn run(
 ) -> Result<(), TestCaseError> {
     let world = crate::support::World::new().await;
     let mut model = Model {
-        bounds: vec![Bound::First; USERS],
+        bounds: vec![[Bound::First; WINDOWS]; USERS],
         list_bounds: vec![std::array::from_fn(|_| ListBound::All); USERS],
         crowds: vec![Vec::new(); USERS],
         ..Model::default()
@@ -563,7 +573,8 @@ async fn run(
                 model.list_window(u, 0),
                 model.list_window(u, 1),
                 model.list_window(u, 2),
-                model.messages(u),
+                model.messages(u, 0),
+                model.messages(u, 1),
                 model.participants(u, 1),
                 View::User(Some(model.names[0].clone())),
             ];
@@ -630,14 +641,13 @@ async fn apply(
                 send(m, s, user, 0, None).await?;
             }
         }
-        Op::LoadMore(u, n) => {
+        Op::LoadMore(u, w, n) => {
             if m.members[&0].contains_key(&u) {
-                subs[u]
-                    .messages
+                subs[u].messages[w]
                     .load_more(Some(n))
                     .await
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                m.load_more(u, n as usize);
+                m.load_more(u, w, n as usize);
             }
         }
         Op::Edit {
