@@ -147,14 +147,9 @@ async fn a_window_that_changed_is_not_joined() {
     until(&a, |m| m.as_ref().is_some_and(|m| m.len() == 31)).await;
 
     let b = c.subscribe_messages(None);
-    assert_eq!(
-        b.state(),
-        SubscriptionState::Pending,
-        "b subscribes on its own"
-    );
+    assert_eq!(alice.stats().subscriptions, 2, "b subscribes on its own");
     let rows = b.connected().await.unwrap().unwrap();
     assert_eq!(rows.len(), 30);
-    assert_eq!(alice.stats().subscriptions, 2);
 }
 
 /// More identical handles than a connection may hold subscriptions all work: they are one
