@@ -344,11 +344,7 @@ impl Store {
                     entry.version = frame;
                     let read = entry.refs > 0;
                     drop(entry);
-                    if read {
-                        changed.push(key);
-                    } else {
-                        unread.push(key);
-                    }
+                    if read { &mut changed } else { &mut unread }.push(key);
                 }
                 Update::Remove { key } => {
                     if let Some(mut entry) = self.entities.get_mut(&key)
@@ -358,11 +354,7 @@ impl Store {
                         entry.node = None;
                         let read = entry.refs > 0;
                         drop(entry);
-                        if read {
-                            changed.push(key);
-                        } else {
-                            unread.push(key);
-                        }
+                        if read { &mut changed } else { &mut unread }.push(key);
                     }
                 }
                 Update::Window { .. } | Update::Rows { .. } => windows.push(update),

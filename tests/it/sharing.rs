@@ -9,11 +9,16 @@ use talkstore::{MessageSnapshot, SubscriptionState};
 
 use crate::support::{Counter, conversation, settle, until, users};
 
-/// Sends `n` messages into `c`.
-async fn send(c: &talkstore::ConversationRef, n: usize) {
+/// Alice alone in conversation `c` with `n` messages: her session (kept with the others of
+/// the world) and the conversation.
+async fn alice_with(n: usize) -> (Vec<talkstore::TalkSession>, talkstore::ConversationRef) {
+    let sessions = users(&["alice"]).await;
+    conversation(&sessions[0], "c", &[]).await;
+    let c = sessions[0].conversation("c").unwrap();
     for i in 0..n {
         c.send(format!("m{i}")).await.unwrap();
     }
+    (sessions, c)
 }
 
 fn ids(rows: &talkstore::Vector<Arc<MessageSnapshot>>) -> Vec<String> {
@@ -25,11 +30,8 @@ fn ids(rows: &talkstore::Vector<Arc<MessageSnapshot>>) -> Vec<String> {
 /// ends.
 #[tokio::test]
 async fn identical_subscriptions_share_one() {
-    let sessions = users(&["alice"]).await;
+    let (sessions, c) = alice_with(40).await;
     let alice = &sessions[0];
-    conversation(alice, "c", &[]).await;
-    let c = alice.conversation("c").unwrap();
-    send(&c, 40).await;
     let (count_a, count_b) = (Counter::new(), Counter::new());
     let a = c.subscribe_messages_with(None, count_a.callback());
     let first = a.connected().await.unwrap().unwrap();
@@ -73,11 +75,8 @@ async fn identical_subscriptions_share_one() {
 /// both stay live, and a handle alone grows in place.
 #[tokio::test]
 async fn load_more_takes_a_handle_to_its_own_window() {
-    let sessions = users(&["alice"]).await;
+    let (sessions, c) = alice_with(100).await;
     let alice = &sessions[0];
-    conversation(alice, "c", &[]).await;
-    let c = alice.conversation("c").unwrap();
-    send(&c, 100).await;
     let a = c.subscribe_messages(None);
     let b = c.subscribe_messages(None);
     let first = a.connected().await.unwrap().unwrap();
@@ -136,11 +135,8 @@ async fn load_more_takes_a_handle_to_its_own_window() {
 /// gets a first page of its own.
 #[tokio::test]
 async fn a_window_that_changed_is_not_joined() {
-    let sessions = users(&["alice"]).await;
+    let (sessions, c) = alice_with(30).await;
     let alice = &sessions[0];
-    conversation(alice, "c", &[]).await;
-    let c = alice.conversation("c").unwrap();
-    send(&c, 30).await;
     let a = c.subscribe_messages(None);
     a.connected().await.unwrap();
     c.send("new").await.unwrap();
