@@ -28,7 +28,7 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt, future::join_all};
 use talkstore::{
-    ConversationParams, ParticipantParams, SessionOptions, UserParams, get_talk_session,
+    ConversationParams, ParticipantParams, Policy, SessionOptions, UserParams, get_talk_session,
     server::{AppCredentials, Server, ServerConfig, mint_user_token},
 };
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
@@ -140,7 +140,9 @@ async fn bare() -> Running {
 /// A `talkstore-server` with users u0..u{n} and conversation `room` holding all of them, set
 /// up through one session.
 async fn talkstore(n: usize) -> Running {
-    let credentials = AppCredentials::new(APP, "broadcast-secret-0123456789");
+    let mut credentials = AppCredentials::new(APP, "broadcast-secret-0123456789");
+    // The set-up session writes every user's record and participation.
+    credentials.policy = Policy::Permissive;
     let data = tempfile::tempdir().unwrap();
     let mut config = ServerConfig::new(
         "127.0.0.1:0".parse().unwrap(),
