@@ -20,11 +20,12 @@
 mod assemble;
 
 use std::{
+    cell::RefCell,
     collections::VecDeque,
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use dashmap::DashMap;
+use smallvec::SmallVec;
 
 use self::assemble::Lookup;
 pub(crate) use self::assemble::{Bundle, Node, Rec, node};
@@ -71,10 +72,26 @@ struct Entry {
     record: Option<Rec>,
     /// The frame that last changed `record`.
     version: u64,
-    /// The number of subscriptions reading this key.
-    refs: u32,
-    /// The cached node rooted here, its inputs and the frame it was built in.
-    node: Option<(Node, Arc<[EntityKey]>, u64)>,
+    /// The subscriptions reading this key (the reverse index), each once. Inline for up to
+    /// two: most keys are read by one or two windows.
+    subs: SmallVec<[SubId; 2]>,
+    /// The cached node rooted here, its inputs and the frame it was built in. Written while
+    /// a frame reads the other entries (see [`Frame::node`]).
+    node: RefCell<Option<Cached>>,
+}
+
+/// A cached node, the keys it read and the frame it was built in.
+type Cached = (Node, Arc<[EntityKey]>, u64);
+
+impl Entry {
+    fn new(frame: u64) -> Self {
+        Entry {
+            record: None,
+            version: frame,
+            subs: SmallVec::new(),
+            node: RefCell::new(None),
+        }
+    }
 }
 
 /// What `Store::stats` reports.
@@ -126,8 +143,8 @@ struct Sub {
 struct Inner {
     frame: u64,
     subs: Map<SubId, Sub>,
-    /// The reverse index: which subscriptions read each key.
-    index: Map<EntityKey, Set<SubId>>,
+    /// The entity table: every record a subscription reads, with its reverse index.
+    entities: Map<EntityKey, Entry>,
 }
 
 /// Whether a map of `len` entries holds so much more `capacity` that it should give memory
@@ -141,19 +158,19 @@ fn oversized(len: usize, capacity: usize) -> bool {
 /// The normalized cache of one session.
 pub(crate) struct Store {
     me: UserId,
-    entities: DashMap<EntityKey, Entry, foldhash::fast::RandomState>,
     inner: Mutex<Inner>,
 }
 
 /// Reads records and caches nodes for one frame.
 struct Frame<'a> {
-    store: &'a Store,
+    entities: &'a Map<EntityKey, Entry>,
+    me: &'a UserId,
     frame: u64,
 }
 
 impl Lookup for Frame<'_> {
     fn record(&self, key: &EntityKey) -> Option<Rec> {
-        self.store.entities.get(key).and_then(|e| e.record.clone())
+        self.entities.get(key).and_then(|e| e.record.clone())
     }
 
     fn node(
@@ -162,31 +179,36 @@ impl Lookup for Frame<'_> {
         deps: &mut Vec<EntityKey>,
         build: &dyn Fn(&Self, &mut Vec<EntityKey>) -> Option<Node>,
     ) -> Option<Node> {
-        let cached = self.store.entities.get(key).and_then(|e| e.node.clone());
-        if let Some((node, inputs, built)) = cached {
+        let entry = self.entities.get(key);
+        if let Some(entry) = entry
+            && let Some((node, inputs, built)) = &*entry.node.borrow()
+        {
             let valid = inputs.iter().all(|input| {
-                self.store
-                    .entities
-                    .get(input)
-                    .is_some_and(|e| e.version <= built)
+                let version = if input == key {
+                    Some(entry.version)
+                } else {
+                    self.entities.get(input).map(|e| e.version)
+                };
+                version.is_some_and(|version| version <= *built)
             });
             if valid {
                 deps.extend(inputs.iter().cloned());
-                return Some(node);
+                return Some(node.clone());
             }
         }
+        // No borrow is held while building: the build reads (and caches) other nodes.
         let mut inputs = Vec::new();
         let node = build(self, &mut inputs);
         let inputs: Arc<[EntityKey]> = inputs.into();
         deps.extend(inputs.iter().cloned());
-        if let (Some(node), Some(mut entry)) = (&node, self.store.entities.get_mut(key)) {
-            entry.node = Some((node.clone(), inputs, self.frame));
+        if let (Some(node), Some(entry)) = (&node, entry) {
+            *entry.node.borrow_mut() = Some((node.clone(), inputs, self.frame));
         }
         node
     }
 
     fn me(&self) -> &UserId {
-        &self.store.me
+        self.me
     }
 }
 
@@ -194,7 +216,6 @@ impl Store {
     pub(crate) fn new(me: UserId) -> Self {
         Self {
             me,
-            entities: DashMap::default(),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -264,13 +285,9 @@ impl Store {
         };
         let mut evict = Vec::new();
         for key in s.keys.into_keys() {
-            self.unref(&mut inner.index, sub, key, &mut evict);
+            unref(&mut inner.entities, sub, key, &mut evict);
         }
-        if oversized(inner.index.len(), inner.index.capacity()) {
-            inner.index.shrink_to_fit();
-        }
-        drop(inner);
-        self.evict(evict);
+        evict_unread(&mut inner.entities, evict);
     }
 
     /// Ends a subscription with an error.
@@ -283,83 +300,49 @@ impl Store {
         }
     }
 
-    fn unref(
-        &self,
-        index: &mut Map<EntityKey, Set<SubId>>,
-        sub: SubId,
-        key: EntityKey,
-        evict: &mut Vec<EntityKey>,
-    ) {
-        if let Some(subs) = index.get_mut(&key) {
-            subs.remove(&sub);
-            if subs.is_empty() {
-                index.remove(&key);
-            }
-        }
-        if let Some(mut entry) = self.entities.get_mut(&key) {
-            entry.refs = entry.refs.saturating_sub(1);
-            if entry.refs == 0 {
-                evict.push(key);
-            }
-        }
-    }
-
-    fn evict(&self, keys: Vec<EntityKey>) {
-        if keys.is_empty() {
-            return;
-        }
-        for key in keys {
-            self.entities.remove_if(&key, |_, entry| entry.refs == 0);
-        }
-        // Both walk every shard: only after removals.
-        if oversized(self.entities.len(), self.entities.capacity()) {
-            self.entities.shrink_to_fit();
-        }
-    }
-
     /// Applies one server frame atomically: rebuilds every affected subscription, then
     /// publishes them all. Returns the app callbacks to [`run`] next.
     pub(crate) fn apply(&self, updates: Vec<Update>) -> Vec<Callback> {
         let mut inner = self.lock();
         inner.frame += 1;
         let frame = inner.frame;
-        let mut changed: Vec<EntityKey> = Vec::new();
-        // Changed keys no subscription read (no index entry): kept only if one reads them now.
+        let Inner { subs, entities, .. } = &mut *inner;
+        // Each subscription reading a changed key, with the key.
+        let mut hits: SmallVec<[(SubId, EntityKey); 4]> = SmallVec::new();
+        // Changed keys no subscription read: kept only if one reads them now.
         let mut unread: Vec<EntityKey> = Vec::new();
         let mut windows: Vec<Update> = Vec::new();
+        let mut changed = |key: EntityKey, entry: &Entry| match entry.subs.as_slice() {
+            [] => unread.push(key),
+            [sub] => hits.push((*sub, key)),
+            subs => hits.extend(subs.iter().map(|sub| (*sub, key.clone()))),
+        };
         for update in updates {
             match update {
                 Update::Upsert { record } => {
                     let key = record.key();
-                    let mut entry = self.entities.entry(key.clone()).or_insert_with(|| Entry {
-                        record: None,
-                        version: frame,
-                        refs: 0,
-                        node: None,
-                    });
+                    let entry = entities
+                        .entry(key.clone())
+                        .or_insert_with(|| Entry::new(frame));
                     if entry.record.as_ref().is_some_and(|r| r.same(&record)) {
                         continue;
                     }
                     entry.record = Some(record.into_record().into());
                     entry.version = frame;
-                    let read = entry.refs > 0;
-                    drop(entry);
-                    if read { &mut changed } else { &mut unread }.push(key);
+                    changed(key, entry);
                 }
                 Update::Remove { key } => {
-                    if let Some(mut entry) = self.entities.get_mut(&key)
+                    if let Some(entry) = entities.get_mut(&key)
                         && entry.record.take().is_some()
                     {
                         entry.version = frame;
-                        entry.node = None;
-                        let read = entry.refs > 0;
-                        drop(entry);
-                        if read { &mut changed } else { &mut unread }.push(key);
+                        *entry.node.get_mut() = None;
+                        changed(key, entry);
                     }
                 }
                 Update::Window { .. } | Update::Rows { .. } => windows.push(update),
                 Update::Failed { sub, error } => {
-                    if let Some(s) = inner.subs.get_mut(&sub)
+                    if let Some(s) = subs.get_mut(&sub)
                         && s.live
                     {
                         s.live = false;
@@ -371,17 +354,12 @@ impl Store {
 
         // What to rebuild, per subscription.
         let mut dirty: Map<SubId, Work> = Map::default();
-        for key in &changed {
-            let Some(subs) = inner.index.get(key) else {
+        for (sub, key) in hits {
+            let Some(s) = subs.get(&sub) else {
                 continue;
             };
-            for sub in subs {
-                let Some(s) = inner.subs.get(sub) else {
-                    continue;
-                };
-                let rows = &mut dirty.entry(*sub).or_default().rows;
-                rows.extend(s.keys.get(key).into_iter().flatten().cloned());
-            }
+            let rows = &mut dirty.entry(sub).or_default().rows;
+            rows.extend(s.keys.get(&key).into_iter().flatten().cloned());
         }
         for update in windows {
             let (sub, loaded_all) = match &update {
@@ -393,7 +371,7 @@ impl Store {
                 } => (*sub, *loaded_all),
                 _ => continue,
             };
-            let Some(s) = inner.subs.get_mut(&sub) else {
+            let Some(s) = subs.get_mut(&sub) else {
                 continue;
             };
             let work = dirty.entry(sub).or_default();
@@ -420,79 +398,74 @@ impl Store {
             }
         }
 
-        let lookup = Frame { store: self, frame };
-        let mut evict = Vec::new();
-        let mut dirty: Vec<_> = dirty.into_iter().collect();
-        dirty.sort_unstable_by_key(|(sub, _)| *sub);
-        let mut published = Vec::new();
-        let Inner { subs, index, .. } = &mut *inner;
-        for (sub, mut work) in dirty {
+        let mut sorted: SmallVec<[(SubId, Work); 4]> = dirty.into_iter().collect();
+        sorted.sort_unstable_by_key(|(sub, _)| *sub);
+        let mut published: SmallVec<[SubId; 4]> = SmallVec::new();
+        // Keys each subscription started or stopped reading: the entity table changes once
+        // every subscription is rebuilt (the rebuilds read it).
+        let mut gained: Vec<(EntityKey, SubId)> = Vec::new();
+        let mut lost: Vec<(EntityKey, SubId)> = Vec::new();
+        let (mut sub_gained, mut sub_lost) = (Vec::new(), Vec::new());
+        let lookup = Frame {
+            entities,
+            me: &self.me,
+            frame,
+        };
+        for (sub, mut work) in sorted {
             let Some(s) = subs.get_mut(&sub) else {
                 continue;
             };
-            let mut gained = Vec::new();
-            let mut lost = Vec::new();
+            let (g, l) = (&mut sub_gained, &mut sub_lost);
             let mut changed_output = work.publish;
             if work.whole {
-                changed_output |= rebuild_window(&lookup, s, &mut gained, &mut lost);
+                changed_output |= rebuild_window(&lookup, s, g, l);
             } else {
                 for change in work.changes {
-                    changed_output |= s.apply_change(&lookup, change, &mut gained, &mut lost);
+                    changed_output |= s.apply_change(&lookup, change, g, l);
                 }
                 work.rows.sort_unstable();
                 work.rows.dedup();
-                changed_output |= rebuild_rows(&lookup, s, &work.rows, &mut gained, &mut lost);
+                changed_output |= rebuild_rows(&lookup, s, &work.rows, g, l);
             }
-            for key in gained {
-                index.entry(key.clone()).or_default().insert(sub);
-                if let Some(mut entry) = self.entities.get_mut(&key) {
-                    entry.refs += 1;
-                } else {
-                    self.entities.insert(
-                        key,
-                        Entry {
-                            record: None,
-                            version: frame,
-                            refs: 1,
-                            node: None,
-                        },
-                    );
-                }
-            }
-            let live = s.live;
-            for key in lost {
-                self.unref(index, sub, key, &mut evict);
-            }
-            if changed_output && live {
+            gained.extend(g.drain(..).map(|key| (key, sub)));
+            lost.extend(l.drain(..).map(|key| (key, sub)));
+            if changed_output && s.live {
                 published.push(sub);
             }
+        }
+        let mut evict = Vec::new();
+        for (key, sub) in gained {
+            entities
+                .entry(key)
+                .or_insert_with(|| Entry::new(frame))
+                .subs
+                .push(sub);
+        }
+        for (key, sub) in lost {
+            unref(entities, sub, key, &mut evict);
         }
         // Only now, with every subscription rebuilt, publish.
         let mut callbacks = Vec::new();
         for sub in published {
-            if let Some(s) = inner.subs.get_mut(&sub) {
+            if let Some(s) = subs.get_mut(&sub) {
                 callbacks.extend(s.output.publish(s.loaded_all));
             }
         }
         // Records that arrived for no live subscription are not kept.
-        for key in unread {
-            if self.entities.get(&key).is_some_and(|e| e.refs == 0) {
-                evict.push(key);
-            }
-        }
-        drop(inner);
-        self.evict(evict);
+        evict.extend(unread);
+        evict_unread(entities, evict);
         callbacks
     }
 
     /// Entity counts, live subscriptions and an estimate of memory use.
     pub(crate) fn stats(&self) -> StoreStats {
+        let inner = self.lock();
         let mut stats = StoreStats {
-            subscriptions: self.lock().subs.len(),
+            subscriptions: inner.subs.len(),
             ..StoreStats::default()
         };
-        for entry in &self.entities {
-            let counter = match entry.key() {
+        for (key, entry) in &inner.entities {
+            let counter = match key {
                 EntityKey::User { .. } => &mut stats.users,
                 EntityKey::Conversation { .. } => &mut stats.conversations,
                 EntityKey::Participant { .. } => &mut stats.participants,
@@ -502,7 +475,7 @@ impl Store {
             *counter += 1;
             stats.approx_bytes += std::mem::size_of::<(EntityKey, Entry)>()
                 + entry.record.as_ref().map_or(0, approx_size)
-                + entry.node.as_ref().map_or(0, |(_, deps, _)| {
+                + entry.node.borrow().as_ref().map_or(0, |(_, deps, _)| {
                     deps.len() * std::mem::size_of::<EntityKey>() + 256
                 });
         }
@@ -528,6 +501,43 @@ fn approx_size(record: &Rec) -> usize {
     }
 }
 
+/// Records that subscription `sub` no longer reads `key`; a key nobody reads goes to `evict`.
+///
+/// # Performance
+///
+/// O(subscriptions reading `key`), usually one or two.
+fn unref(
+    entities: &mut Map<EntityKey, Entry>,
+    sub: SubId,
+    key: EntityKey,
+    evict: &mut Vec<EntityKey>,
+) {
+    if let Some(entry) = entities.get_mut(&key) {
+        if let Some(at) = entry.subs.iter().position(|s| *s == sub) {
+            entry.subs.swap_remove(at);
+        }
+        if entry.subs.is_empty() {
+            evict.push(key);
+        }
+    }
+}
+
+/// Removes the entries of `keys` that no subscription reads (any more), and gives memory
+/// back once the table holds far less than its capacity.
+fn evict_unread(entities: &mut Map<EntityKey, Entry>, keys: Vec<EntityKey>) {
+    if keys.is_empty() {
+        return;
+    }
+    for key in keys {
+        if entities.get(&key).is_some_and(|e| e.subs.is_empty()) {
+            entities.remove(&key);
+        }
+    }
+    if oversized(entities.len(), entities.capacity()) {
+        entities.shrink_to_fit();
+    }
+}
+
 /// What one frame asks of one subscription.
 #[derive(Default)]
 struct Work {
@@ -536,7 +546,7 @@ struct Work {
     /// Changes to the window's rows, in order.
     changes: Vec<RowChange>,
     /// Rows whose inputs changed (with repeats until the rebuild sorts them out).
-    rows: Vec<EntityKey>,
+    rows: SmallVec<[EntityKey; 2]>,
     /// Publish even if no row changed (`loaded_all` changed, or nothing was published yet).
     publish: bool,
 }
@@ -705,14 +715,15 @@ fn rebuild_rows(
     lost: &mut Vec<EntityKey>,
 ) -> bool {
     let mut changed = false;
+    let mut deps = Vec::new();
     for row in rows {
         let Some(index) = s.index_of(row) else {
             continue;
         };
-        let mut deps = Vec::new();
+        deps.clear();
         let built = node(lookup, row, &mut deps);
         if s.row_deps.get(row).is_none_or(|old| **old != *deps) {
-            let deps: Arc<[EntityKey]> = deps.into();
+            let deps: Arc<[EntityKey]> = deps.as_slice().into();
             count_up(&mut s.keys, &deps, row, gained);
             if let Some(old) = s.row_deps.insert(row.clone(), deps) {
                 count_down(&mut s.keys, &old, row, lost);

@@ -17,9 +17,23 @@ macro_rules! id_type {
         $(#[$meta])*
         ///
         /// Never empty. Cloning is a reference-count increment.
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Clone, Eq, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "Arc<str>")]
         pub struct $name(Arc<str>);
+
+        /// Compares the text, after a pointer check: clones of one id are equal at once.
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+            }
+        }
+
+        /// Hashes the text, as `==` compares it.
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.0.hash(state);
+            }
+        }
 
         impl $name {
             /// Creates an id.
