@@ -308,13 +308,12 @@ impl Store {
         let frame = inner.frame;
         let Inner { subs, entities, .. } = &mut *inner;
         // Each subscription reading a changed key, with the key.
-        let mut hits: SmallVec<[(SubId, EntityKey); 4]> = SmallVec::new();
+        let mut hits: Vec<(SubId, EntityKey)> = Vec::new();
         // Changed keys no subscription read: kept only if one reads them now.
         let mut unread: Vec<EntityKey> = Vec::new();
         let mut windows: Vec<Update> = Vec::new();
         let mut changed = |key: EntityKey, entry: &Entry| match entry.subs.as_slice() {
             [] => unread.push(key),
-            [sub] => hits.push((*sub, key)),
             subs => hits.extend(subs.iter().map(|sub| (*sub, key.clone()))),
         };
         for update in updates {
@@ -398,9 +397,9 @@ impl Store {
             }
         }
 
-        let mut sorted: SmallVec<[(SubId, Work); 4]> = dirty.into_iter().collect();
+        let mut sorted: Vec<_> = dirty.into_iter().collect();
         sorted.sort_unstable_by_key(|(sub, _)| *sub);
-        let mut published: SmallVec<[SubId; 4]> = SmallVec::new();
+        let mut published = Vec::new();
         // Keys each subscription started or stopped reading: the entity table changes once
         // every subscription is rebuilt (the rebuilds read it).
         let mut gained: Vec<(EntityKey, SubId)> = Vec::new();
@@ -546,7 +545,7 @@ struct Work {
     /// Changes to the window's rows, in order.
     changes: Vec<RowChange>,
     /// Rows whose inputs changed (with repeats until the rebuild sorts them out).
-    rows: SmallVec<[EntityKey; 2]>,
+    rows: Vec<EntityKey>,
     /// Publish even if no row changed (`loaded_all` changed, or nothing was published yet).
     publish: bool,
 }
