@@ -643,6 +643,7 @@ mod tests {
             oldest: None,
             since: Some(since),
             held,
+            exact: false,
         };
         let (resumed, _) = subscribe_to(&engine, target, Some(restore));
         assert!(
@@ -666,6 +667,7 @@ mod tests {
             oldest: None,
             since: Some(since),
             held: held.clone(),
+            exact: false,
         };
         let (resumed, _) = subscribe(&engine, Some(restore(since)));
         let new = EntityKey::message(&crate::model::MessageId::new("msg_11"));

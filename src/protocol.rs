@@ -388,6 +388,9 @@ impl Request {
 /// every push up to `since`. The engine does not send those records again unless an event after
 /// `since` touched them; if it cannot tell (another epoch, or the log no longer reaches back),
 /// it sends everything.
+///
+/// `exact`: the window is exactly `len` items, even below a first page (a client splitting a
+/// shared window on `loadMore` asks for what that handle held plus the count, nothing more).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Restore {
@@ -397,6 +400,8 @@ pub(crate) struct Restore {
     pub(crate) since: Option<Position>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) held: Vec<EntityKey>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) exact: bool,
 }
 
 /// The most keys a [`Restore`] may list as held; the engine ignores a longer list (and sends

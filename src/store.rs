@@ -274,6 +274,7 @@ impl Store {
             oldest: rows.back().cloned(),
             since,
             held,
+            exact: false,
         })
     }
 

@@ -200,12 +200,17 @@ impl Feed {
                 oldest,
                 since,
                 held,
+                exact,
             }) => {
-                // Never less than a first page: a window that was empty or pending when the
-                // connection dropped must still show what arrived meanwhile.
-                let len = (len as usize)
-                    .min(MAX_RESTORED_WINDOW)
-                    .max(target.paging().first);
+                // Never less than a first page (unless asked for exactly `len`): a window that
+                // was empty or pending when the connection dropped must still show what
+                // arrived meanwhile.
+                let len = (len as usize).min(MAX_RESTORED_WINDOW);
+                let len = if exact {
+                    len
+                } else {
+                    len.max(target.paging().first)
+                };
                 let bound = Bound::Restore { len, oldest };
                 (bound, self.unchanged(storage, since, held)?)
             }

@@ -311,6 +311,7 @@ impl<T: Clone + Send + Sync + 'static, X: RowType> Membership for Shared<T, X> {
         }
         let restore = Restore {
             len,
+            exact: true,
             ..Restore::default()
         };
         session.start(sub, own.output(), self.target.clone(), Some(restore));

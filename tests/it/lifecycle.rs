@@ -4,10 +4,7 @@
 
 use std::time::Duration;
 
-use talkstore::{
-    ConversationListSubscription, Engine, MessageListSubscription, SessionOptions, TalkSession,
-    UserParams, UserSubscription, get_talk_session,
-};
+use talkstore::{Engine, SessionOptions, TalkSession, UserParams, get_talk_session};
 
 use crate::support::until;
 
@@ -87,8 +84,8 @@ mod shared_between_tests {
 #[cfg(feature = "server")]
 mod over_websocket {
     use talkstore::{
-        ConversationParams, ParticipantParams, Policy, SessionOptions, TalkSession, UserParams,
-        get_talk_session, server::Limits,
+        ConversationListSubscription, ConversationParams, MessageListSubscription,
+        ParticipantParams, Policy, UserSubscription, server::Limits,
     };
 
     use super::*;
