@@ -96,6 +96,7 @@ fn message(n: usize, conversation: usize, sender: Option<usize>, version: u64) -
             children: vec![TextNode::Text(text)],
         }]
         .into(),
+        reactions: Vec::new(),
     }
 }
 
@@ -448,6 +449,7 @@ impl BareHarness {
                     Record::ReadState(r) => Arc::new(r),
                     Record::Conversation(c) => Arc::new(c),
                     Record::Participant(p) => Arc::new(p),
+                    Record::Reacted(r) => Arc::new(r),
                 };
                 self.floor.insert(key, value);
                 continue;
@@ -464,7 +466,7 @@ impl BareHarness {
                         read.set(value);
                     }
                 }
-                Record::Participant(_) => {}
+                Record::Participant(_) | Record::Reacted(_) => {}
             }
         }
         self.signals.get_mut(&frame.touched).map_or(0, |s| poll(s))

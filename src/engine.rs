@@ -382,11 +382,13 @@ impl Request {
             | Request::SetParticipant { .. }
             | Request::DeleteParticipant { .. }
             | Request::EditMessage { .. }
-            | Request::DeleteMessage { .. } => true,
+            | Request::DeleteMessage { .. }
+            | Request::React { .. } => true,
             Request::GetUser { .. }
             | Request::GetConversation { .. }
             | Request::GetParticipant { .. }
             | Request::GetMessage { .. }
+            | Request::GetReactions { .. }
             | Request::Subscribe { .. }
             | Request::LoadMore { .. }
             | Request::Unsubscribe { .. }

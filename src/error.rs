@@ -1,7 +1,7 @@
 //! The error type of the session API.
 
 use crate::{
-    model::{ContentError, InvalidId},
+    model::{ContentError, InvalidEmoji, InvalidId},
     protocol::{ErrorCode, WireError},
 };
 
@@ -39,6 +39,9 @@ pub enum Error {
     /// Content cannot be sent, for example a link node or an empty text.
     #[error("invalid content: {0}")]
     InvalidContent(#[from] ContentError),
+    /// A reaction's emoji is not one (see [`ReactionsRef`](crate::ReactionsRef)).
+    #[error(transparent)]
+    InvalidEmoji(#[from] InvalidEmoji),
     /// The session or subscription ended before the operation completed.
     #[error("{action} failed because the session or subscription ended")]
     Ended {

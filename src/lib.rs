@@ -126,10 +126,11 @@ pub use self::{
     model::{
         Access, ContentBlock, ContentError, ConversationFilter, ConversationId,
         ConversationSnapshot, Custom, CustomFieldFilter, CustomFilter, FileBlock, FileKind,
-        FileToken, FilterError, InvalidId, MessageFilter, MessageId, MessageSnapshot, MessageType,
-        Notify, NumberFilter, Origin, ParticipantSnapshot, ReferencedMessageSnapshot,
+        FileToken, FilterError, InvalidEmoji, InvalidId, MAX_CUSTOM_EMOJI_NAME,
+        MAX_REACTIONS_PER_MESSAGE, MessageFilter, MessageId, MessageSnapshot, MessageType, Notify,
+        NumberFilter, Origin, ParticipantSnapshot, ReactionSnapshot, ReferencedMessageSnapshot,
         SendContentBlock, SenderFilter, SimpleConversationFilter, SimpleMessageFilter,
-        StringFilter, TextNode, Timestamp, UserId, UserSnapshot, plaintext,
+        SingleReactionSnapshot, StringFilter, TextNode, Timestamp, UserId, UserSnapshot, plaintext,
     },
     params::{
         Body, ConversationParams, CustomPatch, EditParams, ParticipantParams, Patch, SendParams,
@@ -139,8 +140,9 @@ pub use self::{
     session::{
         ConversationListSubscription, ConversationRef, ConversationSubscription,
         ErrorHandlerHandle, ListSubscription, MessageListSubscription, MessageRef, OnSnapshot,
-        ParticipantListSubscription, ParticipantRef, ParticipantSubscription, SessionOptions,
-        Subscription, SubscriptionState, TalkSession, UserRef, UserSubscription, get_talk_session,
+        ParticipantListSubscription, ParticipantRef, ParticipantSubscription, ReactionsRef,
+        SessionOptions, Subscription, SubscriptionState, TalkSession, UserRef, UserSubscription,
+        get_talk_session,
     },
     store::StoreStats,
 };

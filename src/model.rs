@@ -4,6 +4,7 @@ mod content;
 mod filter;
 mod id;
 mod markup;
+mod reaction;
 mod records;
 mod snapshot;
 
@@ -11,6 +12,7 @@ pub(crate) use self::{
     content::validate_send,
     filter::{ConversationFacts, MessageFacts},
     markup::parse_markup,
+    reaction::{ReactedRecord, ReactionCount, normalize_emoji},
     records::{ConversationRecord, MessageRecord, ParticipantRecord, ReadStateRecord},
 };
 pub use self::{
@@ -23,6 +25,10 @@ pub use self::{
         NumberFilter, SenderFilter, SimpleConversationFilter, SimpleMessageFilter, StringFilter,
     },
     id::{ConversationId, InvalidId, MessageId, UserId},
+    reaction::{
+        InvalidEmoji, MAX_CUSTOM_EMOJI_NAME, MAX_REACTIONS_PER_MESSAGE, ReactionSnapshot,
+        SingleReactionSnapshot,
+    },
     records::{Access, Custom, MessageType, Notify, Origin, Timestamp, UserSnapshot},
     snapshot::{
         ConversationSnapshot, MessageSnapshot, ParticipantSnapshot, ReferencedMessageSnapshot,

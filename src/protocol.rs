@@ -14,7 +14,8 @@ use serde_json::value::RawValue;
 
 use crate::model::{
     ConversationFilter, ConversationId, ConversationRecord, MessageFilter, MessageId,
-    MessageRecord, ParticipantRecord, ReadStateRecord, UserId, UserSnapshot,
+    MessageRecord, ParticipantRecord, ReactedRecord, ReadStateRecord, Timestamp, UserId,
+    UserSnapshot,
 };
 use crate::params::{ConversationParams, EditParams, ParticipantParams, UserParams, WireSend};
 
@@ -53,6 +54,10 @@ pub(crate) enum EntityKey {
     Message {
         id: MessageId,
     },
+    /// The viewer's own reactions to a message.
+    Reacted {
+        message: MessageId,
+    },
 }
 
 impl EntityKey {
@@ -76,6 +81,19 @@ impl EntityKey {
     pub(crate) fn message(id: &MessageId) -> Self {
         EntityKey::Message { id: id.clone() }
     }
+    pub(crate) fn reacted(message: &MessageId) -> Self {
+        EntityKey::Reacted {
+            message: message.clone(),
+        }
+    }
+    /// Whether the record behind the key depends on who views it (the same key names each
+    /// viewer's own record).
+    pub(crate) fn per_viewer(&self) -> bool {
+        matches!(
+            self,
+            EntityKey::ReadState { .. } | EntityKey::Reacted { .. }
+        )
+    }
 }
 
 /// One normalized entity record.
@@ -87,6 +105,7 @@ pub(crate) enum Record {
     Participant(ParticipantRecord),
     ReadState(ReadStateRecord),
     Message(MessageRecord),
+    Reacted(ReactedRecord),
 }
 
 impl Record {
@@ -97,6 +116,7 @@ impl Record {
             Record::Participant(p) => EntityKey::participant(&p.conversation_id, &p.user_id),
             Record::ReadState(r) => EntityKey::read_state(&r.conversation_id),
             Record::Message(m) => EntityKey::message(&m.id),
+            Record::Reacted(r) => EntityKey::reacted(&r.message_id),
         }
     }
 }
@@ -305,6 +325,20 @@ pub(crate) enum Request {
         conversation: ConversationId,
         message: MessageId,
     },
+    /// Adds (`add`) or removes the viewer's reaction with `emoji`; either is idempotent.
+    React {
+        conversation: ConversationId,
+        message: MessageId,
+        emoji: String,
+        add: bool,
+    },
+    /// The first `limit` users who reacted with `emoji`, oldest first.
+    GetReactions {
+        conversation: ConversationId,
+        message: MessageId,
+        emoji: String,
+        limit: u32,
+    },
     /// Starts a subscription: the first page, or with `restore` the window a client held
     /// before a reconnect.
     Subscribe {
@@ -371,6 +405,18 @@ impl Request {
             Request::GetMessage { message, .. } => format!("Get message {message}"),
             Request::EditMessage { message, .. } => format!("Edit message {message}"),
             Request::DeleteMessage { message, .. } => format!("Delete message {message}"),
+            Request::React {
+                message,
+                emoji,
+                add: true,
+                ..
+            } => format!("Add reaction {emoji} to message {message}"),
+            Request::React { message, emoji, .. } => {
+                format!("Remove reaction {emoji} from message {message}")
+            }
+            Request::GetReactions { message, emoji, .. } => {
+                format!("Get reactions {emoji} to message {message}")
+            }
             Request::Subscribe { sub, .. } => format!("Subscribe {sub}"),
             Request::LoadMore { sub, .. } => format!("Load more of subscription {sub}"),
             Request::Unsubscribe { sub } => format!("Unsubscribe {sub}"),
@@ -453,6 +499,17 @@ pub(crate) enum Response {
         root: Option<EntityKey>,
         records: Vec<Record>,
     },
+    /// The users who reacted, oldest first, or `None` if the message is missing or not
+    /// visible.
+    Reactions { reactions: Option<Vec<Reaction>> },
+}
+
+/// One user's reaction, as [`Response::Reactions`] lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Reaction {
+    pub(crate) user: UserSnapshot,
+    pub(crate) created_at: Timestamp,
 }
 
 /// A machine-readable error code.

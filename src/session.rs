@@ -15,7 +15,7 @@ use std::{
 use tokio::sync::oneshot;
 
 pub use self::{
-    refs::{ConversationRef, MessageRef, ParticipantRef, UserRef},
+    refs::{ConversationRef, MessageRef, ParticipantRef, ReactionsRef, UserRef},
     subscription::{
         ConversationListSubscription, ConversationSubscription, ListSubscription,
         MessageListSubscription, OnSnapshot, ParticipantListSubscription, ParticipantSubscription,

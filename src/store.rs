@@ -108,6 +108,8 @@ pub struct StoreStats {
     pub read_states: usize,
     /// Cached messages.
     pub messages: usize,
+    /// Cached records of the current user's own reactions (one per message they reacted to).
+    pub reacted: usize,
     /// Subscriptions that are live, or ended but not yet released by the server.
     pub subscriptions: usize,
     /// An estimate of the heap memory held by cached records and nodes, in bytes.
@@ -117,7 +119,12 @@ pub struct StoreStats {
 impl StoreStats {
     /// The total number of cached entities.
     pub fn entities(&self) -> usize {
-        self.users + self.conversations + self.participants + self.read_states + self.messages
+        self.users
+            + self.conversations
+            + self.participants
+            + self.read_states
+            + self.messages
+            + self.reacted
     }
 }
 
@@ -471,6 +478,7 @@ impl Store {
                 EntityKey::Participant { .. } => &mut stats.participants,
                 EntityKey::ReadState { .. } => &mut stats.read_states,
                 EntityKey::Message { .. } => &mut stats.messages,
+                EntityKey::Reacted { .. } => &mut stats.reacted,
             };
             *counter += 1;
             stats.approx_bytes += std::mem::size_of::<(EntityKey, Entry)>()
@@ -497,6 +505,9 @@ fn approx_size(record: &Rec) -> usize {
         }
         Rec::Participant(p) => std::mem::size_of_val(&**p),
         Rec::ReadState(r) => std::mem::size_of_val(&**r),
+        Rec::Reacted(r) => {
+            std::mem::size_of_val(&**r) + r.emoji.iter().map(|e| e.len() + 24).sum::<usize>()
+        }
         Rec::Message(m) => std::mem::size_of_val(&**m) + 2 * m.plaintext.len() + strings(&m.custom),
     }
 }

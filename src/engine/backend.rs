@@ -6,8 +6,8 @@ use super::{
     EngineResult, Event, State,
     commands::{
         apply_edit, check_content, check_reference, forbidden, insert_message, invalid, not_found,
-        not_participant, remove_message, remove_participant, require_user, set_user,
-        upsert_conversation, write_participant,
+        not_participant, react, reactions, remove_message, remove_participant, require_user,
+        set_user, upsert_conversation, write_participant,
     },
     storage::{StoredParticipant, StoredUser},
 };
@@ -17,7 +17,7 @@ use crate::{
         ParticipantRecord, SendContentBlock, UserId, content_to_blocks, parse_markup,
     },
     params::{ConversationParams, EditParams, ParticipantParams, UserParams},
-    protocol::ParticipantWrite,
+    protocol::{ParticipantWrite, Reaction},
 };
 
 /// Upserts users, all or nothing.
@@ -208,6 +208,7 @@ fn post_message(
         referenced_message_id: message.referenced_message_id,
         origin: Origin::Rest,
         plaintext,
+        reactions: Vec::new(),
         content: content_to_blocks(&content),
     };
     let idempotency = message.idempotency_key.as_deref().map(|key| (&scope, key));
@@ -274,6 +275,33 @@ pub(crate) fn delete_message(
         }
         _ => Ok(((), Vec::new())),
     }
+}
+
+/// Adds (`add`) or removes `user`'s reaction to a message, as that user would but whether or
+/// not they participate; the user must exist.
+pub(crate) fn set_reaction(
+    state: &mut State,
+    conversation: &ConversationId,
+    message: &MessageId,
+    emoji: &str,
+    user: &UserId,
+    add: bool,
+) -> EngineResult<((), Vec<Event>)> {
+    require_user(state.storage(), user)?;
+    let (_, events) = react(state, user, conversation, message, emoji, add)?;
+    Ok(((), events))
+}
+
+/// The first `limit` reactions to a message with `emoji`, oldest first; `None` if the message
+/// is not in the conversation.
+pub(crate) fn list_reactions(
+    state: &State,
+    conversation: &ConversationId,
+    message: &MessageId,
+    emoji: &str,
+    limit: u32,
+) -> EngineResult<Option<Vec<Reaction>>> {
+    reactions(state.storage(), conversation, message, emoji, limit)
 }
 
 /// Deletes a conversation with its participants and messages, irrevocably; succeeds if it is

@@ -8,15 +8,18 @@ use super::{
 };
 use crate::{
     model::{
-        Access, ConversationId, ConversationRecord, MessageId, MessageRecord, MessageType, Notify,
-        Origin, ParticipantRecord, SendContentBlock, UserId, UserSnapshot, content_to_blocks,
-        plaintext, validate_send,
+        Access, ConversationId, ConversationRecord, MAX_REACTIONS_PER_MESSAGE, MessageId,
+        MessageRecord, MessageType, Notify, Origin, ParticipantRecord, ReactionCount,
+        SendContentBlock, UserId, UserSnapshot, content_to_blocks, normalize_emoji, plaintext,
+        validate_send,
     },
     params::{
         ConversationParams, EditParams, ParticipantParams, UserParams, WireSend, apply_custom,
         custom_from_patch,
     },
-    protocol::{EntityKey, ErrorCode, ParticipantWrite, Request, Response, Restore, SubId, Target},
+    protocol::{
+        EntityKey, ErrorCode, ParticipantWrite, Reaction, Request, Response, Restore, SubId, Target,
+    },
 };
 
 pub(super) fn invalid(reason: impl Into<String>) -> EngineError {
@@ -73,6 +76,13 @@ pub(super) enum Read {
     Conversation(ConversationId),
     Participant(ConversationId, UserId),
     Message(ConversationId, MessageId),
+    /// The first `limit` reactions with an emoji.
+    Reactions {
+        conversation: ConversationId,
+        message: MessageId,
+        emoji: String,
+        limit: u32,
+    },
 }
 
 /// Sorts `request` by what runs it.
@@ -99,6 +109,25 @@ pub(super) fn route(request: Request) -> Route {
             conversation,
             message,
         } => Route::Read(Read::Message(conversation, message)),
+        Request::GetReactions {
+            conversation,
+            message,
+            emoji,
+            limit,
+        } => Route::Read(Read::Reactions {
+            conversation,
+            message,
+            emoji,
+            limit,
+        }),
+        Request::React {
+            conversation,
+            message,
+            emoji,
+            add,
+        } => Route::Write(Box::new(move |state, me| {
+            react(state, me, &conversation, &message, &emoji, add)
+        })),
         Request::SetUser {
             user,
             params,
@@ -178,6 +207,19 @@ pub(super) fn read(state: &State, me: &UserId, read: Read) -> EngineResult<Respo
                 }
             }
             EntityKey::message(&message)
+        }
+        Read::Reactions {
+            conversation,
+            message,
+            emoji,
+            limit,
+        } => {
+            let visible = view::is_participant(storage, &conversation, me)?;
+            let reactions = match visible {
+                true => reactions(storage, &conversation, &message, &emoji, limit)?,
+                false => None,
+            };
+            return Ok(Response::Reactions { reactions });
         }
     };
     let mut reads = Reads::default();
@@ -530,6 +572,7 @@ fn send(
         referenced_message_id: message.referenced_message,
         origin: Origin::Rest,
         plaintext,
+        reactions: Vec::new(),
         content: content_to_blocks(&message.content),
     };
     let (id, events) = insert_message(state, record, Some((me, key)))?;
@@ -625,6 +668,7 @@ pub(super) fn post_system_message(
         referenced_message_id: None,
         origin: Origin::Rest,
         plaintext,
+        reactions: Vec::new(),
         content: content_to_blocks(&content),
     };
     insert_message(state, record, None)
@@ -694,6 +738,100 @@ fn delete_message(
         return Ok((Response::Ack, Vec::new()));
     }
     Ok((Response::Ack, remove_message(state, conversation, id)?))
+}
+
+/// The most reactions one `GetReactions` lists.
+pub(crate) const MAX_REACTIONS_PAGE: u32 = 100;
+
+/// Adds or removes `me`'s reaction to a message; both are idempotent (a removal from a
+/// missing message too). The message record's counts change in the same write.
+pub(super) fn react(
+    state: &mut State,
+    me: &UserId,
+    conversation: &ConversationId,
+    id: &MessageId,
+    emoji: &str,
+    add: bool,
+) -> EngineResult<(Response, Vec<Event>)> {
+    let emoji = normalize_emoji(emoji).map_err(|e| invalid(e.to_string()))?;
+    let Some((mut message, pos)) = message_in(state.storage(), conversation, id)? else {
+        return if add {
+            Err(not_found(format!(
+                "message {id} does not exist in {conversation}"
+            )))
+        } else {
+            Ok((Response::Ack, Vec::new()))
+        };
+    };
+    let existing = message.reactions.iter().position(|r| r.emoji == emoji);
+    if add {
+        if existing.is_none() && message.reactions.len() >= MAX_REACTIONS_PER_MESSAGE {
+            return Err(EngineError::rejected(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "message {id} already has {MAX_REACTIONS_PER_MESSAGE} distinct emoji, \
+                     the most one message may carry"
+                ),
+            ));
+        }
+        let now = state.now();
+        if !state.storage_mut().put_reaction(id, &emoji, me, now)? {
+            return Ok((Response::Ack, Vec::new()));
+        }
+        match existing {
+            Some(i) => message.reactions[i].count += 1,
+            None => message.reactions.push(ReactionCount { emoji, count: 1 }),
+        }
+    } else {
+        if !state.storage_mut().remove_reaction(id, &emoji, me)? {
+            return Ok((Response::Ack, Vec::new()));
+        }
+        // A stored reaction implies its count: the record and the reactions change together.
+        if let Some(i) = existing {
+            message.reactions[i].count -= 1;
+            if message.reactions[i].count == 0 {
+                message.reactions.remove(i);
+            }
+        }
+    }
+    state.storage_mut().put_message(message, pos)?;
+    let event = Event::ReactionChanged {
+        conversation: conversation.clone(),
+        message: id.clone(),
+        user: me.clone(),
+    };
+    Ok((Response::Ack, vec![event]))
+}
+
+/// The first `limit` reactions to a message with `emoji`, oldest first; `None` unless the
+/// message is in `conversation`.
+pub(super) fn reactions(
+    storage: &dyn Storage,
+    conversation: &ConversationId,
+    id: &MessageId,
+    emoji: &str,
+    limit: u32,
+) -> EngineResult<Option<Vec<Reaction>>> {
+    if !(1..=MAX_REACTIONS_PAGE).contains(&limit) {
+        return Err(invalid(format!(
+            "a reactions page holds 1 to {MAX_REACTIONS_PAGE} reactions, not {limit}"
+        )));
+    }
+    let emoji = normalize_emoji(emoji).map_err(|e| invalid(e.to_string()))?;
+    if message_in(storage, conversation, id)?.is_none() {
+        return Ok(None);
+    }
+    let mut list = Vec::new();
+    for (user, created_at) in storage.reactions(id, &emoji, limit as usize)? {
+        // Users are never deleted, so each reactor exists.
+        if let Some(user) = storage.user(&user)? {
+            list.push(Reaction {
+                user: user.public,
+                created_at,
+            });
+        }
+    }
+    Ok(Some(list))
 }
 
 /// Deletes a message and, if it was the last one, points its conversation at the one before.

@@ -419,6 +419,10 @@ impl Feed {
                 Event::MessageChanged {
                     conversation: c, ..
                 } => c == conversation && filter.is_some(),
+                // A message's first reaction makes it read the viewer's reactions.
+                Event::ReactionChanged {
+                    conversation: c, ..
+                } => c == conversation,
                 Event::ParticipantChanged {
                     conversation: c,
                     user,
@@ -481,6 +485,11 @@ impl Feed {
                     } if c == conversation && filter.is_some() => {
                         (EntityKey::message(message), false)
                     }
+                    Event::ReactionChanged {
+                        conversation: c,
+                        message,
+                        ..
+                    } if c == conversation => (EntityKey::message(message), false),
                     Event::MessageDeleted {
                         conversation: c,
                         message,
@@ -501,7 +510,8 @@ impl Feed {
                     | Event::MessageChanged { .. }
                     | Event::MessageDeleted { .. }
                     | Event::ConversationChanged { .. }
-                    | Event::ReadChanged { .. } => continue,
+                    | Event::ReadChanged { .. }
+                    | Event::ReactionChanged { .. } => continue,
                     Event::UserChanged { .. } if filter.is_none() => continue,
                     Event::ParticipantChanged {
                         conversation: c,
@@ -1118,6 +1128,10 @@ pub(crate) fn touched_keys(events: &[Event]) -> HashSet<EntityKey> {
             }
             Event::ReadChanged { conversation, .. } => {
                 keys.insert(EntityKey::read_state(conversation));
+            }
+            Event::ReactionChanged { message, .. } => {
+                keys.insert(EntityKey::message(message));
+                keys.insert(EntityKey::reacted(message));
             }
         }
     }

@@ -19,6 +19,7 @@ enum Undo {
     Participant(ConversationId, UserId, Option<StoredParticipant>),
     Activity(ConversationId, UserId, Option<Timestamp>),
     Message(MessageId, Option<(MessageRecord, MessagePos)>),
+    Reaction(MessageId, String, UserId, Option<Timestamp>),
     Idempotency(UserId, String),
     Log { last_seq: u64, len: usize },
     Ordinal(u64),
@@ -39,6 +40,9 @@ pub(crate) struct MemoryStorage {
     unindexed: HashMap<UserId, HashSet<ConversationId>>,
     messages: HashMap<MessageId, (MessageRecord, MessagePos)>,
     timelines: HashMap<ConversationId, BTreeMap<MessagePos, MessageId>>,
+    /// Each message's reactions by emoji, oldest first, and each user's by message.
+    reactions: HashMap<MessageId, HashMap<String, BTreeSet<(Timestamp, UserId)>>>,
+    reacted: HashMap<(MessageId, UserId), Vec<(String, Timestamp)>>,
     idempotency: HashMap<(UserId, String), MessageId>,
     log: VecDeque<(u64, Event)>,
     epoch: u64,
@@ -170,6 +174,44 @@ impl MemoryStorage {
             {
                 timeline.remove(old_pos);
             }
+        }
+        old
+    }
+
+    /// Sets whether (and since when) `user` reacted to `message` with `emoji`; returns the
+    /// old value.
+    fn set_reaction(
+        &mut self,
+        message: &MessageId,
+        emoji: &str,
+        user: &UserId,
+        at: Option<Timestamp>,
+    ) -> Option<Timestamp> {
+        let key = (message.clone(), user.clone());
+        let mine = self.reacted.entry(key.clone()).or_default();
+        let old = mine
+            .iter()
+            .position(|(e, _)| e == emoji)
+            .map(|at| mine.remove(at).1);
+        if let Some(at) = at {
+            mine.push((emoji.to_owned(), at));
+        }
+        if mine.is_empty() {
+            self.reacted.remove(&key);
+        }
+        let by_emoji = self.reactions.entry(message.clone()).or_default();
+        let users = by_emoji.entry(emoji.to_owned()).or_default();
+        if let Some(old) = old {
+            users.remove(&(old, user.clone()));
+        }
+        if let Some(at) = at {
+            users.insert((at, user.clone()));
+        }
+        if users.is_empty() {
+            by_emoji.remove(emoji);
+        }
+        if by_emoji.is_empty() {
+            self.reactions.remove(message);
         }
         old
     }
@@ -337,7 +379,87 @@ impl Storage for MemoryStorage {
     fn remove_message(&mut self, id: &MessageId) -> StorageResult<()> {
         let old = self.set_message(id, None);
         self.undo.push(Undo::Message(id.clone(), old));
+        let reactions: Vec<(String, UserId)> = self
+            .reactions
+            .get(id)
+            .into_iter()
+            .flatten()
+            .flat_map(|(emoji, users)| users.iter().map(|(_, u)| (emoji.clone(), u.clone())))
+            .collect();
+        for (emoji, user) in reactions {
+            self.remove_reaction(id, &emoji, &user)?;
+        }
         Ok(())
+    }
+
+    fn put_reaction(
+        &mut self,
+        message: &MessageId,
+        emoji: &str,
+        user: &UserId,
+        at: Timestamp,
+    ) -> StorageResult<bool> {
+        let exists = self
+            .reacted
+            .get(&(message.clone(), user.clone()))
+            .is_some_and(|mine| mine.iter().any(|(e, _)| e == emoji));
+        if !exists {
+            let old = self.set_reaction(message, emoji, user, Some(at));
+            self.undo.push(Undo::Reaction(
+                message.clone(),
+                emoji.to_owned(),
+                user.clone(),
+                old,
+            ));
+        }
+        Ok(!exists)
+    }
+
+    fn remove_reaction(
+        &mut self,
+        message: &MessageId,
+        emoji: &str,
+        user: &UserId,
+    ) -> StorageResult<bool> {
+        let old = self.set_reaction(message, emoji, user, None);
+        if old.is_some() {
+            self.undo.push(Undo::Reaction(
+                message.clone(),
+                emoji.to_owned(),
+                user.clone(),
+                old,
+            ));
+        }
+        Ok(old.is_some())
+    }
+
+    fn reactions_of(&self, message: &MessageId, user: &UserId) -> StorageResult<Vec<String>> {
+        Ok(self
+            .reacted
+            .get(&(message.clone(), user.clone()))
+            .into_iter()
+            .flatten()
+            .map(|(emoji, _)| emoji.clone())
+            .collect())
+    }
+
+    fn reactions(
+        &self,
+        message: &MessageId,
+        emoji: &str,
+        limit: usize,
+    ) -> StorageResult<Vec<(UserId, Timestamp)>> {
+        let rows: Vec<_> = self
+            .reactions
+            .get(message)
+            .and_then(|by_emoji| by_emoji.get(emoji))
+            .into_iter()
+            .flatten()
+            .take(limit)
+            .map(|(at, user)| (user.clone(), *at))
+            .collect();
+        self.count_listed(rows.len());
+        Ok(rows)
     }
 
     fn messages_before(
@@ -513,6 +635,9 @@ impl MemoryStorage {
                 Undo::Message(id, old) => {
                     self.set_message(&id, old);
                 }
+                Undo::Reaction(message, emoji, user, old) => {
+                    self.set_reaction(&message, &emoji, &user, old);
+                }
                 Undo::Idempotency(u, k) => {
                     self.idempotency.remove(&(u, k));
                 }
@@ -544,6 +669,7 @@ mod tests {
             origin: Origin::Rest,
             plaintext: String::new(),
             content: Vec::new().into(),
+            reactions: Vec::new(),
         }
     }
 

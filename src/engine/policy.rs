@@ -27,6 +27,7 @@ use crate::{
 /// | change their own notification setting, lower their own access, leave | participants | participants |
 /// | add, edit or remove other participants | participants | ReadWrite participants |
 /// | mark a conversation read or unread | participants | participants |
+/// | react to messages (add or remove their own reactions) | participants | participants |
 /// | send | ReadWrite participants | ReadWrite participants |
 /// | edit or delete their own messages | ReadWrite participants | ReadWrite participants |
 /// | edit or delete other users' messages | no | no |
@@ -76,7 +77,8 @@ pub(super) fn authorize(
         | Request::GetUser { .. }
         | Request::GetConversation { .. }
         | Request::GetParticipant { .. }
-        | Request::GetMessage { .. } => Ok(()),
+        | Request::GetMessage { .. }
+        | Request::GetReactions { .. } => Ok(()),
         Request::SetUser {
             user, create_only, ..
         } => {
@@ -136,9 +138,9 @@ pub(super) fn authorize(
             }
             Ok(())
         }
-        Request::MarkRead { conversation } | Request::MarkUnread { conversation } => {
-            member(storage, conversation, me).map(drop)
-        }
+        Request::MarkRead { conversation }
+        | Request::MarkUnread { conversation }
+        | Request::React { conversation, .. } => member(storage, conversation, me).map(drop),
         Request::Send { conversation, .. } => {
             read_write(&member(storage, conversation, me)?, conversation, "send")
         }

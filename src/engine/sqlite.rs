@@ -248,6 +248,18 @@ WHERE conversation IN (
 CREATE INDEX participants_by_activity ON participants (user, activity, conversation);
 CREATE INDEX participants_indexed ON participants (conversation) WHERE activity IS NOT NULL;
 "#,
+    r#"
+-- Reactions: one row per (message, user, emoji); each message's record keeps its counts per
+-- emoji. Rows go with their message.
+CREATE TABLE reactions (
+    message TEXT NOT NULL,
+    user TEXT NOT NULL,
+    emoji TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (message, user, emoji)
+) STRICT;
+CREATE INDEX reactions_in_order ON reactions (message, emoji, created_at, user);
+"#,
 ];
 
 fn conversation_id(id: &str) -> StorageResult<ConversationId> {
@@ -800,8 +812,83 @@ impl Storage for SqliteStorage {
 
     fn remove_message(&mut self, id: &MessageId) -> StorageResult<()> {
         self.write("DELETE FROM messages WHERE id = ?1", [id.as_str()])?;
+        self.write("DELETE FROM reactions WHERE message = ?1", [id.as_str()])?;
         self.messages.put(id.clone(), None);
         Ok(())
+    }
+
+    fn put_reaction(
+        &mut self,
+        message: &MessageId,
+        emoji: &str,
+        user: &UserId,
+        at: Timestamp,
+    ) -> StorageResult<bool> {
+        self.begin()?;
+        let inserted = self.run(
+            "INSERT INTO reactions (message, user, emoji, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO NOTHING",
+            params![message.as_str(), user.as_str(), emoji, at],
+        )?;
+        self.writes += inserted as u64;
+        Ok(inserted == 1)
+    }
+
+    fn remove_reaction(
+        &mut self,
+        message: &MessageId,
+        emoji: &str,
+        user: &UserId,
+    ) -> StorageResult<bool> {
+        self.begin()?;
+        let removed = self.run(
+            "DELETE FROM reactions WHERE message = ?1 AND user = ?2 AND emoji = ?3",
+            params![message.as_str(), user.as_str(), emoji],
+        )?;
+        self.writes += removed as u64;
+        Ok(removed == 1)
+    }
+
+    fn reactions_of(&self, message: &MessageId, user: &UserId) -> StorageResult<Vec<String>> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT emoji FROM reactions WHERE message = ?1 AND user = ?2
+                 ORDER BY created_at, emoji",
+            )
+            .map_err(db)?;
+        let rows = statement
+            .query_map([message.as_str(), user.as_str()], |row| row.get(0))
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    fn reactions(
+        &self,
+        message: &MessageId,
+        emoji: &str,
+        limit: usize,
+    ) -> StorageResult<Vec<(UserId, Timestamp)>> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT user, created_at FROM reactions WHERE message = ?1 AND emoji = ?2
+                 ORDER BY created_at, user LIMIT ?3",
+            )
+            .map_err(db)?;
+        let rows = statement
+            .query_map(params![message.as_str(), emoji, limit as i64], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (user, at) = row.map_err(db)?;
+            let user =
+                UserId::try_new(user).map_err(|e| StorageError(format!("corrupt user id: {e}")))?;
+            out.push((user, at));
+        }
+        Ok(out)
     }
 
     fn messages_before(
@@ -1081,6 +1168,7 @@ mod tests {
                     origin: Origin::Rest,
                     plaintext: String::new(),
                     content: Vec::new().into(),
+                    reactions: Vec::new(),
                 };
                 let pos = MessagePos {
                     created_at: at,

@@ -108,6 +108,12 @@ pub(crate) enum Event {
         conversation: ConversationId,
         user: UserId,
     },
+    /// `user` added or removed a reaction to a message (whose record's counts changed).
+    ReactionChanged {
+        conversation: ConversationId,
+        message: MessageId,
+        user: UserId,
+    },
 }
 
 impl Event {
@@ -120,7 +126,8 @@ impl Event {
             | Event::MessageCreated { conversation, .. }
             | Event::MessageChanged { conversation, .. }
             | Event::MessageDeleted { conversation, .. }
-            | Event::ReadChanged { conversation, .. } => Some(conversation),
+            | Event::ReadChanged { conversation, .. }
+            | Event::ReactionChanged { conversation, .. } => Some(conversation),
         }
     }
 }
@@ -186,6 +193,7 @@ pub(crate) trait Storage: Send {
 
     fn message(&self, id: &MessageId) -> StorageResult<Option<(MessageRecord, MessagePos)>>;
     fn put_message(&mut self, message: MessageRecord, pos: MessagePos) -> StorageResult<()>;
+    /// Removes a message and its reactions.
     fn remove_message(&mut self, id: &MessageId) -> StorageResult<()>;
     /// Messages of a conversation strictly before `before` (all if `None`), newest first, at
     /// most `limit`.
@@ -204,6 +212,33 @@ pub(crate) trait Storage: Send {
         after: Timestamp,
         sender: &UserId,
     ) -> StorageResult<(u64, u64)>;
+
+    /// Records `user`'s reaction to a message with `emoji` (in its stored form) at `at`, unless
+    /// it exists: then writes nothing and returns false. O(log reactions).
+    fn put_reaction(
+        &mut self,
+        message: &MessageId,
+        emoji: &str,
+        user: &UserId,
+        at: Timestamp,
+    ) -> StorageResult<bool>;
+    /// Removes that reaction; returns false (and writes nothing) if it did not exist.
+    fn remove_reaction(
+        &mut self,
+        message: &MessageId,
+        emoji: &str,
+        user: &UserId,
+    ) -> StorageResult<bool>;
+    /// The emoji `user` reacted to a message with, oldest first.
+    fn reactions_of(&self, message: &MessageId, user: &UserId) -> StorageResult<Vec<String>>;
+    /// Up to `limit` of the reactions to a message with `emoji`, oldest first (ties by user
+    /// id): O(log reactions + limit).
+    fn reactions(
+        &self,
+        message: &MessageId,
+        emoji: &str,
+        limit: usize,
+    ) -> StorageResult<Vec<(UserId, Timestamp)>>;
 
     /// The message created by an earlier send with this idempotency key.
     fn idempotent_send(&self, sender: &UserId, key: &str) -> StorageResult<Option<MessageId>>;

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     HashMap,
-    model::{ConversationId, MessageId, ReadStateRecord, UserId},
+    model::{ConversationId, MessageId, ReactedRecord, ReadStateRecord, UserId},
     protocol::{EntityKey, Record, SharedRecord, shape},
 };
 
@@ -57,10 +57,12 @@ pub(crate) struct Reads {
     shared: HashMap<EntityKey, Arc<Collected>>,
 }
 
-/// One snapshot's reads: its keys, each once, in walk order, and the records found.
+/// One snapshot's reads: its keys, each once, in walk order, and the records found except
+/// those that differ per viewer (which are read for each).
 struct Collected {
     keys: Arc<[EntityKey]>,
     records: Vec<(EntityKey, SharedRecord)>,
+    per_viewer: Vec<EntityKey>,
 }
 
 impl Reads {
@@ -72,9 +74,23 @@ impl Reads {
         me: &UserId,
         key: &EntityKey,
     ) -> StorageResult<Option<SharedRecord>> {
-        if let EntityKey::ReadState { conversation } = key {
-            let record = read_state(storage, conversation, me)?;
-            return Ok(record.map(|r| SharedRecord::new(Record::ReadState(r))));
+        match key {
+            EntityKey::ReadState { conversation } => {
+                let record = read_state(storage, conversation, me)?;
+                return Ok(record.map(|r| SharedRecord::new(Record::ReadState(r))));
+            }
+            // Read only through a message the viewer sees.
+            EntityKey::Reacted { message } => {
+                let emoji = storage.reactions_of(message, me)?;
+                let record = ReactedRecord {
+                    message_id: message.clone(),
+                    emoji,
+                };
+                return Ok(
+                    (!record.emoji.is_empty()).then(|| SharedRecord::new(Record::Reacted(record)))
+                );
+            }
+            _ => {}
         }
         let Some(record) = self.load(storage, key)? else {
             return Ok(None);
@@ -84,7 +100,7 @@ impl Reads {
             Record::Conversation(c) => &c.id,
             Record::Participant(p) => &p.conversation_id,
             Record::Message(m) => &m.conversation_id,
-            Record::ReadState(_) => return Ok(None),
+            Record::ReadState(_) | Record::Reacted(_) => return Ok(None),
         };
         let visible = self.is_participant(storage, conversation, me)?;
         Ok(visible.then_some(record))
@@ -138,7 +154,7 @@ impl Reads {
                 self.positions.insert(id.clone(), pos);
                 Record::Message(m)
             }),
-            EntityKey::ReadState { .. } => None,
+            EntityKey::ReadState { .. } | EntityKey::Reacted { .. } => None,
         }
         .map(SharedRecord::new);
         self.records.insert(key.clone(), record.clone());
@@ -184,9 +200,10 @@ impl<'r> Collector<'r> {
 
     /// Collects the snapshot rooted at `key` and returns the keys it reads, each once, walking
     /// it once per commit for all viewers. Only for a snapshot that every viewer who asks sees
-    /// the same way: a message in a message window, which only the conversation's
-    /// participants hold, and all of whose reads (its sender, a reply's message of the same
-    /// conversation and its sender) they may see.
+    /// the same way, but for the records of per-viewer keys (read for each viewer): a message
+    /// in a message window, which only the conversation's participants hold, and all of whose
+    /// reads (its sender, a reply's message of the same conversation and its sender, the
+    /// viewer's reactions) they may see.
     pub(crate) fn collect_shared(
         &mut self,
         storage: &dyn Storage,
@@ -196,11 +213,13 @@ impl<'r> Collector<'r> {
         let collected = match self.reads.shared.get(key) {
             Some(collected) => collected.clone(),
             None => {
-                let (mut keys, mut records) = (Vec::new(), Vec::new());
+                let (mut keys, mut records, mut per_viewer) = (Vec::new(), Vec::new(), Vec::new());
                 let reads = &mut *self.reads;
                 let mut get = |key: &EntityKey| -> StorageResult<Option<SharedRecord>> {
                     let record = reads.fetch(storage, me, key)?;
-                    if let Some(record) = &record {
+                    if key.per_viewer() {
+                        per_viewer.push(key.clone());
+                    } else if let Some(record) = &record {
                         records.push((key.clone(), record.clone()));
                     }
                     Ok(record)
@@ -213,6 +232,7 @@ impl<'r> Collector<'r> {
                 let collected = Arc::new(Collected {
                     keys: keys.into(),
                     records,
+                    per_viewer,
                 });
                 self.reads.shared.insert(key.clone(), collected.clone());
                 collected
@@ -220,6 +240,11 @@ impl<'r> Collector<'r> {
         };
         for (key, record) in &collected.records {
             self.records.insert(key.clone(), record.clone());
+        }
+        for key in &collected.per_viewer {
+            if let Some(record) = self.reads.fetch(storage, me, key)? {
+                self.records.insert(key.clone(), record);
+            }
         }
         Ok(collected.keys.clone())
     }

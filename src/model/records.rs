@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ContentBlock, ConversationId, MessageId, UserId};
+use super::{ContentBlock, ConversationId, MessageId, ReactionCount, UserId};
 
 /// A string map of custom fields.
 pub type Custom = BTreeMap<String, String>;
@@ -167,4 +167,8 @@ pub(crate) struct MessageRecord {
     pub(crate) origin: Origin,
     pub(crate) plaintext: String,
     pub(crate) content: Arc<[ContentBlock]>,
+    /// Per emoji, how many users reacted, in the order each emoji first appeared; no zero
+    /// counts, at most `MAX_REACTIONS_PER_MESSAGE` entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) reactions: Vec<ReactionCount>,
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{
     Access, ContentBlock, ConversationId, Custom, MessageId, MessageType, Notify, Origin,
-    Timestamp, UserSnapshot,
+    ReactionSnapshot, Timestamp, UserSnapshot,
 };
 
 /// A conversation as the current user sees it.
@@ -86,6 +86,10 @@ pub struct MessageSnapshot {
     pub plaintext: String,
     /// The body.
     pub content: Arc<[ContentBlock]>,
+    /// Its reactions: per emoji the number of users and whether you are one of them, in the
+    /// order each emoji first appeared on the message (an emoji whose last reaction is removed
+    /// leaves; added again, it goes last). At most [`crate::MAX_REACTIONS_PER_MESSAGE`].
+    pub reactions: Vec<ReactionSnapshot>,
 }
 
 /// A message that another message replies to. Its own reference is not expanded.
@@ -111,6 +115,8 @@ pub struct ReferencedMessageSnapshot {
     pub plaintext: String,
     /// The body.
     pub content: Arc<[ContentBlock]>,
+    /// Its reactions, as [`MessageSnapshot::reactions`].
+    pub reactions: Vec<ReactionSnapshot>,
 }
 
 /// A participant of a conversation.

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | user | nothing |
 //! | conversation C | read state C, the viewer's participant (C, me) (not its user), and, if both exist, the last message with all it reads |
-//! | message M | its sender, and its referenced message R with R's sender (not R's own reference) |
+//! | message M | its sender, its referenced message R read the same way but for R's own reference, and, if M has reactions, the viewer's own reactions to M |
 //! | participant (C, U) | user U |
 
 use super::{EntityKey, Record};
@@ -36,19 +36,26 @@ pub(crate) struct MessageLinks {
     pub(crate) sender: Option<EntityKey>,
     /// Read as a referenced message (see [`referenced`]).
     pub(crate) referenced: Option<EntityKey>,
+    /// The viewer's reactions, read shallowly; only while the message has any (a missing
+    /// record: the viewer reacted with none of them).
+    pub(crate) reacted: Option<EntityKey>,
 }
 
 pub(crate) fn message(m: &MessageRecord) -> MessageLinks {
     MessageLinks {
         sender: m.sender_id.as_ref().map(EntityKey::user),
         referenced: m.referenced_message_id.as_ref().map(EntityKey::message),
+        reacted: (!m.reactions.is_empty()).then(|| EntityKey::reacted(&m.id)),
     }
 }
 
-/// What a referenced message's snapshot reads besides the message: its sender. Its own
-/// reference is not followed.
-pub(crate) fn referenced(r: &MessageRecord) -> Option<EntityKey> {
-    r.sender_id.as_ref().map(EntityKey::user)
+/// What a referenced message's snapshot reads besides the message: what a message reads
+/// but its own reference, which is not followed.
+pub(crate) fn referenced(r: &MessageRecord) -> MessageLinks {
+    MessageLinks {
+        referenced: None,
+        ..message(r)
+    }
 }
 
 /// What a participant snapshot reads besides the participation: its user.
@@ -74,7 +81,7 @@ pub(crate) fn walk<R: AsRef<Record>, E>(
         return Ok(false);
     };
     match record.as_ref() {
-        Record::User(_) | Record::ReadState(_) => {}
+        Record::User(_) | Record::ReadState(_) | Record::Reacted(_) => {}
         Record::Conversation(c) => {
             // Without both, there is no snapshot to show the last message in.
             let links = conversation(c, me);
@@ -87,24 +94,35 @@ pub(crate) fn walk<R: AsRef<Record>, E>(
                 walk(last, me, get, visit)?;
             }
         }
-        Record::Message(m) => {
-            let links = message(m);
-            if let Some(sender) = &links.sender {
-                walk(sender, me, get, visit)?;
-            }
-            if let Some(r) = &links.referenced {
-                visit(r);
-                if let Some(record) = get(r)?
-                    && let Record::Message(r) = record.as_ref()
-                    && let Some(sender) = referenced(r)
-                {
-                    walk(&sender, me, get, visit)?;
-                }
-            }
-        }
+        Record::Message(m) => walk_message(&message(m), me, get, visit)?,
         Record::Participant(p) => {
             walk(&participant(p), me, get, visit)?;
         }
     }
     Ok(true)
+}
+
+/// [`walk`]'s part for the links of a message or referenced message.
+fn walk_message<R: AsRef<Record>, E>(
+    links: &MessageLinks,
+    me: &UserId,
+    get: &mut dyn FnMut(&EntityKey) -> Result<Option<R>, E>,
+    visit: &mut dyn FnMut(&EntityKey),
+) -> Result<(), E> {
+    if let Some(sender) = &links.sender {
+        walk(sender, me, get, visit)?;
+    }
+    if let Some(r) = &links.referenced {
+        visit(r);
+        if let Some(record) = get(r)?
+            && let Record::Message(r) = record.as_ref()
+        {
+            walk_message(&referenced(r), me, get, visit)?;
+        }
+    }
+    if let Some(reacted) = &links.reacted {
+        visit(reacted);
+        get(reacted)?;
+    }
+    Ok(())
 }

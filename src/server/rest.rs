@@ -155,6 +155,14 @@ pub(crate) fn routes() -> Router<Arc<ServerState>> {
             "/v1/{app_id}/conversations/{conversation}/messages",
             get(list_messages).post(post_messages),
         )
+        .route(
+            "/v1/{app_id}/conversations/{conversation}/messages/{message}/reactions/{emoji}",
+            get(list_reactions),
+        )
+        .route(
+            "/v1/{app_id}/conversations/{conversation}/messages/{message}/reactions/{emoji}/{user}",
+            put(put_reaction).delete(delete_reaction),
+        )
         .fallback(no_route)
         .layer(middleware::from_fn(limits))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -665,6 +673,65 @@ async fn edit_message(
         app.engine
             .backend_write(|s| backend::edit_message(s, &conversation, &message, params)),
     )
+}
+
+/// Adds a user's reaction (the user must exist, participant or not); idempotent.
+async fn put_reaction(
+    State(state): State<Arc<ServerState>>,
+    RestPath(path): RestPath<(String, String, String, String, String)>,
+    headers: HeaderMap,
+) -> Reply {
+    set_reaction(state, path, headers, true).await
+}
+
+/// Removes a user's reaction; succeeds if there is none.
+async fn delete_reaction(
+    State(state): State<Arc<ServerState>>,
+    RestPath(path): RestPath<(String, String, String, String, String)>,
+    headers: HeaderMap,
+) -> Reply {
+    set_reaction(state, path, headers, false).await
+}
+
+async fn set_reaction(
+    state: Arc<ServerState>,
+    (app_id, conversation, message, emoji, user): (String, String, String, String, String),
+    headers: HeaderMap,
+    add: bool,
+) -> Reply {
+    let app = authorize(&state, &app_id, &headers)?;
+    let conversation = id(ConversationId::try_new(conversation))?;
+    let message = id(MessageId::try_new(message))?;
+    let user = id(UserId::try_new(user))?;
+    done(
+        app.engine.backend_write(|s| {
+            backend::set_reaction(s, &conversation, &message, &emoji, &user, add)
+        }),
+    )
+}
+
+/// Lists the users who reacted with an emoji, oldest first: `limit` (1..=100, default 10);
+/// answers `[{"user": …, "createdAt": …}, …]`.
+async fn list_reactions(
+    State(state): State<Arc<ServerState>>,
+    RestPath((app_id, conversation, message, emoji)): RestPath<(String, String, String, String)>,
+    RestQuery(query): RestQuery<ReactionsQuery>,
+    headers: HeaderMap,
+) -> Reply {
+    let app = authorize(&state, &app_id, &headers)?;
+    let conversation = id(ConversationId::try_new(conversation))?;
+    let message = id(MessageId::try_new(message))?;
+    let limit = query.limit.unwrap_or(10);
+    let reactions = app
+        .engine
+        .backend_read(|s| backend::list_reactions(s, &conversation, &message, &emoji, limit))
+        .map_err(failed)?;
+    found(reactions, format!("message {message} in {conversation}"))
+}
+
+#[derive(Deserialize)]
+struct ReactionsQuery {
+    limit: Option<u32>,
 }
 
 /// Deletes any message; succeeds if it is already gone.

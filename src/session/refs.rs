@@ -16,7 +16,8 @@ use crate::{
     Error,
     model::{
         ConversationId, ConversationSnapshot, MessageFilter, MessageId, MessageSnapshot,
-        ParticipantSnapshot, UserId, UserSnapshot, validate_send,
+        ParticipantSnapshot, SingleReactionSnapshot, UserId, UserSnapshot, normalize_emoji,
+        validate_send,
     },
     params::{ConversationParams, EditParams, ParticipantParams, SendParams, UserParams, WireSend},
     protocol::{ParticipantWrite, Request, Response, Target},
@@ -538,5 +539,109 @@ impl MessageRef {
             message: self.id.clone(),
         };
         ack(&self.session, request).await
+    }
+
+    /// The reactions to this message with `emoji`. Creating the ref does no IO and checks
+    /// nothing: its operations check the emoji (see [`ReactionsRef`]).
+    pub fn reactions(&self, emoji: impl Into<String>) -> ReactionsRef {
+        ReactionsRef {
+            message: self.clone(),
+            emoji: emoji.into(),
+        }
+    }
+}
+
+/// The reactions to one message with one emoji. Holds ids only; creating one does no IO.
+///
+/// # Emoji
+///
+/// An emoji is one Unicode emoji (a single emoji of Unicode 17.0, skin tones and ZWJ
+/// sequences included, such as `"👍🏽"` or `"👩‍👩‍👧"`), stored in its fully-qualified form (so
+/// `"\u{2764}"` and `"❤️"` are the same reaction), or a custom emoji `:name:` whose name is 1
+/// to [`MAX_CUSTOM_EMOJI_NAME`](crate::MAX_CUSTOM_EMOJI_NAME) ASCII letters, digits, `_`, `+`
+/// or `-` (case-sensitive). Anything else fails with [`Error::InvalidEmoji`] before it is
+/// sent.
+///
+/// # Who may react
+///
+/// Every participant, Read access included (a reaction is not a message); others are refused
+/// with `NOT_A_PARTICIPANT`. Each user reacts at most once per message and emoji, so repeated
+/// and concurrent adds count once. A message carries at most
+/// [`MAX_REACTIONS_PER_MESSAGE`](crate::MAX_REACTIONS_PER_MESSAGE) distinct emoji: adding
+/// another is refused with `LIMIT_EXCEEDED` (more users may still react with the ones it has).
+/// Deleting a message deletes its reactions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReactionsRef {
+    message: MessageRef,
+    emoji: String,
+}
+
+/// How many reactions [`ReactionsRef::get_first_reactions`] returns at most.
+const FIRST_REACTIONS: u32 = 10;
+
+impl ReactionsRef {
+    /// The emoji, as given.
+    pub fn emoji(&self) -> &str {
+        &self.emoji
+    }
+
+    /// The message reacted to.
+    pub fn message(&self) -> &MessageRef {
+        &self.message
+    }
+
+    /// Adds your reaction; succeeds unchanged if you already reacted with this emoji.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidEmoji`]; a rejection if the message does not exist (`NOT_FOUND`), you
+    /// do not participate, or the message has the most distinct emoji already and not this one.
+    pub async fn add(&self) -> Result<(), Error> {
+        self.react(true).await
+    }
+
+    /// Removes your reaction; succeeds if there is none (or no message).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidEmoji`]; a rejection if you do not participate.
+    pub async fn remove(&self) -> Result<(), Error> {
+        self.react(false).await
+    }
+
+    async fn react(&self, add: bool) -> Result<(), Error> {
+        let request = Request::React {
+            conversation: self.message.conversation.clone(),
+            message: self.message.id.clone(),
+            emoji: normalize_emoji(&self.emoji)?,
+            add,
+        };
+        ack(&self.message.session, request).await
+    }
+
+    /// The first 10 users who reacted with this emoji, oldest first (empty if none did), as
+    /// of the read; `None` if the message does not exist or you do not participate.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidEmoji`] before anything is sent.
+    pub async fn get_first_reactions(&self) -> Result<Option<Vec<SingleReactionSnapshot>>, Error> {
+        let request = Request::GetReactions {
+            conversation: self.message.conversation.clone(),
+            message: self.message.id.clone(),
+            emoji: normalize_emoji(&self.emoji)?,
+            limit: FIRST_REACTIONS,
+        };
+        match self.message.session.request(request).await? {
+            Response::Reactions { reactions } => Ok(reactions.map(|list| {
+                list.into_iter()
+                    .map(|r| SingleReactionSnapshot {
+                        user: Arc::new(r.user),
+                        created_at: r.created_at,
+                    })
+                    .collect()
+            })),
+            _ => Ok(None),
+        }
     }
 }

@@ -5,8 +5,8 @@ use std::{collections::HashMap, sync::Arc};
 use crate::{
     model::{
         ConversationRecord, ConversationSnapshot, MessageRecord, MessageSnapshot,
-        ParticipantRecord, ParticipantSnapshot, ReadStateRecord, ReferencedMessageSnapshot, UserId,
-        UserSnapshot,
+        ParticipantRecord, ParticipantSnapshot, ReactedRecord, ReactionSnapshot, ReadStateRecord,
+        ReferencedMessageSnapshot, UserId, UserSnapshot,
     },
     protocol::{EntityKey, Record, shape},
 };
@@ -19,6 +19,7 @@ pub(crate) enum Rec {
     Participant(Arc<ParticipantRecord>),
     ReadState(Arc<ReadStateRecord>),
     Message(Arc<MessageRecord>),
+    Reacted(Arc<ReactedRecord>),
 }
 
 impl From<Record> for Rec {
@@ -29,6 +30,7 @@ impl From<Record> for Rec {
             Record::Participant(r) => Rec::Participant(Arc::new(r)),
             Record::ReadState(r) => Rec::ReadState(Arc::new(r)),
             Record::Message(r) => Rec::Message(Arc::new(r)),
+            Record::Reacted(r) => Rec::Reacted(Arc::new(r)),
         }
     }
 }
@@ -42,6 +44,7 @@ impl Rec {
             (Rec::Participant(a), Record::Participant(b)) => **a == *b,
             (Rec::ReadState(a), Record::ReadState(b)) => **a == *b,
             (Rec::Message(a), Record::Message(b)) => **a == *b,
+            (Rec::Reacted(a), Record::Reacted(b)) => **a == *b,
             _ => false,
         }
     }
@@ -81,7 +84,7 @@ pub(crate) fn node<L: Lookup>(l: &L, key: &EntityKey, deps: &mut Vec<EntityKey>)
         EntityKey::Conversation { .. } => l.node(key, deps, &|l, deps| conversation(l, key, deps)),
         EntityKey::Message { .. } => l.node(key, deps, &|l, deps| message(l, key, deps)),
         EntityKey::Participant { .. } => l.node(key, deps, &|l, deps| participant(l, key, deps)),
-        EntityKey::ReadState { .. } => None,
+        EntityKey::ReadState { .. } | EntityKey::Reacted { .. } => None,
     }
 }
 
@@ -110,9 +113,10 @@ fn message<L: Lookup>(l: &L, key: &EntityKey, deps: &mut Vec<EntityKey>) -> Opti
         let r = message_record(l, key);
         deps.push(key.clone());
         let r = r?;
+        let links = shape::referenced(&r);
         Some(Arc::new(ReferencedMessageSnapshot {
             id: r.id.clone(),
-            sender: shape::referenced(&r).and_then(|s| user(l, &s, deps)),
+            sender: links.sender.as_ref().and_then(|s| user(l, s, deps)),
             custom: r.custom.clone(),
             created_at: r.created_at,
             edited_at: r.edited_at,
@@ -120,8 +124,10 @@ fn message<L: Lookup>(l: &L, key: &EntityKey, deps: &mut Vec<EntityKey>) -> Opti
             origin: r.origin,
             plaintext: r.plaintext.clone(),
             content: r.content.clone(),
+            reactions: reactions(l, &r, links.reacted, deps),
         }))
     });
+    let reactions = reactions(l, &m, links.reacted, deps);
     Some(Node::Message(Arc::new(MessageSnapshot {
         id: m.id.clone(),
         conversation_id: m.conversation_id.clone(),
@@ -134,7 +140,34 @@ fn message<L: Lookup>(l: &L, key: &EntityKey, deps: &mut Vec<EntityKey>) -> Opti
         origin: m.origin,
         plaintext: m.plaintext.clone(),
         content: m.content.clone(),
+        reactions,
     })))
+}
+
+/// A message's reactions as the viewer sees them, reading the viewer's own (`reacted`).
+fn reactions<L: Lookup>(
+    l: &L,
+    m: &MessageRecord,
+    reacted: Option<EntityKey>,
+    deps: &mut Vec<EntityKey>,
+) -> Vec<ReactionSnapshot> {
+    let mine = reacted.and_then(|key| {
+        let record = l.record(&key);
+        deps.push(key);
+        match record {
+            Some(Rec::Reacted(r)) => Some(r),
+            _ => None,
+        }
+    });
+    let mine: &[String] = mine.as_ref().map_or(&[], |r| &r.emoji);
+    m.reactions
+        .iter()
+        .map(|r| ReactionSnapshot {
+            emoji: r.emoji.clone(),
+            count: r.count,
+            current_user_reacted: mine.contains(&r.emoji),
+        })
+        .collect()
 }
 
 fn conversation<L: Lookup>(l: &L, key: &EntityKey, deps: &mut Vec<EntityKey>) -> Option<Node> {

@@ -51,9 +51,12 @@ enum Op {
     ResetOwnAccess,
     RenameAnotherUser,
     MarkRead,
+    /// A reaction to the owner's message.
+    React,
+    GetReactions,
 }
 
-const OPS: [Op; 18] = [
+const OPS: [Op; 20] = [
     Op::Get,
     Op::Subscribe,
     Op::ListMessages,
@@ -72,6 +75,8 @@ const OPS: [Op; 18] = [
     Op::ResetOwnAccess,
     Op::RenameAnotherUser,
     Op::MarkRead,
+    Op::React,
+    Op::GetReactions,
 ];
 
 /// What a cell must give: data, nothing (`None`), success, or a rejection code.
@@ -102,10 +107,12 @@ fn expected(policy: Policy, principal: Principal, op: Op) -> Outcome {
     };
     match (principal, op) {
         (P::OtherApp, _) => Denied(Unauthorized),
-        (_, Op::Get | Op::Subscribe | Op::ListMessages) if member => Visible,
-        (_, Op::Get | Op::Subscribe | Op::ListMessages) => Hidden,
+        (_, Op::Get | Op::Subscribe | Op::ListMessages | Op::GetReactions) if member => Visible,
+        (_, Op::Get | Op::Subscribe | Op::ListMessages | Op::GetReactions) => Hidden,
         (P::ReadWrite, Op::Send | Op::EditOwn | Op::DeleteOwn | Op::MarkRead) => Ok,
-        (P::Read, Op::MarkRead) => Ok,
+        // A reaction is not a message: Read participants react too.
+        (_, Op::MarkRead | Op::React) if member => Ok,
+        (_, Op::React) => outside(),
         (P::Read, Op::Send | Op::EditOwn | Op::DeleteOwn) => Denied(Forbidden),
         // Someone else's message: never, and a Read participant is told about their access.
         (_, Op::EditOthers | Op::DeleteOthers) if member => Denied(Forbidden),
@@ -125,6 +132,14 @@ fn expected(policy: Policy, principal: Principal, op: Op) -> Outcome {
         (_, Op::RenameAnotherUser) if restricted => Denied(Forbidden),
         (_, Op::RenameAnotherUser) => Ok,
     }
+}
+
+/// The operations that only read.
+fn is_read(op: Op) -> bool {
+    matches!(
+        op,
+        Op::Get | Op::Subscribe | Op::ListMessages | Op::GetReactions
+    )
 }
 
 /// The operations through which a non-participant may join.
@@ -261,6 +276,12 @@ async fn run(cell: &Cell, op: Op) -> Result<Option<String>, talkstore::Error> {
                 .await,
         ),
         Op::MarkRead => done(c.mark_as_read().await),
+        Op::React => done(c.message(&cell.others).unwrap().reactions("👍").add().await),
+        Op::GetReactions => {
+            let reactions = c.message(&cell.others).unwrap().reactions("👍");
+            let first = reactions.get_first_reactions().await?;
+            shown(first.map(|list| format!("{list:?}")))
+        }
     }
 }
 
@@ -303,7 +324,7 @@ async fn check(policy: Policy, principal: Principal, op: Op) -> Option<String> {
     let result = run(&cell, op).await;
     let outcome = match &result {
         Result::Ok(Some(_)) => Visible,
-        Result::Ok(None) if matches!(op, Op::Get | Op::Subscribe | Op::ListMessages) => Hidden,
+        Result::Ok(None) if is_read(op) => Hidden,
         Result::Ok(None) => Ok,
         Err(error) => match error.code() {
             Some(code) => Denied(code),

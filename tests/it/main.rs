@@ -11,6 +11,7 @@ mod gc;
 mod lifecycle;
 mod oracle;
 mod propagation;
+mod reactions;
 #[cfg(feature = "server")]
 mod rest;
 mod seed;

@@ -2,7 +2,7 @@
 //! subscription's latest snapshot equals one computed from scratch by a naive model of the
 //! rules, written here independently of the store and the engine: windows grown by
 //! `load_more` past their first page, long backlogs, users with more conversations than a
-//! list's first page (lists that page, rows crossing their bound), a filtered list,
+//! list's first page (lists that page, rows crossing their bound), a filtered list, reactions,
 //! reconnects.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 use talkstore::{
     Access, ConversationFilter, ConversationParams, ConversationSnapshot, Error, MessageSnapshot,
-    ParticipantSnapshot, SendParams, SimpleConversationFilter, TalkSession, UserParams,
+    ParticipantSnapshot, ReactionSnapshot, SendParams, SimpleConversationFilter, TalkSession,
+    UserParams,
 };
 
 const USERS: usize = 3;
@@ -45,6 +46,15 @@ enum Op {
         user: usize,
         conversation: usize,
         message: usize,
+    },
+    /// Adds (or removes) the user's reaction with `EMOJI[emoji]` to a message (see
+    /// `apply`).
+    React {
+        user: usize,
+        conversation: usize,
+        message: usize,
+        emoji: usize,
+        add: bool,
     },
     Join(usize, usize),
     Leave(usize, usize),
@@ -95,6 +105,10 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(user, conversation, message)| Op::Edit { user, conversation, message }),
         1 => (u.clone(), c.clone(), 0..30usize)
             .prop_map(|(user, conversation, message)| Op::Delete { user, conversation, message }),
+        4 => (u.clone(), c.clone(), 0..3usize, 0..EMOJI.len(), prop::bool::weighted(0.7))
+            .prop_map(|(user, conversation, message, emoji, add)| {
+                Op::React { user, conversation, message, emoji, add }
+            }),
         2 => (u.clone(), c.clone()).prop_map(|(u, c)| Op::Join(u, c)),
         1 => (u.clone(), c.clone()).prop_map(|(u, c)| Op::Leave(u, c)),
         1 => (u.clone(), c.clone()).prop_map(|(u, c)| Op::MarkRead(u, c)),
@@ -122,6 +136,8 @@ struct Msg {
     text: String,
     reply_to: Option<String>,
     at: u64,
+    /// Per emoji (in order of first appearance), the users who reacted.
+    reactions: Vec<(&'static str, BTreeSet<usize>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -193,8 +209,15 @@ struct MsgView {
     id: String,
     sender: Option<String>,
     text: String,
-    reply: Option<(String, Option<String>, String)>,
+    reply: Option<(String, Option<String>, String, Reactions)>,
+    reactions: Reactions,
 }
+
+/// Per emoji: its count and whether the viewer reacted.
+type Reactions = Vec<(String, u64, bool)>;
+
+/// The emoji the operations react with.
+const EMOJI: [&str; 3] = ["👍", "❤️", ":party:"];
 
 impl Model {
     fn tick(&mut self) -> u64 {
@@ -214,13 +237,21 @@ impl Model {
         self.resolve(u);
     }
 
-    fn msg_view(&self, c: usize, m: &Msg) -> MsgView {
+    /// Message `m` of conversation `c` as user `u` sees it.
+    fn msg_view(&self, u: usize, c: usize, m: &Msg) -> MsgView {
+        let reactions = |m: &Msg| -> Reactions {
+            m.reactions
+                .iter()
+                .map(|(e, users)| (e.to_string(), users.len() as u64, users.contains(&u)))
+                .collect()
+        };
         let reply = m.reply_to.as_ref().and_then(|r| {
             let referenced = self.messages[&c].iter().find(|x| &x.id == r)?;
             Some((
                 referenced.id.clone(),
                 Some(self.names[referenced.sender].clone()),
                 referenced.text.clone(),
+                reactions(referenced),
             ))
         });
         MsgView {
@@ -228,6 +259,7 @@ impl Model {
             sender: Some(self.names[m.sender].clone()),
             text: m.text.clone(),
             reply,
+            reactions: reactions(m),
         }
     }
 
@@ -252,7 +284,7 @@ impl Model {
             .iter()
             .filter(|m| m.at > me.read_until && m.sender != u)
             .count() as u64;
-        let last = self.messages[&c].last().map(|m| self.msg_view(c, m));
+        let last = self.messages[&c].last().map(|m| self.msg_view(u, c, m));
         (
             format!("c{c}"),
             unread,
@@ -348,7 +380,7 @@ impl Model {
                     Bound::From(at) => m.at >= at,
                     Bound::First => false,
                 })
-                .map(|m| self.msg_view(0, m))
+                .map(|m| self.msg_view(u, 0, m))
                 .collect()
         }))
     }
@@ -410,6 +442,11 @@ impl Model {
 }
 
 fn msg_view(m: &MessageSnapshot) -> MsgView {
+    let reactions = |list: &[ReactionSnapshot]| -> Reactions {
+        list.iter()
+            .map(|r| (r.emoji.clone(), r.count, r.current_user_reacted))
+            .collect()
+    };
     MsgView {
         id: m.id.to_string(),
         sender: m.sender.as_ref().map(|s| s.name.clone()),
@@ -419,8 +456,10 @@ fn msg_view(m: &MessageSnapshot) -> MsgView {
                 r.id.to_string(),
                 r.sender.as_ref().map(|s| s.name.clone()),
                 r.plaintext.clone(),
+                reactions(&r.reactions),
             )
         }),
+        reactions: reactions(&m.reactions),
     }
 }
 
@@ -681,6 +720,47 @@ async fn apply(
                 }
             }
         }
+        Op::React {
+            user,
+            conversation,
+            message,
+            emoji,
+            add,
+        } => {
+            // Always a message: of the `conversation`-th conversation that has any, counted
+            // from the newest (so that windows show it).
+            let with_messages: Vec<usize> = (m.messages.iter())
+                .filter(|(_, list)| !list.is_empty())
+                .map(|(c, _)| *c)
+                .collect();
+            let Some(&conversation) = with_messages.get(conversation % with_messages.len().max(1))
+            else {
+                return Ok(());
+            };
+            let len = m.messages[&conversation].len();
+            let message = len - 1 - message.min(len - 1);
+            let target = &m.messages[&conversation][message];
+            let r = conv(user, conversation)
+                .message(&target.id)
+                .unwrap()
+                .reactions(EMOJI[emoji]);
+            let result = if add { r.add().await } else { r.remove().await };
+            let allowed = member(m, user, conversation).is_some();
+            prop_assert_eq!(result.is_ok(), allowed, "{:?}", result);
+            let reactions = &mut m.messages.get_mut(&conversation).unwrap()[message].reactions;
+            let at = reactions.iter().position(|(e, _)| *e == EMOJI[emoji]);
+            match (allowed, add, at) {
+                (true, true, Some(at)) => drop(reactions[at].1.insert(user)),
+                (true, true, None) => reactions.push((EMOJI[emoji], BTreeSet::from([user]))),
+                (true, false, Some(at)) => {
+                    reactions[at].1.remove(&user);
+                    if reactions[at].1.is_empty() {
+                        reactions.remove(at);
+                    }
+                }
+                _ => {}
+            }
+        }
         Op::Join(u, c) => {
             conv(u, c).set(ConversationParams::new()).await.unwrap();
             if member(m, u, c).is_none() {
@@ -808,6 +888,7 @@ async fn send(
                 text,
                 reply_to: reply,
                 at,
+                reactions: Vec::new(),
             });
         }
         _ => prop_assert!(result.is_err()),

@@ -692,3 +692,107 @@ async fn long_urls_and_headers_are_refused() {
     .await
     .refused(431, "LIMIT_EXCEEDED");
 }
+
+/// The backend adds, lists and removes reactions as any existing user; sessions see them.
+#[tokio::test]
+async fn backend_reactions() {
+    let running = Running::start(&app()).await;
+    let secret = running.credentials.secret.clone();
+    let s = Some(secret.as_str());
+    for user in ["alice", "bob"] {
+        let body = json!({"name": user});
+        succeeds(&running, "PUT", &format!("/users/{user}"), s, Some(body)).await;
+    }
+    let members = json!({"participants": ["alice"]});
+    succeeds(&running, "PUT", "/conversations/c", s, Some(members)).await;
+    let posted = json!([{"type": "SystemMessage", "text": "hello"}]);
+    let ids = succeeds(
+        &running,
+        "POST",
+        "/conversations/c/messages",
+        s,
+        Some(posted),
+    )
+    .await;
+    let message = ids[0]["id"].as_str().unwrap().to_owned();
+    // 👍, percent-encoded as a path segment must be.
+    let thumbs = format!("/conversations/c/messages/{message}/reactions/%F0%9F%91%8D");
+
+    let token = mint_user_token(&running.credentials, "alice", 600).unwrap();
+    let alice = get_talk_session(
+        SessionOptions::new(&running.credentials.id, "alice")
+            .url(format!("ws://{}", running.addr))
+            .token(token),
+    )
+    .unwrap();
+    let window = alice.conversation("c").unwrap().subscribe_messages(None);
+    window.connected().await.unwrap();
+
+    // Bob is no participant: the backend may still react as him, twice counting once.
+    for _ in 0..2 {
+        succeeds(&running, "PUT", &format!("{thumbs}/bob"), s, None).await;
+    }
+    succeeds(&running, "PUT", &format!("{thumbs}/alice"), s, None).await;
+    let listed = succeeds(&running, "GET", &format!("{thumbs}?limit=5"), s, None).await;
+    let names: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["user"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["bob", "alice"], "oldest first: {listed}");
+    let one = succeeds(&running, "GET", &format!("{thumbs}?limit=1"), s, None).await;
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    alice.sync().await.unwrap();
+    let rows = window.latest().unwrap().unwrap();
+    let r = &rows[0].reactions;
+    assert_eq!(
+        (r[0].emoji.as_str(), r[0].count, r[0].current_user_reacted),
+        ("👍", 2, true)
+    );
+
+    succeeds(&running, "DELETE", &format!("{thumbs}/alice"), s, None).await;
+    succeeds(&running, "DELETE", &format!("{thumbs}/alice"), s, None).await;
+    alice.sync().await.unwrap();
+    let rows = window.latest().unwrap().unwrap();
+    let r = &rows[0].reactions;
+    assert_eq!((r[0].count, r[0].current_user_reacted), (1, false));
+
+    // Bad input: each refused with its code, nothing changed.
+    let cases = [
+        ("PUT", format!("{thumbs}/nobody"), 404, "NOT_FOUND"),
+        (
+            "PUT",
+            format!("/conversations/c/messages/{message}/reactions/thumbs/bob"),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "PUT",
+            "/conversations/c/messages/msg_missing/reactions/%F0%9F%91%8D/bob".into(),
+            404,
+            "NOT_FOUND",
+        ),
+        ("GET", format!("{thumbs}?limit=0"), 400, "INVALID_REQUEST"),
+        ("GET", format!("{thumbs}?limit=101"), 400, "INVALID_REQUEST"),
+        (
+            "GET",
+            "/conversations/c/messages/msg_missing/reactions/%F0%9F%91%8D".into(),
+            404,
+            "NOT_FOUND",
+        ),
+    ];
+    for (method, path, status, code) in cases {
+        let (got, body) = http(&running, method, &path, s, None).await;
+        assert_eq!(
+            (got, body["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path}: {body}"
+        );
+    }
+    let listed = succeeds(&running, "GET", &thumbs, s, None).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    // Without credentials: refused.
+    let (status, _) = http(&running, "PUT", &format!("{thumbs}/bob"), None, None).await;
+    assert_eq!(status, 401);
+}
