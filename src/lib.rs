@@ -60,6 +60,11 @@
 //! joins at once, already active. `load_more` on a shared handle moves it to a window of its
 //! own (one round trip); the other handles keep theirs.
 //!
+//! Messages carry emoji reactions: [`MessageRef::reactions`] gives a [`ReactionsRef`] to add
+//! or remove yours and list who reacted, and [`MessageSnapshot::reactions`] shows per emoji
+//! its count and whether you reacted. A reaction is one more change to its message: every
+//! window and list row that shows the message emits once, nothing else.
+//!
 //! `connected()` resolves after the first `on_snapshot` callback ran; a write resolves after
 //! its effects are in the session's snapshots; [`TalkSession::sync`] waits for everyone
 //! else's writes made before it.

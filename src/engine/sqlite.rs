@@ -1199,7 +1199,8 @@ mod tests {
         Connection::open(&path)
             .unwrap()
             .execute_batch(
-                "DROP INDEX participants_indexed;
+                "DROP TABLE reactions;
+                 DROP INDEX participants_indexed;
                  DROP INDEX participants_by_activity;
                  ALTER TABLE participants DROP COLUMN activity;
                  DROP INDEX participants_by_read_mark;
