@@ -450,6 +450,7 @@ impl BareHarness {
                     Record::Conversation(c) => Arc::new(c),
                     Record::Participant(p) => Arc::new(p),
                     Record::Reacted(r) => Arc::new(r),
+                    Record::Reaction(r) => Arc::new(r),
                 };
                 self.floor.insert(key, value);
                 continue;
@@ -466,7 +467,7 @@ impl BareHarness {
                         read.set(value);
                     }
                 }
-                Record::Participant(_) | Record::Reacted(_) => {}
+                Record::Participant(_) | Record::Reacted(_) | Record::Reaction(_) => {}
             }
         }
         self.signals.get_mut(&frame.touched).map_or(0, |s| poll(s))

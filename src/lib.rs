@@ -145,9 +145,9 @@ pub use self::{
     session::{
         ConversationListSubscription, ConversationRef, ConversationSubscription,
         ErrorHandlerHandle, ListSubscription, MessageListSubscription, MessageRef, OnSnapshot,
-        ParticipantListSubscription, ParticipantRef, ParticipantSubscription, ReactionsRef,
-        SessionOptions, Subscription, SubscriptionState, TalkSession, UserRef, UserSubscription,
-        get_talk_session,
+        ParticipantListSubscription, ParticipantRef, ParticipantSubscription,
+        ReactionListSubscription, ReactionsRef, SessionOptions, Subscription, SubscriptionState,
+        TalkSession, UserRef, UserSubscription, get_talk_session,
     },
     store::StoreStats,
 };

@@ -12,7 +12,7 @@ pub(crate) use self::{
     content::validate_send,
     filter::{ConversationFacts, MessageFacts},
     markup::parse_markup,
-    reaction::{ReactedRecord, ReactionCount, normalize_emoji},
+    reaction::{ReactedRecord, ReactionCount, ReactionRecord, normalize_emoji},
     records::{ConversationRecord, MessageRecord, ParticipantRecord, ReadStateRecord},
 };
 pub use self::{

@@ -14,8 +14,8 @@ use serde_json::value::RawValue;
 
 use crate::model::{
     ConversationFilter, ConversationId, ConversationRecord, MessageFilter, MessageId,
-    MessageRecord, ParticipantRecord, ReactedRecord, ReadStateRecord, Timestamp, UserId,
-    UserSnapshot,
+    MessageRecord, ParticipantRecord, ReactedRecord, ReactionRecord, ReadStateRecord, Timestamp,
+    UserId, UserSnapshot,
 };
 use crate::params::{ConversationParams, EditParams, ParticipantParams, UserParams, WireSend};
 
@@ -58,6 +58,12 @@ pub(crate) enum EntityKey {
     Reacted {
         message: MessageId,
     },
+    /// One user's reaction to a message with one emoji.
+    Reaction {
+        message: MessageId,
+        emoji: String,
+        user: UserId,
+    },
 }
 
 impl EntityKey {
@@ -86,6 +92,13 @@ impl EntityKey {
             message: message.clone(),
         }
     }
+    pub(crate) fn reaction(message: &MessageId, emoji: &str, user: &UserId) -> Self {
+        EntityKey::Reaction {
+            message: message.clone(),
+            emoji: emoji.to_owned(),
+            user: user.clone(),
+        }
+    }
     /// Whether the record behind the key depends on who views it (the same key names each
     /// viewer's own record).
     pub(crate) fn per_viewer(&self) -> bool {
@@ -106,6 +119,7 @@ pub(crate) enum Record {
     ReadState(ReadStateRecord),
     Message(MessageRecord),
     Reacted(ReactedRecord),
+    Reaction(ReactionRecord),
 }
 
 impl Record {
@@ -117,6 +131,7 @@ impl Record {
             Record::ReadState(r) => EntityKey::read_state(&r.conversation_id),
             Record::Message(m) => EntityKey::message(&m.id),
             Record::Reacted(r) => EntityKey::reacted(&r.message_id),
+            Record::Reaction(r) => EntityKey::reaction(&r.message_id, &r.emoji, &r.user_id),
         }
     }
 }
@@ -230,6 +245,12 @@ pub(crate) enum Target {
         conversation: ConversationId,
         user: UserId,
     },
+    /// The users who reacted to a message with one emoji (in its stored form), oldest first.
+    Reactions {
+        conversation: ConversationId,
+        message: MessageId,
+        emoji: String,
+    },
 }
 
 impl Target {
@@ -250,6 +271,11 @@ impl Target {
                 first: 10,
                 default: 10,
                 max: 50,
+            },
+            Target::Reactions { .. } => Paging {
+                first: 10,
+                default: 30,
+                max: 100,
             },
             _ => Paging {
                 first: 1,

@@ -19,7 +19,7 @@ pub use self::{
     subscription::{
         ConversationListSubscription, ConversationSubscription, ListSubscription,
         MessageListSubscription, OnSnapshot, ParticipantListSubscription, ParticipantSubscription,
-        Subscription, SubscriptionState, UserSubscription,
+        ReactionListSubscription, Subscription, SubscriptionState, UserSubscription,
     },
 };
 #[cfg(feature = "bench-internals")]

@@ -110,6 +110,8 @@ pub struct StoreStats {
     pub messages: usize,
     /// Cached records of the current user's own reactions (one per message they reacted to).
     pub reacted: usize,
+    /// Cached reactions of reactions windows (one per user, message and emoji).
+    pub reactions: usize,
     /// Subscriptions that are live, or ended but not yet released by the server.
     pub subscriptions: usize,
     /// An estimate of the heap memory held by cached records and nodes, in bytes.
@@ -125,6 +127,7 @@ impl StoreStats {
             + self.read_states
             + self.messages
             + self.reacted
+            + self.reactions
     }
 }
 
@@ -479,6 +482,7 @@ impl Store {
                 EntityKey::ReadState { .. } => &mut stats.read_states,
                 EntityKey::Message { .. } => &mut stats.messages,
                 EntityKey::Reacted { .. } => &mut stats.reacted,
+                EntityKey::Reaction { .. } => &mut stats.reactions,
             };
             *counter += 1;
             stats.approx_bytes += std::mem::size_of::<(EntityKey, Entry)>()
@@ -508,7 +512,16 @@ fn approx_size(record: &Rec) -> usize {
         Rec::Reacted(r) => {
             std::mem::size_of_val(&**r) + r.emoji.iter().map(|e| e.len() + 24).sum::<usize>()
         }
-        Rec::Message(m) => std::mem::size_of_val(&**m) + 2 * m.plaintext.len() + strings(&m.custom),
+        Rec::Message(m) => {
+            std::mem::size_of_val(&**m)
+                + 2 * m.plaintext.len()
+                + strings(&m.custom)
+                + m.reactions
+                    .iter()
+                    .map(|r| r.emoji.len() + 40)
+                    .sum::<usize>()
+        }
+        Rec::Reaction(r) => std::mem::size_of_val(&**r) + r.emoji.len(),
     }
 }
 

@@ -780,7 +780,10 @@ pub(super) fn react(
         }
         match existing {
             Some(i) => message.reactions[i].count += 1,
-            None => message.reactions.push(ReactionCount { emoji, count: 1 }),
+            None => message.reactions.push(ReactionCount {
+                emoji: emoji.clone(),
+                count: 1,
+            }),
         }
     } else {
         if !state.storage_mut().remove_reaction(id, &emoji, me)? {
@@ -798,6 +801,7 @@ pub(super) fn react(
     let event = Event::ReactionChanged {
         conversation: conversation.clone(),
         message: id.clone(),
+        emoji,
         user: me.clone(),
     };
     Ok((Response::Ack, vec![event]))

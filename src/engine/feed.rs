@@ -19,7 +19,7 @@ use crate::{
     HashMap, HashSet,
     model::{
         ConversationFacts, ConversationFilter, ConversationId, MessageFacts, MessageFilter,
-        MessageRecord, Timestamp, UserId,
+        MessageRecord, Timestamp, UserId, normalize_emoji,
     },
     protocol::{
         EntityKey, ErrorCode, MAX_HELD_KEYS, Position, Record, Restore, RowChange, SharedRecord,
@@ -185,6 +185,14 @@ impl Feed {
             return Err(EngineError::rejected(
                 ErrorCode::InvalidRequest,
                 format!("subscription {sub} already exists"),
+            ));
+        }
+        if let Target::Reactions { emoji, .. } = &target
+            && normalize_emoji(emoji).as_ref() != Ok(emoji)
+        {
+            return Err(EngineError::rejected(
+                ErrorCode::InvalidRequest,
+                format!("{emoji:?} is not an emoji in its stored form"),
             ));
         }
         if self.subs.len() >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
@@ -446,16 +454,41 @@ impl Feed {
                 Event::ParticipantChanged { conversation: c, user }
                 | Event::ParticipantRemoved { conversation: c, user }
                     if c == conversation && (user == u || user == me)),
+            (
+                Target::Reactions {
+                    conversation,
+                    message,
+                    emoji,
+                },
+                event,
+            ) => match event {
+                Event::ReactionChanged {
+                    message: m,
+                    emoji: e,
+                    ..
+                } => m == message && e == emoji,
+                Event::MessageDeleted { message: m, .. } => m == message,
+                Event::ParticipantChanged {
+                    conversation: c,
+                    user,
+                }
+                | Event::ParticipantRemoved {
+                    conversation: c,
+                    user,
+                } => c == conversation && user == me,
+                _ => false,
+            },
         })
     }
 
     /// How `events` change a window that [`Feed::affects`] chose. Events that concern one
     /// item place that item again: anything in one conversation for a conversation list, a
-    /// new, a deleted (with the window's replies to it, which read less) or, filtered, an
-    /// edited message for a message window, another user's participation for a participant
-    /// list. The rest re-lists: a change of the user's own participation (what they may see),
-    /// a user change under a message filter (it may match messages of theirs), the
-    /// single-record targets, and windows without a bound yet.
+    /// new, a deleted or a reacted-to (each with the window's replies to it, whose reads
+    /// change) or, filtered, an edited message for a message window, another user's participation for a participant
+    /// list, a reaction for a reactions window. The rest re-lists: a change of the user's own
+    /// participation (what they may see), a user change under a message filter (it may match
+    /// messages of theirs), a reactions window's message deleted, the single-record targets,
+    /// and windows without a bound yet.
     fn plan(&self, sub: &FeedSub, events: &[Event]) -> Plan {
         if sub.items.is_none() || !matches!(sub.bound, Bound::All | Bound::From(_)) {
             return Plan::Relist;
@@ -485,16 +518,17 @@ impl Feed {
                     } if c == conversation && filter.is_some() => {
                         (EntityKey::message(message), false)
                     }
+                    // Replies in the window read the message: its first reaction (or its
+                    // deletion) changes what they read, so they are placed again too.
                     Event::ReactionChanged {
                         conversation: c,
                         message,
                         ..
-                    } if c == conversation => (EntityKey::message(message), false),
-                    Event::MessageDeleted {
+                    }
+                    | Event::MessageDeleted {
                         conversation: c,
                         message,
                     } if c == conversation => {
-                        // Replies in the window read the deleted message: place them again.
                         let key = EntityKey::message(message);
                         let readers = sub.needed.get(&key).copied().unwrap_or(0);
                         if readers > usize::from(sub.entries.contains_key(&key)) {
@@ -543,6 +577,36 @@ impl Feed {
                 {
                     continue;
                 }
+                (
+                    Target::Reactions {
+                        conversation,
+                        message,
+                        emoji,
+                    },
+                    event,
+                ) => match event {
+                    Event::ReactionChanged {
+                        message: m,
+                        emoji: e,
+                        user,
+                        ..
+                    } if m == message && e == emoji => {
+                        (EntityKey::reaction(message, emoji, user), false)
+                    }
+                    // The message went, or what the user may see changed.
+                    Event::MessageDeleted { message: m, .. } if m == message => {
+                        return Plan::Relist;
+                    }
+                    Event::ParticipantChanged {
+                        conversation: c,
+                        user,
+                    }
+                    | Event::ParticipantRemoved {
+                        conversation: c,
+                        user,
+                    } if c == conversation && user == me => return Plan::Relist,
+                    _ => continue,
+                },
                 _ => return Plan::Relist,
             };
             items.push(item.0, item.1);
@@ -737,6 +801,16 @@ impl Feed {
             (Target::Participants { .. }, EntityKey::Participant { conversation, user }) => storage
                 .participant(conversation, user)?
                 .map(|p| participant_sort_key(&p)),
+            (
+                Target::Reactions { message, emoji, .. },
+                EntityKey::Reaction {
+                    message: m,
+                    emoji: e,
+                    user,
+                },
+            ) if m == message && e == emoji => storage
+                .reaction(message, emoji, user)?
+                .map(|at| reaction_sort_key(at, user)),
             _ => None,
         })
     }
@@ -872,7 +946,10 @@ impl Feed {
             Some(items) => {
                 let (items, rest) = split_window(items, &mut sub.bound, extra);
                 let loaded_all = rest.is_empty();
-                let whole = matches!(sub.target, Target::Participants { .. });
+                let whole = matches!(
+                    sub.target,
+                    Target::Participants { .. } | Target::Reactions { .. }
+                );
                 sub.beneath = (!whole)
                     .then(|| rest.first().map(|(_, key)| key.clone()))
                     .flatten();
@@ -1129,9 +1206,15 @@ pub(crate) fn touched_keys(events: &[Event]) -> HashSet<EntityKey> {
             Event::ReadChanged { conversation, .. } => {
                 keys.insert(EntityKey::read_state(conversation));
             }
-            Event::ReactionChanged { message, .. } => {
+            Event::ReactionChanged {
+                message,
+                emoji,
+                user,
+                ..
+            } => {
                 keys.insert(EntityKey::message(message));
                 keys.insert(EntityKey::reacted(message));
+                keys.insert(EntityKey::reaction(message, emoji, user));
             }
         }
     }
@@ -1240,6 +1323,26 @@ fn list(
                 .collect();
             items.sort_by(|a, b| b.0.cmp(&a.0));
             Some(items)
+        }
+        Target::Reactions {
+            conversation,
+            message,
+            emoji,
+        } => {
+            let visible = match storage.message(message)? {
+                Some((m, _)) => &m.conversation_id == conversation,
+                None => false,
+            };
+            if !visible || !view::is_participant(storage, conversation, me)? {
+                return Ok(None);
+            }
+            // Oldest first, as storage lists them.
+            let reactions = storage.reactions(message, emoji, usize::MAX)?;
+            let items = reactions.into_iter().map(|(user, at)| {
+                let key = EntityKey::reaction(message, emoji, &user);
+                (reaction_sort_key(at, &user), key)
+            });
+            Some(items.collect())
         }
         Target::Messages {
             conversation,
@@ -1405,6 +1508,12 @@ fn message_sort_key(pos: MessagePos) -> SortKey {
     SortKey(pos.created_at, pos.ordinal, String::new())
 }
 
+/// Oldest first: the window puts greater keys first. Reaction times are unique (the engine's
+/// clock never hands out one twice), so ties by user never matter.
+fn reaction_sort_key(at: Timestamp, user: &UserId) -> SortKey {
+    SortKey(at.saturating_neg(), 0, user.to_string())
+}
+
 fn participant_sort_key(p: &StoredParticipant) -> SortKey {
     SortKey(p.record.joined_at, 0, p.record.user_id.to_string())
 }
@@ -1494,7 +1603,12 @@ mod tests {
         Join(usize, usize),
         Leave(usize, usize),
         LoadMore(usize, SubId, u32),
+        /// Adds (or removes) a reaction to one of `c0`'s newest messages.
+        React(usize, u64, usize, bool),
     }
+
+    /// The emoji of [`Op::React`]; the reactions windows show the first.
+    const EMOJI: [&str; 2] = ["👍", "🎉"];
 
     fn op() -> impl Strategy<Value = Op> {
         let (u, c) = (0..USERS, 0..CONVERSATIONS);
@@ -1511,7 +1625,9 @@ mod tests {
             1 => (u.clone(), hot.clone()).prop_map(|(u, c)| Op::MarkUnread(u, c)),
             1 => (u.clone(), c.clone()).prop_map(|(u, c)| Op::Join(u, c)),
             1 => (u.clone(), hot).prop_map(|(u, c)| Op::Leave(u, c)),
-            1 => (u, 1..5_u64, 1..4_u32).prop_map(|(u, s, n)| Op::LoadMore(u, s, n)),
+            1 => (u.clone(), 1..6_u64, 1..4_u32).prop_map(|(u, s, n)| Op::LoadMore(u, s, n)),
+            2 => (u, (BACKLOG as u64 - 1)..(BACKLOG as u64 + 1), 0..EMOJI.len(), any::<bool>())
+                .prop_map(|(u, m, e, add)| Op::React(u, m, e, add)),
         ]
     }
 
@@ -1570,6 +1686,11 @@ mod tests {
                 },
                 Target::Participants {
                     conversation: conversation(0),
+                },
+                Target::Reactions {
+                    conversation: conversation(0),
+                    message: MessageId::new(format!("msg_{BACKLOG}")),
+                    emoji: EMOJI[0].into(),
                 },
             ];
             for (sub, target) in (1..).zip(targets) {
@@ -1649,11 +1770,17 @@ mod tests {
                 user: user(u),
             },
             Op::LoadMore(_, sub, count) => Request::LoadMore { sub, count },
+            Op::React(_, m, e, add) => Request::React {
+                conversation: conversation(0),
+                message: message(m),
+                emoji: EMOJI[e].into(),
+                add,
+            },
         };
         let u = match op {
             Op::Edit(u, _) | Op::Delete(u, _) | Op::MarkRead(u, _) | Op::MarkUnread(u, _) => u,
             Op::Leave(u, _) | Op::LoadMore(u, _, _) | Op::Send(u, _) | Op::Join(u, _) => u,
-            Op::Reply(u, _) => u,
+            Op::Reply(u, _) | Op::React(u, ..) => u,
         };
         engine.handle(conns[u], ClientFrame { id: 0, request });
     }

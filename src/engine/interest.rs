@@ -90,7 +90,8 @@ impl Interest {
                 }
                 Target::Conversation { id: conversation }
                 | Target::Participants { conversation }
-                | Target::Participant { conversation, .. } => {
+                | Target::Participant { conversation, .. }
+                | Target::Reactions { conversation, .. } => {
                     watches.insert(Watch::Conversation(conversation.clone()));
                 }
                 Target::Messages {

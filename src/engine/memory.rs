@@ -433,6 +433,19 @@ impl Storage for MemoryStorage {
         Ok(old.is_some())
     }
 
+    fn reaction(
+        &self,
+        message: &MessageId,
+        emoji: &str,
+        user: &UserId,
+    ) -> StorageResult<Option<Timestamp>> {
+        Ok(self
+            .reacted
+            .get(&(message.clone(), user.clone()))
+            .and_then(|mine| mine.iter().find(|(e, _)| e == emoji))
+            .map(|(_, at)| *at))
+    }
+
     fn reactions_of(&self, message: &MessageId, user: &UserId) -> StorageResult<Vec<String>> {
         Ok(self
             .reacted

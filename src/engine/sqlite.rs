@@ -849,6 +849,24 @@ impl Storage for SqliteStorage {
         Ok(removed == 1)
     }
 
+    fn reaction(
+        &self,
+        message: &MessageId,
+        emoji: &str,
+        user: &UserId,
+    ) -> StorageResult<Option<Timestamp>> {
+        self.conn
+            .prepare_cached(
+                "SELECT created_at FROM reactions WHERE message = ?1 AND user = ?2 AND emoji = ?3",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row([message.as_str(), user.as_str(), emoji], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(db)
+    }
+
     fn reactions_of(&self, message: &MessageId, user: &UserId) -> StorageResult<Vec<String>> {
         let mut statement = self
             .conn

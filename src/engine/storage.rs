@@ -112,6 +112,7 @@ pub(crate) enum Event {
     ReactionChanged {
         conversation: ConversationId,
         message: MessageId,
+        emoji: String,
         user: UserId,
     },
 }
@@ -229,6 +230,13 @@ pub(crate) trait Storage: Send {
         emoji: &str,
         user: &UserId,
     ) -> StorageResult<bool>;
+    /// When `user` reacted to a message with `emoji`, if they did.
+    fn reaction(
+        &self,
+        message: &MessageId,
+        emoji: &str,
+        user: &UserId,
+    ) -> StorageResult<Option<Timestamp>>;
     /// The emoji `user` reacted to a message with, oldest first.
     fn reactions_of(&self, message: &MessageId, user: &UserId) -> StorageResult<Vec<String>>;
     /// Up to `limit` of the reactions to a message with `emoji`, oldest first (ties by user

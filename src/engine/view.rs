@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     HashMap,
-    model::{ConversationId, MessageId, ReactedRecord, ReadStateRecord, UserId},
+    model::{ConversationId, MessageId, ReactedRecord, ReactionRecord, ReadStateRecord, UserId},
     protocol::{EntityKey, Record, SharedRecord, shape},
 };
 
@@ -100,6 +100,7 @@ impl Reads {
             Record::Conversation(c) => &c.id,
             Record::Participant(p) => &p.conversation_id,
             Record::Message(m) => &m.conversation_id,
+            Record::Reaction(r) => &r.conversation_id,
             Record::ReadState(_) | Record::Reacted(_) => return Ok(None),
         };
         let visible = self.is_participant(storage, conversation, me)?;
@@ -154,6 +155,23 @@ impl Reads {
                 self.positions.insert(id.clone(), pos);
                 Record::Message(m)
             }),
+            EntityKey::Reaction {
+                message,
+                emoji,
+                user,
+            } => match storage.reaction(message, emoji, user)? {
+                Some(created_at) => self.message(storage, message)?.and_then(|(m, _)| {
+                    let Record::Message(m) = &*m else { return None };
+                    Some(Record::Reaction(ReactionRecord {
+                        conversation_id: m.conversation_id.clone(),
+                        message_id: message.clone(),
+                        emoji: emoji.clone(),
+                        user_id: user.clone(),
+                        created_at,
+                    }))
+                }),
+                None => None,
+            },
             EntityKey::ReadState { .. } | EntityKey::Reacted { .. } => None,
         }
         .map(SharedRecord::new);

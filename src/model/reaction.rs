@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MessageId, Timestamp, UserSnapshot};
+use super::{ConversationId, MessageId, Timestamp, UserId, UserSnapshot};
 
 /// The most distinct emoji one message may carry; a reaction with a 51st is refused.
 pub const MAX_REACTIONS_PER_MESSAGE: usize = 50;
@@ -65,6 +65,17 @@ pub(crate) struct ReactionCount {
 pub(crate) struct ReactedRecord {
     pub(crate) message_id: MessageId,
     pub(crate) emoji: Vec<String>,
+}
+
+/// One user's reaction to a message with one emoji: an item of a reactions window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ReactionRecord {
+    pub(crate) conversation_id: ConversationId,
+    pub(crate) message_id: MessageId,
+    pub(crate) emoji: String,
+    pub(crate) user_id: UserId,
+    pub(crate) created_at: Timestamp,
 }
 
 /// One emoji's reactions to a message, as the current user sees them.

@@ -9,9 +9,10 @@
 //! | conversation C | read state C, the viewer's participant (C, me) (not its user), and, if both exist, the last message with all it reads |
 //! | message M | its sender, its referenced message R read the same way but for R's own reference, and, if M has reactions, the viewer's own reactions to M |
 //! | participant (C, U) | user U |
+//! | reaction (M, emoji, U) | user U |
 
 use super::{EntityKey, Record};
-use crate::model::{ConversationRecord, MessageRecord, ParticipantRecord, UserId};
+use crate::model::{ConversationRecord, MessageRecord, ParticipantRecord, ReactionRecord, UserId};
 
 /// The keys a conversation snapshot reads besides the conversation.
 pub(crate) struct ConversationLinks {
@@ -58,6 +59,11 @@ pub(crate) fn referenced(r: &MessageRecord) -> MessageLinks {
     }
 }
 
+/// What a reaction snapshot reads besides the reaction: its user.
+pub(crate) fn reaction(r: &ReactionRecord) -> EntityKey {
+    EntityKey::user(&r.user_id)
+}
+
 /// What a participant snapshot reads besides the participation: its user.
 pub(crate) fn participant(p: &ParticipantRecord) -> EntityKey {
     EntityKey::user(&p.user_id)
@@ -97,6 +103,9 @@ pub(crate) fn walk<R: AsRef<Record>, E>(
         Record::Message(m) => walk_message(&message(m), me, get, visit)?,
         Record::Participant(p) => {
             walk(&participant(p), me, get, visit)?;
+        }
+        Record::Reaction(r) => {
+            walk(&reaction(r), me, get, visit)?;
         }
     }
     Ok(true)

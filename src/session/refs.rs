@@ -9,7 +9,8 @@ use super::{
     SessionInner,
     subscription::{
         ConversationSubscription, ListSubscription, MessageListSubscription, OnSnapshot,
-        ParticipantListSubscription, ParticipantSubscription, Subscription, UserSubscription,
+        ParticipantListSubscription, ParticipantSubscription, ReactionListSubscription,
+        Subscription, UserSubscription,
     },
 };
 use crate::{
@@ -617,6 +618,35 @@ impl ReactionsRef {
             add,
         };
         ack(&self.message.session, request).await
+    }
+
+    /// Subscribes to the users who reacted with this emoji, oldest first: the first 10;
+    /// `load_more` takes 1..=100 (default 30). Reactions newer than the window's last join it
+    /// only once it holds them all ([`ListSubscription::loaded_all`]), like older messages in
+    /// a message window; a removed reaction leaves at once. `None` unless the message exists
+    /// and you participate. An emoji that is not one ends the subscription with an
+    /// `INVALID_REQUEST` error.
+    ///
+    /// # Performance
+    ///
+    /// Starting (and a reconnect, or the message's deletion) reads every reaction with this
+    /// emoji once; each later reaction costs O(1) reads.
+    pub fn subscribe(&self) -> ReactionListSubscription {
+        self.subscribe_with(None)
+    }
+
+    /// Like [`Self::subscribe`], calling `on_snapshot` on every change.
+    pub fn subscribe_with(
+        &self,
+        on_snapshot: Option<OnSnapshot<Option<imbl::Vector<Arc<SingleReactionSnapshot>>>>>,
+    ) -> ReactionListSubscription {
+        let target = Target::Reactions {
+            conversation: self.message.conversation.clone(),
+            message: self.message.id.clone(),
+            emoji: normalize_emoji(&self.emoji).unwrap_or_else(|_| self.emoji.clone()),
+        };
+        let session = &self.message.session;
+        ListSubscription::new(session.subscribe(target, list, on_snapshot))
     }
 
     /// The first 10 users who reacted with this emoji, oldest first (empty if none did), as

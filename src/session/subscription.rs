@@ -25,7 +25,7 @@ use crate::{
     Error,
     model::{
         ConversationId, ConversationSnapshot, MessageId, MessageSnapshot, ParticipantSnapshot,
-        UserId, UserSnapshot,
+        SingleReactionSnapshot, UserId, UserSnapshot,
     },
     protocol::{Paging, Request},
     store::Node,
@@ -101,6 +101,10 @@ row_type!(ConversationSnapshot, Conversation, ConversationId, |c| c
     .clone());
 row_type!(MessageSnapshot, Message, MessageId, |m| m.id.clone());
 row_type!(ParticipantSnapshot, Participant, UserId, |p| p
+    .user
+    .id
+    .clone());
+row_type!(SingleReactionSnapshot, Reaction, UserId, |r| r
     .user
     .id
     .clone());
@@ -597,6 +601,10 @@ pub type MessageListSubscription =
 /// participates.
 pub type ParticipantListSubscription =
     ListSubscription<Option<Vector<Arc<ParticipantSnapshot>>>, ParticipantSnapshot>;
+/// The users who reacted to a message with one emoji, oldest first; `None` unless the message
+/// exists and the current user participates.
+pub type ReactionListSubscription =
+    ListSubscription<Option<Vector<Arc<SingleReactionSnapshot>>>, SingleReactionSnapshot>;
 
 #[cfg(test)]
 mod tests {

@@ -5,8 +5,8 @@ use std::{collections::HashMap, sync::Arc};
 use crate::{
     model::{
         ConversationRecord, ConversationSnapshot, MessageRecord, MessageSnapshot,
-        ParticipantRecord, ParticipantSnapshot, ReactedRecord, ReactionSnapshot, ReadStateRecord,
-        ReferencedMessageSnapshot, UserId, UserSnapshot,
+        ParticipantRecord, ParticipantSnapshot, ReactedRecord, ReactionRecord, ReactionSnapshot,
+        ReadStateRecord, ReferencedMessageSnapshot, SingleReactionSnapshot, UserId, UserSnapshot,
     },
     protocol::{EntityKey, Record, shape},
 };
@@ -20,6 +20,7 @@ pub(crate) enum Rec {
     ReadState(Arc<ReadStateRecord>),
     Message(Arc<MessageRecord>),
     Reacted(Arc<ReactedRecord>),
+    Reaction(Arc<ReactionRecord>),
 }
 
 impl From<Record> for Rec {
@@ -31,6 +32,7 @@ impl From<Record> for Rec {
             Record::ReadState(r) => Rec::ReadState(Arc::new(r)),
             Record::Message(r) => Rec::Message(Arc::new(r)),
             Record::Reacted(r) => Rec::Reacted(Arc::new(r)),
+            Record::Reaction(r) => Rec::Reaction(Arc::new(r)),
         }
     }
 }
@@ -45,6 +47,7 @@ impl Rec {
             (Rec::ReadState(a), Record::ReadState(b)) => **a == *b,
             (Rec::Message(a), Record::Message(b)) => **a == *b,
             (Rec::Reacted(a), Record::Reacted(b)) => **a == *b,
+            (Rec::Reaction(a), Record::Reaction(b)) => **a == *b,
             _ => false,
         }
     }
@@ -57,6 +60,7 @@ pub(crate) enum Node {
     Conversation(Arc<ConversationSnapshot>),
     Message(Arc<MessageSnapshot>),
     Participant(Arc<ParticipantSnapshot>),
+    Reaction(Arc<SingleReactionSnapshot>),
 }
 
 /// Where assembly reads records, and optionally caches nodes.
@@ -84,6 +88,7 @@ pub(crate) fn node<L: Lookup>(l: &L, key: &EntityKey, deps: &mut Vec<EntityKey>)
         EntityKey::Conversation { .. } => l.node(key, deps, &|l, deps| conversation(l, key, deps)),
         EntityKey::Message { .. } => l.node(key, deps, &|l, deps| message(l, key, deps)),
         EntityKey::Participant { .. } => l.node(key, deps, &|l, deps| participant(l, key, deps)),
+        EntityKey::Reaction { .. } => l.node(key, deps, &|l, deps| reaction(l, key, deps)),
         EntityKey::ReadState { .. } | EntityKey::Reacted { .. } => None,
     }
 }
@@ -221,6 +226,18 @@ fn participant<L: Lookup>(l: &L, key: &EntityKey, deps: &mut Vec<EntityKey>) -> 
     })))
 }
 
+fn reaction<L: Lookup>(l: &L, key: &EntityKey, deps: &mut Vec<EntityKey>) -> Option<Node> {
+    deps.push(key.clone());
+    let Some(Rec::Reaction(r)) = l.record(key) else {
+        return None;
+    };
+    let user = user(l, &shape::reaction(&r), deps)?;
+    Some(Node::Reaction(Arc::new(SingleReactionSnapshot {
+        user,
+        created_at: r.created_at,
+    })))
+}
+
 /// A one-off set of records (the answer to a read), assembled without caching.
 pub(crate) struct Bundle<'a> {
     pub(crate) me: &'a UserId,
@@ -257,19 +274,24 @@ mod tests {
     use crate::protocol::shape;
 
     /// A random little world: which of users u0..u2, messages m0..m3 (each with an optional
-    /// sender and reference), conversations c0..c1 (each with an optional last message),
-    /// read states and participations exist.
+    /// sender and reference, and maybe reactions, maybe the viewer's), conversations c0..c1
+    /// (each with an optional last message), read states, participations and reactions of
+    /// u0..u2 to m0 exist.
     fn records() -> impl Strategy<Value = Vec<Record>> {
         let user = proptest::option::of(0..3_usize);
         let message = proptest::option::of(0..4_usize);
         (
             proptest::collection::vec(any::<bool>(), 3),
-            proptest::collection::vec(proptest::option::of((user.clone(), message.clone())), 4),
+            proptest::collection::vec(
+                proptest::option::of((user.clone(), message.clone(), any::<Option<bool>>())),
+                4,
+            ),
             proptest::collection::vec(proptest::option::of(message), 2),
             proptest::collection::vec(any::<bool>(), 2),
             proptest::collection::vec(any::<bool>(), 6),
+            proptest::collection::vec(any::<bool>(), 3),
         )
-            .prop_map(|(users, messages, conversations, reads, participants)| {
+            .prop_map(|(users, messages, conversations, reads, participants, reactions)| {
                 let mut records = Vec::new();
                 let mut push = |value| records.push(serde_json::from_value(value).unwrap());
                 for (u, _) in users.iter().enumerate().filter(|(_, e)| **e) {
@@ -280,8 +302,12 @@ mod tests {
                     );
                 }
                 for (m, message) in messages.iter().enumerate() {
-                    let Some((sender, reference)) = message else {
+                    let Some((sender, reference, reacted)) = message else {
                         continue;
+                    };
+                    let counts = match reacted {
+                        Some(_) => json!([{"emoji": "👍", "count": 2}]),
+                        None => json!([]),
                     };
                     push(json!({"kind": "message", "record": {"id": format!("m{m}"),
                         "conversationId": "c0", "type": "UserMessage",
@@ -289,7 +315,17 @@ mod tests {
                         "createdAt": 1, "editedAt": null,
                         "referencedMessageId": reference.map(|r| format!("m{r}")),
                         "origin": "rest", "plaintext": "x",
-                        "content": [{"type": "text", "children": ["x"]}]}}));
+                        "content": [{"type": "text", "children": ["x"]}],
+                        "reactions": counts}}));
+                    if *reacted == Some(true) {
+                        push(json!({"kind": "reacted", "record": {"messageId": format!("m{m}"),
+                            "emoji": ["👍"]}}));
+                    }
+                }
+                for (u, _) in reactions.iter().enumerate().filter(|(_, e)| **e) {
+                    push(json!({"kind": "reaction", "record": {"conversationId": "c0",
+                        "messageId": "m0", "emoji": "👍", "userId": format!("u{u}"),
+                        "createdAt": 1}}));
                 }
                 for (c, last) in conversations.iter().enumerate() {
                     let Some(last) = last else { continue };
@@ -330,6 +366,10 @@ mod tests {
             let mut roots: Vec<EntityKey> = (0..3)
                 .map(|u| EntityKey::user(&UserId::new(format!("u{u}"))))
                 .chain((0..4).map(|m| EntityKey::message(&crate::model::MessageId::new(format!("m{m}")))))
+                .chain((0..3).map(|u| {
+                    let m0 = crate::model::MessageId::new("m0");
+                    EntityKey::reaction(&m0, "👍", &UserId::new(format!("u{u}")))
+                }))
                 .collect();
             for c in 0..2 {
                 let c = crate::model::ConversationId::new(format!("c{c}"));

@@ -318,3 +318,92 @@ async fn reactions_survive_a_reconnect() {
     let rows = rows.unwrap();
     assert_eq!(triples(&rows[0].reactions), [reaction("👍", 1, false)]);
 }
+
+/// The reactors' window: oldest first, a first page of 10, `load_more` within 1..=100
+/// (default 30); a newer reaction joins once the window holds all, a removed one leaves, a
+/// renamed reactor shows renamed; `None` for outsiders (until they join) and for a deleted
+/// message; a bad emoji ends it with an error.
+#[tokio::test]
+async fn the_reactors_window_pages_oldest_first() {
+    let names: Vec<String> = (0..27).map(|i| format!("u{i:02}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let sessions = users(&names).await;
+    let owner = &sessions[0];
+    conversation(owner, "c", &names[1..26]).await;
+    let sent = owner.conversation("c").unwrap().send("hi").await.unwrap();
+    let thumbs = |s: &TalkSession| {
+        s.conversation("c")
+            .unwrap()
+            .message(sent.id().as_str())
+            .unwrap()
+            .reactions("👍")
+    };
+    for s in &sessions[1..26] {
+        thumbs(s).add().await.unwrap();
+    }
+    let ids = |rows: &Vector<Arc<talkstore::SingleReactionSnapshot>>| -> Vec<String> {
+        rows.iter().map(|r| r.user.id.to_string()).collect()
+    };
+    let expected = |range: std::ops::Range<usize>| -> Vec<String> {
+        range.map(|i| format!("u{i:02}")).collect()
+    };
+
+    let counter = Counter::<Option<Vector<Arc<talkstore::SingleReactionSnapshot>>>>::new();
+    let window = thumbs(owner).subscribe_with(counter.callback());
+    let rows = window.connected().await.unwrap().expect("visible");
+    assert_eq!(ids(&rows), expected(1..11));
+    assert!(!window.loaded_all());
+    for bad in [0, 101] {
+        let error = window.load_more(Some(bad)).await.unwrap_err();
+        assert!(
+            matches!(error, Error::OutOfRange { max: 100, .. }),
+            "{error}"
+        );
+    }
+
+    // An outsider sees nothing, until they join.
+    let theirs = thumbs(&sessions[26]).subscribe();
+    assert_eq!(theirs.connected().await.unwrap(), None);
+    conversation(owner, "c", &["u26"]).await;
+    let rows = until(&theirs, Option::is_some).await.unwrap();
+    assert_eq!(ids(&rows), expected(1..11));
+
+    // A newer reaction stays out while the window does not hold everything.
+    thumbs(&sessions[26]).add().await.unwrap();
+    settle(&sessions).await;
+    counter.take();
+    window.load_more(None).await.unwrap();
+    let rows = window.latest().unwrap().unwrap();
+    assert_eq!(ids(&rows), expected(1..27), "30 more: all 26");
+    assert!(window.loaded_all());
+
+    // Now every change shows: a new reactor joins last, a removal leaves, a rename shows.
+    settle(&sessions).await;
+    counter.take();
+    thumbs(owner).add().await.unwrap();
+    thumbs(&sessions[5]).remove().await.unwrap();
+    sessions[3]
+        .current_user()
+        .set(talkstore::UserParams::new().name("Renamed"))
+        .await
+        .unwrap();
+    settle(&sessions).await;
+    assert_eq!(counter.take(), 3, "one emission per change");
+    let after = window.latest().unwrap().unwrap();
+    let mut want = expected(1..27);
+    want.retain(|id| id != "u05");
+    want.push("u00".into());
+    assert_eq!(ids(&after), want);
+    assert_eq!(after[2].user.name, "Renamed");
+    assert!(
+        Arc::ptr_eq(&rows[0], &after[0]),
+        "untouched rows are shared"
+    );
+
+    // A deleted message ends the window's rows; a bad emoji ends the subscription.
+    sent.delete().await.unwrap();
+    until(&window, Option::is_none).await;
+    let bad = sent.reactions("not an emoji").subscribe();
+    let error = bad.connected().await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::InvalidRequest), "{error}");
+}
