@@ -764,6 +764,7 @@ pub(super) fn react(
         };
     };
     let existing = message.reactions.iter().position(|r| r.emoji == emoji);
+    let had_reactions = !message.reactions.is_empty();
     if add {
         if existing.is_none() && message.reactions.len() >= MAX_REACTIONS_PER_MESSAGE {
             return Err(EngineError::rejected(
@@ -797,12 +798,14 @@ pub(super) fn react(
             }
         }
     }
+    let reshaped = had_reactions == message.reactions.is_empty();
     state.storage_mut().put_message(message, pos)?;
     let event = Event::ReactionChanged {
         conversation: conversation.clone(),
         message: id.clone(),
         emoji,
         user: me.clone(),
+        reshaped,
     };
     Ok((Response::Ack, vec![event]))
 }

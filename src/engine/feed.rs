@@ -497,6 +497,13 @@ impl Feed {
         let mut items = Planned::default();
         for event in events {
             let item = match (&sub.target, event) {
+                // Only records change (sent as touched keys), not what the rows read.
+                (
+                    Target::Conversations { .. } | Target::Messages { .. },
+                    Event::ReactionChanged {
+                        reshaped: false, ..
+                    },
+                ) => continue,
                 (Target::Conversations { .. }, event) => match event.conversation() {
                     Some(c) => (EntityKey::conversation(c), false),
                     None => continue,
@@ -518,8 +525,9 @@ impl Feed {
                     } if c == conversation && filter.is_some() => {
                         (EntityKey::message(message), false)
                     }
-                    // Replies in the window read the message: its first reaction (or its
-                    // deletion) changes what they read, so they are placed again too.
+                    // Replies in the window read the message: its first reaction, its last
+                    // one's removal or its deletion change what they read, so they are placed
+                    // again too.
                     Event::ReactionChanged {
                         conversation: c,
                         message,

@@ -114,6 +114,9 @@ pub(crate) enum Event {
         message: MessageId,
         emoji: String,
         user: UserId,
+        /// Whether the message gained its first reaction or lost its last: then what its
+        /// snapshots read changes (see `shape::message`); otherwise only records do.
+        reshaped: bool,
     },
 }
 
