@@ -246,7 +246,7 @@ fn Conversation(id: String) -> Element {
                     button { id: "older", onclick: older, "Load older messages" }
                 }
                 for message in rows.iter().rev() {
-                    Message { key: "{message.id}", message: message.clone() }
+                    Message { key: "{message.id}", message: message.clone(), problem }
                 }
             }
             if !problem().is_empty() {
@@ -261,13 +261,41 @@ fn Conversation(id: String) -> Element {
     }
 }
 
-/// One message: sender and formatted text.
+/// The emoji a message offers to react with besides those it has.
+const QUICK_REACTIONS: [&str; 3] = ["👍", "❤️", "😂"];
+
+/// One message: sender, formatted text and reactions (click one to add or take back yours).
 #[component]
-fn Message(message: Arc<MessageSnapshot>) -> Element {
+fn Message(message: Arc<MessageSnapshot>, problem: Signal<String>) -> Element {
+    let session = use_context::<TalkSession>();
     let sender = message
         .sender
         .as_ref()
         .map_or_else(|| "System".to_owned(), |s| s.name.clone());
+    let toggle = |emoji: String, mine: bool| {
+        let reactions = session
+            .conversation(message.conversation_id.as_str())
+            .and_then(|c| c.message(message.id.as_str()))
+            .map(|m| m.reactions(emoji));
+        move |_| {
+            let reactions = reactions.clone();
+            attempt(
+                problem,
+                async move {
+                    match reactions {
+                        Ok(r) if mine => r.remove().await,
+                        Ok(r) => r.add().await,
+                        Err(e) => Err(e),
+                    }
+                },
+                |()| {},
+            );
+        }
+    };
+    let offered: Vec<&str> = QUICK_REACTIONS
+        .into_iter()
+        .filter(|quick| message.reactions.iter().all(|r| r.emoji != *quick))
+        .collect();
     rsx! {
         div { class: "message", "data-id": "{message.id}",
             span { class: "sender", "{sender}" }
@@ -276,6 +304,20 @@ fn Message(message: Arc<MessageSnapshot>) -> Element {
                     if let ContentBlock::Text { children } = block {
                         {nodes(children)}
                     }
+                }
+            }
+            div { class: "reactions",
+                for r in message.reactions.iter() {
+                    button {
+                        class: if r.current_user_reacted { "reaction mine" } else { "reaction" },
+                        "data-emoji": "{r.emoji}",
+                        onclick: toggle(r.emoji.clone(), r.current_user_reacted),
+                        "{r.emoji} {r.count}"
+                    }
+                }
+                for quick in offered {
+                    button { class: "react", "data-emoji": "{quick}",
+                        onclick: toggle(quick.to_owned(), false), "+{quick}" }
                 }
             }
         }
@@ -346,4 +388,9 @@ section.empty { align-items: center; justify-content: center; color: #777; }
 .composer textarea { flex: 1; min-height: 3rem; }
 .problem { color: #b00; }
 .mention { color: #1a5fb4; }
+.reactions { display: flex; gap: .25rem; margin-top: .15rem; }
+.reactions button { border: 1px solid #ccc; background: white; border-radius: 1rem; padding: 0 .45rem; font-size: .85rem; cursor: pointer; }
+.reactions button.mine { background: #e8f0fe; border-color: #1a5fb4; }
+.reactions button.react { opacity: 0; }
+.message:hover .reactions button.react { opacity: .6; }
 "#;

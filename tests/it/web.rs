@@ -247,6 +247,38 @@ async fn a_person_can_chat_on_the_page() {
         "code formatting",
     )
     .await;
+    // Reactions: Bob's 👍 on Alice's message shows on her page; hers makes it 2, marked hers.
+    let alices =
+        "[...document.querySelectorAll('.message')].find(m => m.innerText.includes('everyone'))";
+    let js = |code: String| code.replace("ALICES", alices);
+    until(
+        &bob,
+        &js("ALICES?.querySelector('button.react[data-emoji=\"👍\"]')".into()),
+        "the 👍 button",
+    )
+    .await;
+    bob.execute(
+        &js("ALICES.querySelector('button.react[data-emoji=\"👍\"]').click()".into()),
+        vec![],
+    )
+    .await
+    .unwrap();
+    let count = |n: u32, mine: bool| {
+        let class = if mine { ".mine" } else { ":not(.mine)" };
+        js(format!(
+            "ALICES?.querySelector('button.reaction{class}[data-emoji=\"👍\"]')?.innerText === '👍 {n}'"
+        ))
+    };
+    until(&alice, &count(1, false), "Bob's reaction on Alice's page").await;
+    alice
+        .execute(
+            &js("ALICES.querySelector('button.reaction[data-emoji=\"👍\"]').click()".into()),
+            vec![],
+        )
+        .await
+        .unwrap();
+    until(&alice, &count(2, true), "Alice's own reaction, marked hers").await;
+    until(&bob, &count(2, true), "both reactions on Bob's page").await;
     screenshot(&alice, "2-alice-conversation").await;
 
     // A new conversation with someone who never signed in.
