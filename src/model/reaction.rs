@@ -13,7 +13,7 @@ pub const MAX_REACTIONS_PER_MESSAGE: usize = 50;
 /// The most characters of a custom emoji's name (between its colons).
 pub const MAX_CUSTOM_EMOJI_NAME: usize = 32;
 
-/// An emoji that is not one (see [`normalize_emoji`]).
+/// An emoji that is not one (see [`ReactionsRef`](crate::ReactionsRef) for the rule).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "{0:?} is not an emoji: give one Unicode emoji (with its skin tone, if any) or a custom \
