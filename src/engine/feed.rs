@@ -483,12 +483,13 @@ impl Feed {
 
     /// How `events` change a window that [`Feed::affects`] chose. Events that concern one
     /// item place that item again: anything in one conversation for a conversation list, a
-    /// new, a deleted or a reacted-to (each with the window's replies to it, whose reads
-    /// change) or, filtered, an edited message for a message window, another user's participation for a participant
-    /// list, a reaction for a reactions window. The rest re-lists: a change of the user's own
-    /// participation (what they may see), a user change under a message filter (it may match
-    /// messages of theirs), a reactions window's message deleted, the single-record targets,
-    /// and windows without a bound yet.
+    /// new, a deleted or a newly (un)reacted-to message (each with the window's replies to it,
+    /// whose reads change) or, filtered, an edited one for a message window, another user's
+    /// participation for a participant list, a reaction for a reactions window. A reaction
+    /// that changes only counts places nothing: its records travel as touched keys. The rest
+    /// re-lists: a change of the user's own participation (what they may see), a user change
+    /// under a message filter (it may match messages of theirs), a reactions window's message
+    /// deleted, the single-record targets, and windows without a bound yet.
     fn plan(&self, sub: &FeedSub, events: &[Event]) -> Plan {
         if sub.items.is_none() || !matches!(sub.bound, Bound::All | Bound::From(_)) {
             return Plan::Relist;
