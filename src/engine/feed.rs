@@ -427,19 +427,14 @@ impl Feed {
                 Event::MessageChanged {
                     conversation: c, ..
                 } => c == conversation && filter.is_some(),
-                // A message's first reaction makes it read the viewer's reactions.
+                // A message's first reaction (or its last one's removal) changes what its rows
+                // read; other reactions change only records, sent as touched keys.
                 Event::ReactionChanged {
-                    conversation: c, ..
-                } => c == conversation,
-                Event::ParticipantChanged {
                     conversation: c,
-                    user,
-                }
-                | Event::ParticipantRemoved {
-                    conversation: c,
-                    user,
-                } => c == conversation && user == me,
-                _ => false,
+                    reshaped,
+                    ..
+                } => c == conversation && *reshaped,
+                event => event.changes_participation(conversation, me),
             },
             (Target::Participants { conversation }, event) => matches!(event,
                 Event::ParticipantChanged { conversation: c, .. }
@@ -468,15 +463,7 @@ impl Feed {
                     ..
                 } => m == message && e == emoji,
                 Event::MessageDeleted { message: m, .. } => m == message,
-                Event::ParticipantChanged {
-                    conversation: c,
-                    user,
-                }
-                | Event::ParticipantRemoved {
-                    conversation: c,
-                    user,
-                } => c == conversation && user == me,
-                _ => false,
+                event => event.changes_participation(conversation, me),
             },
         })
     }
@@ -606,14 +593,9 @@ impl Feed {
                     Event::MessageDeleted { message: m, .. } if m == message => {
                         return Plan::Relist;
                     }
-                    Event::ParticipantChanged {
-                        conversation: c,
-                        user,
+                    event if event.changes_participation(conversation, me) => {
+                        return Plan::Relist;
                     }
-                    | Event::ParticipantRemoved {
-                        conversation: c,
-                        user,
-                    } if c == conversation && user == me => return Plan::Relist,
                     _ => continue,
                 },
                 _ => return Plan::Relist,

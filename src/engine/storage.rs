@@ -121,6 +121,19 @@ pub(crate) enum Event {
 }
 
 impl Event {
+    /// Whether the event changes (or ends) `user`'s participation in `conversation`: what
+    /// they may see there.
+    pub(crate) fn changes_participation(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> bool {
+        matches!(self,
+            Event::ParticipantChanged { conversation: c, user: u }
+            | Event::ParticipantRemoved { conversation: c, user: u }
+                if c == conversation && u == user)
+    }
+
     pub(crate) fn conversation(&self) -> Option<&ConversationId> {
         match self {
             Event::UserChanged { .. } => None,
